@@ -1,0 +1,1 @@
+"""Data: image sets, the dataset registry, splits and batched augmentation."""

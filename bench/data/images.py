@@ -1,0 +1,97 @@
+"""Image sets as the engine sees them: uint8 images and int64 targets, addressed by index.
+
+Small datasets live in memory as one uint8 tensor (fast batched indexing, augmentation on the
+device); large ones stream from disk through a DataLoader. Both hand the engine uint8 batches
+of shape [B, C, H, W], so training code never cares which it got.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+
+class ImageSet:
+    """Base: ``targets`` (int64 [N], -1 where unknown), ``num_classes``, ``channels``, ``size``."""
+
+    targets: torch.Tensor
+    num_classes: int
+    channels: int
+    size: int
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.targets.numel())
+
+    def batches(
+        self, indices: torch.Tensor, batch_size: int, workers: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield (uint8 images, targets, indices) for ``indices`` in the given order."""
+        raise NotImplementedError
+
+
+@dataclass
+class TensorImageSet(ImageSet):
+    """All images in memory as uint8 [N, C, H, W]."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    num_classes: int
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.shape[0] != self.targets.shape[0]:
+            raise ValueError(f"{self.name}: {self.images.shape[0]} images but {self.targets.shape[0]} targets")
+        self.targets = self.targets.to(torch.int64)
+
+    @property
+    def channels(self) -> int:  # type: ignore[override]
+        return int(self.images.shape[1])
+
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        return int(self.images.shape[-1])
+
+    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            yield self.images[idx], self.targets[idx], idx
+
+    def resized(self, size: int) -> "TensorImageSet":
+        """Return a copy resized once at load time (bilinear), e.g. digits 8x8 -> 28x28."""
+        if size == self.size:
+            return self
+        x = F.interpolate(self.images.float(), size=(size, size), mode="bilinear", align_corners=False)
+        return TensorImageSet(x.round().clamp(0, 255).to(torch.uint8), self.targets, self.num_classes, self.name)
+
+
+class StreamedImageSet(ImageSet):
+    """A map-style dataset whose items are (uint8 tensor [C, H, W] of a fixed size, label)."""
+
+    def __init__(self, dataset: Dataset, targets: torch.Tensor, num_classes: int, channels: int, size: int, name: str) -> None:
+        self.dataset = dataset
+        self.targets = targets.to(torch.int64)
+        self.num_classes = num_classes
+        self.channels = channels
+        self.size = size
+        self.name = name
+
+    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
+        loader = DataLoader(
+            Subset(self.dataset, indices.tolist()),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+        )
+        for start, (images, targets) in zip(range(0, len(indices), batch_size), loader):
+            yield images, targets.to(torch.int64), indices[start : start + batch_size]
+
+
+Loader = Callable[..., ImageSet]
