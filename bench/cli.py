@@ -1,0 +1,196 @@
+"""The ``bench`` command line. Every user error is one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from bench.errors import BenchError
+
+DEFAULT_RESULTS = "runs"
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def add(fn: Command) -> Command:
+        COMMANDS[name] = fn
+        return fn
+
+    return add
+
+
+def results_dir(args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "results", None) or os.environ.get("BENCH_RESULTS") or DEFAULT_RESULTS)
+
+
+def planned_cells(args: argparse.Namespace):
+    from bench.matrix import load_matrix
+    from bench.plan import expand, parse_sets
+
+    matrix = load_matrix(args.matrix)
+    cells = expand(matrix, parse_sets(args.set or []))
+    return matrix, cells
+
+
+def select(cells, pattern: str | None):
+    """Cells whose id, stage, method or arch matches ``pattern`` (glob), plus what they need."""
+    if not pattern:
+        return cells
+    from bench.plan import describe_cell
+
+    wanted = {c.id for c in cells if fnmatch.fnmatch(describe_cell(c), f"*{pattern}*")
+              or any(fnmatch.fnmatch(v, pattern) for v in (c.id, c.stage, c.config.method, c.config.arch))}
+    if not wanted:
+        raise BenchError(f"--only {pattern!r} matches no cell")
+    by_id = {c.id: c for c in cells}
+    stack = list(wanted)
+    while stack:
+        for dep in by_id[stack.pop()].config.deps.values():
+            if dep not in wanted:
+                wanted.add(dep)
+                stack.append(dep)
+    return [c for c in cells if c.id in wanted]
+
+
+def plan_table(cells) -> pd.DataFrame:
+    rows = []
+    for c in cells:
+        cfg = c.config
+        rows.append({
+            "id": c.id, "stage": cfg.stage, "method": cfg.method, "dataset": cfg.dataset + (f"+{cfg.unlabeled}" if cfg.unlabeled else ""),
+            "arch": cfg.arch, "labels": f"n={cfg.n_per_class}" if cfg.n_per_class is not None else f"{cfg.label_fraction:g}",
+            "seed": cfg.seed, "epochs": cfg.epochs, "lr": cfg.lr,
+            "needs": " ".join(f"{role}:{dep}" for role, dep in sorted(cfg.deps.items())) or "-",
+        })
+    return pd.DataFrame(rows)
+
+
+def _print_frame(frame: pd.DataFrame) -> None:
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
+                           "display.float_format", lambda v: f"{v:.4f}"):
+        print(frame.to_string(index=False))
+
+
+@command("plan")
+def plan_command(args: argparse.Namespace) -> int:
+    matrix, cells = planned_cells(args)
+    cells = select(cells, args.only)
+    _print_frame(plan_table(cells))
+    counts = pd.Series([c.stage for c in cells]).value_counts()
+    print(f"\n{matrix.name}: {len(cells)} cells (" + ", ".join(f"{stage} {counts[stage]}" for stage in matrix.stages if stage in counts) + ")")
+    return 0
+
+
+def runtime_from(args: argparse.Namespace):
+    from bench.runtime import Runtime, default_device
+
+    data_root = args.data_root or None
+    return Runtime(device=args.device or default_device(), amp=args.amp, workers=args.workers,
+                   data_root=Path(data_root) if data_root else None)
+
+
+def record_plan(store, matrix, cells) -> None:
+    from bench.plan import describe_cell
+
+    store.write_plan(matrix.name, matrix.source, [{"id": c.id, "stage": c.stage, "describe": describe_cell(c)} for c in cells])
+
+
+@command("run")
+def run_command(args: argparse.Namespace) -> int:
+    from bench.collect import collect, summary
+    from bench.executors import EXECUTORS
+    from bench.store import Store
+
+    matrix, all_cells = planned_cells(args)
+    cells = select(all_cells, args.only)
+    store = Store(results_dir(args))
+    if args.data_root is None and matrix.data_root:
+        args.data_root = matrix.data_root
+    record_plan(store, matrix, all_cells)
+    runtime = runtime_from(args)
+    print(f"{matrix.name}: {len(cells)} cells -> {store.root}/ on {runtime.device} ({args.executor} executor)", file=sys.stderr)
+    executor = EXECUTORS.get(args.executor)(**executor_options(args))
+    result = executor.run(cells, store, runtime)
+    table = collect(store.root)
+    if not table.empty:
+        mine = table[(table["matrix"] == matrix.name) & table["id"].isin({c.id for c in cells})]
+        if not mine.empty:
+            _print_frame(summary(mine))
+    print(f"\n{len(result.done)} done, {len(result.skipped)} already done, {len(result.submitted)} submitted, "
+          f"{len(result.failed)} failed, {len(result.blocked)} blocked", file=sys.stderr)
+    for cell_id, reason in result.failed.items():
+        print(f"  failed {cell_id}: {reason}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def executor_options(args: argparse.Namespace) -> dict[str, object]:
+    options: dict[str, object] = {}
+    if args.executor == "slurm":
+        options.update(profile=args.profile, wait=not args.no_wait)
+    return options
+
+
+@command("collect")
+def collect_command(args: argparse.Namespace) -> int:
+    from bench.collect import collect, summary, write_tables
+
+    root = Path(args.dir or results_dir(args))
+    if not root.is_dir():
+        raise BenchError(f"{root}: no such results folder")
+    table = collect(root)
+    if table.empty:
+        raise BenchError(f"{root}: no finished cells to collect")
+    csv_path, parquet_path = write_tables(table, root)
+    _print_frame(summary(table))
+    print(f"\n{len(table)} rows -> {csv_path}, {parquet_path}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="Reproducibility matrix for semi-supervised knowledge distillation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def matrix_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("matrix", help="matrix YAML file (matrices/*.yaml)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field for every cell (epochs=2) or one stage (teacher.epochs=2)")
+        p.add_argument("--only", metavar="PATTERN", help="only cells whose id, stage, method or arch matches (glob), plus what they need")
+
+    p = sub.add_parser("plan", help="print every cell of a matrix without running")
+    matrix_args(p)
+
+    p = sub.add_parser("run", help="run a matrix's cells in dependency order")
+    matrix_args(p)
+    p.add_argument("--executor", default="local", help="local (this process) or slurm (submitit)")
+    p.add_argument("--profile", default="local", help="slurm: cluster profile name or path (slurm/NAME.yaml)")
+    p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
+    p.add_argument("--results", help=f"results folder (default ${{BENCH_RESULTS}} or ./{DEFAULT_RESULTS})")
+    p.add_argument("--data-root", help="dataset root (default: the matrix's data_root, ${BENCH_DATA}, ~/.cache/bench/data)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for datasets streamed from disk")
+
+    p = sub.add_parser("collect", help="collect finished cells into results.csv / results.parquet")
+    p.add_argument("dir", nargs="?", help=f"results folder (default ${{BENCH_RESULTS}} or ./{DEFAULT_RESULTS})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

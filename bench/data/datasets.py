@@ -1,0 +1,460 @@
+"""The dataset registry: every dataset is a loader ``(split, root, image_size) -> ImageSet``.
+
+Rules every loader keeps:
+
+* ``split`` is ``"train"`` or ``"test"``: the dataset's official split where it has one, else a
+  fixed, deterministic, stratified split documented at the loader (``digits``, ``caltech256``).
+* Nothing is ever downloaded at load time. Missing data raises :class:`DataNotFoundError` with
+  one line naming the dataset, the places searched and how to get it. Downloading is the
+  separate, explicit :func:`prefetch_dataset` (for ``bench prefetch``).
+* Small datasets (digits, MNIST, Fashion-MNIST, CIFAR) load into memory at their native size
+  unless ``image_size`` is given; large ones stream from disk as RGB resized to ``image_size``
+  (default 224) with Resize + CenterCrop.
+* Targets come from the dataset's index (file lists, label files), never by decoding images.
+
+Layout under the data root (argument, else ``$BENCH_DATA``, else ``~/.cache/bench/data``):
+each dataset lives in ``<root>/<name>/``, laid out as torchvision writes it when given that
+folder as its root (e.g. ``<root>/cifar10/cifar-10-batches-py``). MNIST-style sets are also
+found in torchvision's own layout (``<root>/MNIST/raw``) and, for Fashion-MNIST, in Debian's
+``dataset-fashion-mnist`` package. ImageNet is ``<root>/imagenet/{train,val}`` class folders;
+OpenImages is any tree of images under ``<root>/openimages``.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from bench.data.idx import read_idx
+from bench.data.images import ImageSet, StreamedImageSet, TensorImageSet
+from bench.errors import BenchError, DataNotFoundError
+from bench.registry import Registry
+
+DatasetLoader = Callable[[str, Path, int | None], ImageSet]
+Prefetcher = Callable[[Path], None]
+
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+# How to put each dataset on disk; filled alongside DATASETS so every dataset has one.
+PREFETCHERS: Registry[Prefetcher] = Registry("dataset")
+
+SPLITS = ("train", "test")
+DEFAULT_STREAM_SIZE = 224
+DEFAULT_ROOT = Path("~/.cache/bench/data")
+PREFETCH_HINT = "get it with `bench prefetch MATRIX` on a machine with internet"
+# Fixed split for datasets without an official one (see _stratified_split).
+SPLIT_SEED = 0
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def default_root() -> Path:
+    """``$BENCH_DATA`` if set, else ``~/.cache/bench/data``."""
+    return Path(os.environ.get("BENCH_DATA") or DEFAULT_ROOT).expanduser()
+
+
+def resolve_root(root: str | Path | None = None) -> Path:
+    """The data root as an absolute path (so cache keys and messages are unambiguous)."""
+    return (Path(root).expanduser() if root is not None else default_root()).absolute()
+
+
+def dataset_names() -> list[str]:
+    return DATASETS.names()
+
+
+def load_dataset(name: str, split: str, root: str | Path | None = None, image_size: int | None = None) -> ImageSet:
+    """Load one split of a registered dataset; repeated calls in a process share one object.
+
+    The returned set is cached and shared: treat it as read-only.
+    """
+    DATASETS.get(name)  # unknown names fail here, with the list of known ones
+    if split not in SPLITS:
+        raise BenchError(f"dataset {name!r}: unknown split {split!r}; known: {', '.join(SPLITS)}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0):
+        raise BenchError(f"dataset {name!r}: image_size must be a positive integer, got {image_size!r}")
+    return _load_cached(name, split, resolve_root(root), image_size)
+
+
+def clear_cache() -> None:
+    """Forget the in-memory sets (tests; a long-lived process that changed files on disk)."""
+    _load_cached.cache_clear()
+
+
+def prefetch_dataset(name: str, root: str | Path | None = None) -> None:
+    """Download ``name`` into ``root`` where :func:`load_dataset` will find it (needs internet).
+
+    Raises BenchError for datasets that cannot be downloaded automatically, saying where to put them.
+    """
+    DATASETS.get(name)
+    PREFETCHERS.get(name)(resolve_root(root))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, split: str, root: Path, image_size: int | None) -> ImageSet:
+    return DATASETS.get(name)(split, root, image_size)
+
+
+def _register(name: str, loader: DatasetLoader, prefetch: Prefetcher) -> None:
+    DATASETS.register(name)(loader)
+    PREFETCHERS.register(name)(prefetch)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _not_found(name: str, places: Sequence[Path], how: str, detail: str = "") -> DataNotFoundError:
+    where = ", ".join(str(p) for p in places)
+    extra = f" ({detail})" if detail else ""
+    return DataNotFoundError(f"dataset {name!r} not found under {where}{extra} (set BENCH_DATA or data_root); {how}")
+
+
+def _stratified_split(targets: np.ndarray, test_size: float, split: str) -> np.ndarray:
+    """Indices of ``split`` in a fixed stratified split: sklearn train_test_split, random_state=0.
+
+    Sorted, so streamed sets read files in directory order.
+    """
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(
+        np.arange(len(targets)), test_size=test_size, stratify=targets, random_state=SPLIT_SEED
+    )
+    return np.sort(train if split == "train" else test)
+
+
+def _targets_of(dataset: Dataset) -> torch.Tensor:
+    """int64 labels of a dataset from its index (no image decoding)."""
+    if isinstance(dataset, ConcatDataset):
+        return torch.cat([_targets_of(part) for part in dataset.datasets])
+    if isinstance(dataset, Subset):
+        return _targets_of(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.int64)]
+    for attr in ("targets", "_labels", "y"):
+        if hasattr(dataset, attr):
+            return torch.as_tensor(list(getattr(dataset, attr)), dtype=torch.int64)
+    raise TypeError(f"{type(dataset).__name__} exposes no labels (targets, _labels or y)")
+
+
+class _ToRGB:
+    """PIL image -> RGB (grayscale/CMYK/palette files occur in Caltech, ImageNet, OpenImages).
+
+    A class, not a lambda, so DataLoader workers can pickle it.
+    """
+
+    def __call__(self, image: Any) -> Any:
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def stream_transform(size: int) -> Callable[[Any], torch.Tensor]:
+    """PIL image -> uint8 [3, size, size]: shorter side to ``size``, then center crop."""
+    from torchvision import transforms as T
+
+    return T.Compose([_ToRGB(), T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+
+
+def _in_memory(name: str, images: torch.Tensor, targets: torch.Tensor, num_classes: int, image_size: int | None) -> TensorImageSet:
+    data = TensorImageSet(images.contiguous(), targets, num_classes, name)
+    return data if image_size is None else data.resized(image_size)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _load_digits(split: str, root: Path, image_size: int | None) -> ImageSet:
+    """scikit-learn's 8x8 digits (1797 images, ships with sklearn, so ``root`` is unused).
+
+    No official split: we use a fixed stratified 75/25 split (train_test_split, test_size=0.25,
+    stratify=y, random_state=0): 1347 train, 450 test. Pixel values 0..16 are scaled to 0..255.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    pixels = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    keep = _stratified_split(bunch.target, 0.25, split)
+    images = torch.from_numpy(pixels[keep]).unsqueeze(1)
+    return _in_memory("digits", images, torch.from_numpy(bunch.target[keep]).long(), 10, image_size)
+
+
+def _prefetch_nothing(root: Path) -> None:
+    """digits ships with scikit-learn."""
+
+
+_register("digits", _load_digits, _prefetch_nothing)
+
+
+# --------------------------------------------------------------------------- MNIST-style IDX files
+
+_IDX_STEMS: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    """The plain file if present (no gunzip needed), else the ``.gz``."""
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class _IdxSpec:
+    """An MNIST-style dataset of IDX files and the folders it may be found in."""
+
+    name: str
+    torchvision_class: str  # also the folder torchvision downloads into: <root>/<class>/raw
+    system_dirs: tuple[Path, ...] = ()
+    extra_hint: str = ""
+
+    def places(self, root: Path) -> list[Path]:
+        return [root / self.name, root / self.torchvision_class / "raw", *self.system_dirs]
+
+    def hint(self) -> str:
+        how = f"{PREFETCH_HINT}, or torchvision.datasets.{self.torchvision_class}(<root>, download=True)"
+        return f"{how}{self.extra_hint}"
+
+    def load(self, split: str, root: Path, image_size: int | None) -> ImageSet:
+        image_stem, label_stem = _IDX_STEMS[split]
+        places = self.places(root)
+        for folder in places:
+            images_file, labels_file = _idx_file(folder, image_stem), _idx_file(folder, label_stem)
+            if images_file is not None and labels_file is not None:
+                return self._from_files(images_file, labels_file, image_size)
+        raise _not_found(self.name, places, self.hint(), f"no {image_stem}[.gz] with {label_stem}[.gz]")
+
+    def _from_files(self, images_file: Path, labels_file: Path, image_size: int | None) -> ImageSet:
+        images, labels = read_idx(images_file), read_idx(labels_file)
+        if images.dtype != np.uint8 or images.ndim != 3:
+            raise BenchError(f"{images_file}: expected uint8 images [N, H, W], got {images.dtype} {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise BenchError(f"{labels_file}: expected {len(images)} labels, got shape {labels.shape}")
+        if len(labels) and (labels.min() < 0 or labels.max() > 9):
+            raise BenchError(f"{labels_file}: labels outside 0..9")
+        tensor = torch.from_numpy(images).unsqueeze(1)
+        return _in_memory(self.name, tensor, torch.from_numpy(labels.astype(np.int64)), 10, image_size)
+
+    def prefetch(self, root: Path) -> None:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, self.torchvision_class)
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+
+
+_IDX_SPECS = (
+    _IdxSpec("mnist", "MNIST"),
+    _IdxSpec(
+        "fashion_mnist",
+        "FashionMNIST",
+        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+        extra_hint=", or `apt-get install dataset-fashion-mnist`",
+    ),
+)
+for _spec in _IDX_SPECS:
+    _register(_spec.name, _spec.load, _spec.prefetch)
+
+
+# --------------------------------------------------------------------------- torchvision datasets
+
+
+@dataclass(frozen=True)
+class _VisionSpec:
+    """A torchvision dataset kept in ``<root>/<name>/`` (its torchvision root).
+
+    ``marker`` is a path under that folder that exists once the data is there: we check it before
+    constructing the torchvision class, which may otherwise create folders (Caltech256 does).
+    ``parts`` maps our split to the constructor kwargs of the torchvision splits concatenated
+    into it. ``test_size`` is set when the dataset has no official split (we then split the one
+    dataset with :func:`_stratified_split`).
+    """
+
+    name: str
+    torchvision_class: str
+    marker: str
+    parts: Mapping[str, tuple[Mapping[str, Any], ...]]
+    in_memory: bool = False
+    test_size: float | None = None
+
+    def folder(self, root: Path) -> Path:
+        return root / self.name
+
+    def hint(self) -> str:
+        return f"{PREFETCH_HINT}, or torchvision.datasets.{self.torchvision_class}(<root>/{self.name}, download=True)"
+
+    def build(self, split: str, root: Path, transform: Callable | None) -> Dataset:
+        """The torchvision dataset(s) for ``split``, never downloading; missing -> DataNotFoundError."""
+        import torchvision.datasets as tvd
+
+        folder = self.folder(root)
+        if not (folder / self.marker).exists():
+            raise _not_found(self.name, [folder], self.hint(), f"no {self.marker}")
+        cls = getattr(tvd, self.torchvision_class)
+        kwargs = {} if transform is None else {"transform": transform}
+        try:
+            parts = [cls(str(folder), download=False, **part, **kwargs) for part in self.parts[split]]
+        except FileNotFoundError as exc:
+            raise _not_found(self.name, [folder], self.hint(), f"missing {exc.filename or exc}") from None
+        except RuntimeError as exc:
+            if "not found" not in str(exc).lower():
+                raise
+            raise _not_found(self.name, [folder], self.hint(), f"torchvision: {str(exc).split('.')[0]}") from None
+        dataset: Dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        if self.test_size is not None:
+            keep = _stratified_split(_targets_of(dataset).numpy(), self.test_size, split)
+            dataset = Subset(dataset, keep.tolist())
+        return dataset
+
+    def num_classes(self, dataset: Dataset) -> int:
+        while isinstance(dataset, (ConcatDataset, Subset)):
+            dataset = dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset.dataset
+        names = getattr(dataset, "classes", None) or getattr(dataset, "categories")
+        return len(names)
+
+    def load(self, split: str, root: Path, image_size: int | None) -> ImageSet:
+        if self.in_memory:
+            return self._load_in_memory(split, root, image_size)
+        size = image_size or DEFAULT_STREAM_SIZE
+        dataset = self.build(split, root, stream_transform(size))
+        return StreamedImageSet(dataset, _targets_of(dataset), self.num_classes(dataset), 3, size, self.name)
+
+    def _load_in_memory(self, split: str, root: Path, image_size: int | None) -> ImageSet:
+        """CIFAR-style: ``.data`` is uint8 HWC numpy, converted once to NCHW."""
+        parts = self.build(split, root, None)
+        datasets = parts.datasets if isinstance(parts, ConcatDataset) else [parts]
+        images = torch.cat([torch.from_numpy(np.asarray(d.data)).permute(0, 3, 1, 2) for d in datasets])
+        return _in_memory(self.name, images, _targets_of(parts), self.num_classes(parts), image_size)
+
+    def prefetch(self, root: Path) -> None:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, self.torchvision_class)
+        folder = self.folder(root)
+        folder.mkdir(parents=True, exist_ok=True)
+        for split_parts in self.parts.values():
+            for part in split_parts:
+                cls(str(folder), download=True, **part)
+
+
+_WHOLE: tuple[Mapping[str, Any], ...] = ({},)
+_VISION_SPECS = (
+    _VisionSpec("cifar10", "CIFAR10", "cifar-10-batches-py", {"train": ({"train": True},), "test": ({"train": False},)}, in_memory=True),
+    _VisionSpec("cifar100", "CIFAR100", "cifar-100-python", {"train": ({"train": True},), "test": ({"train": False},)}, in_memory=True),
+    # No official split: fixed stratified 80/20 split of all 30607 images (257 classes incl. clutter).
+    _VisionSpec("caltech256", "Caltech256", "caltech256/256_ObjectCategories", {"train": _WHOLE, "test": _WHOLE}, test_size=0.2),
+    # Official train and val are merged into our train (2040 images); test is the official 6149.
+    _VisionSpec("flowers102", "Flowers102", "flowers-102/jpg", {"train": ({"split": "train"}, {"split": "val"}), "test": ({"split": "test"},)}),
+    # Partition 1; official train and val merged into our train (3760), test 1880.
+    _VisionSpec("dtd", "DTD", "dtd/dtd", {"train": ({"split": "train"}, {"split": "val"}), "test": ({"split": "test"},)}),
+    _VisionSpec("food101", "Food101", "food-101/images", {"train": ({"split": "train"},), "test": ({"split": "test"},)}),
+    _VisionSpec("oxford_pets", "OxfordIIITPet", "oxford-iiit-pet/images", {"train": ({"split": "trainval"},), "test": ({"split": "test"},)}),
+)
+for _spec in _VISION_SPECS:
+    _register(_spec.name, _spec.load, _spec.prefetch)
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+class ImageFiles(Dataset):
+    """Every image file under a folder, at any depth, sorted by path; label -1 (an unlabeled pool)."""
+
+    def __init__(self, folder: Path, transform: Callable[[Any], torch.Tensor]) -> None:
+        from torchvision.datasets.folder import IMG_EXTENSIONS
+
+        self.folder = folder
+        self.transform = transform
+        self.files = sorted(
+            Path(dirpath, name)
+            for dirpath, _, names in os.walk(folder, followlinks=True)
+            for name in names
+            if name.lower().endswith(IMG_EXTENSIONS)
+        )
+        self.targets = [-1] * len(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        with Image.open(self.files[index]) as image:
+            return self.transform(image), -1
+
+
+@dataclass(frozen=True)
+class _FolderSpec:
+    """A dataset that is a folder of images under ``<root>/<name>``.
+
+    Labeled: a torchvision ImageFolder (one subfolder per class) at ``<root>/<name>/<splits[split]>``.
+    Unlabeled (``splits`` None): a pool of every image under ``<root>/<name>``, train split only,
+    targets -1 and num_classes 0 (a transfer set for distillation).
+    """
+
+    name: str
+    splits: Mapping[str, str] | None
+    how: str
+
+    def load(self, split: str, root: Path, image_size: int | None) -> ImageSet:
+        size = image_size or DEFAULT_STREAM_SIZE
+        transform = stream_transform(size)
+        if self.splits is None:
+            return self._load_pool(split, root / self.name, size, transform)
+        from torchvision.datasets import ImageFolder
+
+        folder = root / self.name / self.splits[split]
+        if not folder.is_dir():
+            raise _not_found(self.name, [folder], self.how)
+        try:
+            dataset = ImageFolder(str(folder), transform=transform)
+        except FileNotFoundError as exc:  # no class folders, or class folders without images
+            raise _not_found(self.name, [folder], self.how, str(exc).split(".")[0]) from None
+        return StreamedImageSet(dataset, _targets_of(dataset), len(dataset.classes), 3, size, self.name)
+
+    def _load_pool(self, split: str, folder: Path, size: int, transform: Callable) -> ImageSet:
+        if split != "train":
+            raise BenchError(f"dataset {self.name!r} is an unlabeled pool: it has only a 'train' split, not {split!r}")
+        if not folder.is_dir():
+            raise _not_found(self.name, [folder], self.how)
+        dataset = ImageFiles(folder, transform)
+        if len(dataset) == 0:
+            raise _not_found(self.name, [folder], self.how, "no image files")
+        return StreamedImageSet(dataset, _targets_of(dataset), 0, 3, size, self.name)
+
+    def prefetch(self, root: Path) -> None:
+        raise BenchError(f"dataset {self.name!r}: {self.how} (data root {root})")
+
+
+def register_image_folder(name: str, *, splits: Mapping[str, str] | None = None, how: str | None = None) -> None:
+    """Register a dataset that is a folder of images under ``<root>/<name>``.
+
+    With ``splits`` (e.g. ``{"train": "train", "test": "val"}``) it is labeled: an ImageFolder per
+    split. Without, it is an unlabeled pool (any nesting, targets -1, num_classes 0, train only).
+    ``how`` tells the user how to get the data when it is missing.
+    """
+    if splits is not None and set(splits) != set(SPLITS):
+        raise ValueError(f"image folder {name!r}: splits must map exactly {SPLITS}, got {sorted(splits)}")
+    layout = (
+        " and ".join(f"<root>/{name}/{sub}" for sub in splits.values()) + " (one subfolder per class)"
+        if splits is not None
+        else f"<root>/{name} (any nested layout)"
+    )
+    spec = _FolderSpec(name, None if splits is None else dict(splits), how or f"put the images under {layout}")
+    _register(name, spec.load, spec.prefetch)
+
+
+register_image_folder(
+    "imagenet",
+    splits={"train": "train", "test": "val"},
+    how="ImageNet cannot be downloaded automatically: get ILSVRC2012 from image-net.org and put the "
+    "train and val images as one folder per class under <root>/imagenet/train and <root>/imagenet/val",
+)
+register_image_folder(
+    "openimages",
+    how="OpenImages cannot be downloaded automatically: put any images (any nested layout) under <root>/openimages",
+)

@@ -1,0 +1,238 @@
+"""The training engine: optimiser, schedule, epochs, evaluation, checkpoints and resume.
+
+Exactness on resume: the data order and augmentation of epoch ``e`` come from generators
+seeded by (seed, e), and the global RNG state is saved with every checkpoint and restored, so
+a cell killed at any moment and resumed ends with the same metrics as an uninterrupted run
+(on the CPU, same machine and thread count).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.config import CellConfig
+from bench.data.augment import augment
+from bench.data.images import ImageSet
+from bench.methods import Batch, Training
+from bench.runtime import Runtime
+from bench.store import CellDir, atomic_torch_save, atomic_write_json
+
+Progress = Callable[[str], None]
+
+
+def epoch_generator(seed: int, epoch: int, salt: str) -> torch.Generator:
+    digest = hashlib.sha256(f"{seed}:{epoch}:{salt}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def to_device(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """uint8 batch -> float [0, 1] on the device (non-blocking copy, channels_last on GPUs)."""
+    x = images.to(runtime.torch_device, non_blocking=True)
+    return x
+
+
+def as_float(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    x = images.float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if runtime.use_channels_last else x
+
+
+@torch.no_grad()
+def predict(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size: int, runtime: Runtime) -> torch.Tensor:
+    """Logits (float32, CPU) for ``items`` in order, in eval mode, without augmentation."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for images, _, _ in source.batches(items, batch_size, runtime.workers):
+        x = as_float(to_device(images, runtime), runtime)
+        with torch.autocast(runtime.torch_device.type, enabled=runtime.use_amp):
+            outputs.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size: int, runtime: Runtime) -> dict[str, float]:
+    """Accuracy and cross-entropy over the items with known labels, and images/s."""
+    items = items[source.targets[items] >= 0] if len(items) else items
+    if len(items) == 0:
+        return {"acc": math.nan, "loss": math.nan, "images_per_s": math.nan}
+    start = time.perf_counter()
+    logits = predict(model, source, items, batch_size, runtime)
+    _synchronize(runtime)
+    seconds = time.perf_counter() - start
+    targets = source.targets[items]
+    return {
+        "acc": (logits.argmax(1) == targets).float().mean().item(),
+        "loss": nn.functional.cross_entropy(logits, targets).item(),
+        "images_per_s": len(items) / max(seconds, 1e-9),
+    }
+
+
+def _synchronize(runtime: Runtime) -> None:
+    if runtime.torch_device.type == "cuda":
+        torch.cuda.synchronize(runtime.torch_device)
+
+
+def make_optimizer(config: CellConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+SCHEDULES: dict[str, Callable[[CellConfig], Callable[[int], float]]] = {
+    "constant": lambda c: lambda e: 1.0,
+    "cosine": lambda c: lambda e: 0.5 * (1 + math.cos(math.pi * e / max(1, c.epochs))),
+    "step": lambda c: lambda e: c.step_gamma ** (e // max(1, c.epochs // 3)),
+}
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class EvalSets:
+    """Where val and test accuracy are measured each epoch."""
+
+    val: tuple[ImageSet, torch.Tensor] | None
+    test: tuple[ImageSet, torch.Tensor]
+
+
+@dataclass
+class Outcome:
+    metrics: list[dict[str, float]]
+    selected: dict[str, float]
+    train_seconds: float
+    infer_images_per_s: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir, runtime: Runtime, progress: Progress) -> Outcome:
+    """Run (or resume) every epoch of a cell and return its per-epoch and selected metrics."""
+    device = runtime.torch_device
+    model = training.model.to(device)
+    if runtime.use_channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[config.schedule](config))
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.use_amp and device.type == "cuda")
+    targets = training.visible_targets if training.visible_targets is not None else training.source.targets
+    metrics: list[dict[str, float]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    start_epoch = 0
+    train_seconds = 0.0
+    if cell.checkpoint.exists():
+        state = torch.load(cell.checkpoint, map_location="cpu", weights_only=False)
+        model.inner.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        metrics, best_state, train_seconds = state["metrics"], state["best"], state["train_seconds"]
+        _set_rng_state(state["rng"])
+        start_epoch = state["epoch"] + 1
+        progress(f"  resuming from epoch {start_epoch}/{config.epochs}")
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        order = training.indices[torch.randperm(len(training.indices), generator=epoch_generator(config.seed, epoch, "order"))]
+        aug = epoch_generator(config.seed, epoch, "augment")
+        loss_sum, seen, last_print = 0.0, 0, time.monotonic()
+        n_batches = math.ceil(len(order) / config.batch_size)
+        _synchronize(runtime)
+        epoch_start = time.perf_counter()
+        for step, (images, _, idx) in enumerate(training.source.batches(order, config.batch_size, runtime.workers)):
+            x = to_device(images, runtime)
+            x = as_float(augment(x, config.augment, aug, config.crop_padding), runtime)
+            batch = Batch(x, targets[idx].to(device, non_blocking=True), idx)
+            with torch.autocast(device.type, enabled=runtime.use_amp):
+                loss = training.loss(model(x), batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.item() * len(idx)
+            seen += len(idx)
+            if time.monotonic() - last_print > runtime.progress_seconds:
+                last_print = time.monotonic()
+                rate = seen / (time.perf_counter() - epoch_start)
+                progress(f"  epoch {epoch + 1}/{config.epochs} batch {step + 1}/{n_batches} loss {loss_sum / seen:.4f} {rate:.0f} img/s")
+        _synchronize(runtime)
+        seconds = time.perf_counter() - epoch_start
+        train_seconds += seconds
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        row = _epoch_metrics(model, training, evals, config, runtime)
+        row.update(epoch=epoch + 1, train_loss=loss_sum / max(seen, 1), lr=lr, train_images_per_s=seen / max(seconds, 1e-9), epoch_seconds=seconds)
+        metrics.append(row)
+        if config.metric == "best_val" and row["val_acc"] >= max(m["val_acc"] for m in metrics):
+            best_state = {k: v.detach().cpu().clone() for k, v in model.inner.state_dict().items()}
+        atomic_torch_save(cell.checkpoint, {
+            "epoch": epoch, "model": model.inner.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "metrics": metrics,
+            "best": best_state, "train_seconds": train_seconds, "rng": _rng_state(),
+        })
+        atomic_write_json(cell.metrics, metrics)
+        progress("  " + describe_epoch(row, config.epochs))
+
+    if not metrics:  # epochs == 0: evaluate the model as it is
+        row = _epoch_metrics(model, training, evals, config, runtime)
+        row.update(epoch=0, train_loss=math.nan, lr=0.0, train_images_per_s=math.nan, epoch_seconds=0.0)
+        metrics.append(row)
+        atomic_write_json(cell.metrics, metrics)
+    final_state = best_state if best_state is not None else model.inner.state_dict()
+    atomic_torch_save(cell.model, final_state)
+    selected = select_epoch(metrics, config.metric)
+    if best_state is not None:
+        model.inner.load_state_dict(best_state)
+    test_set, test_items = evals.test
+    infer = evaluate(model, test_set, test_items, config.batch_size, runtime)["images_per_s"]
+    return Outcome(metrics, selected, train_seconds, infer)
+
+
+def _epoch_metrics(model: nn.Module, training: Training, evals: EvalSets, config: CellConfig, runtime: Runtime) -> dict[str, float]:
+    row: dict[str, float] = {}
+    named = {"train": training.train_eval, "val": evals.val, "test": evals.test}
+    for name, where in named.items():
+        result = evaluate(model, where[0], where[1], config.batch_size, runtime) if where is not None else {"acc": math.nan, "loss": math.nan}
+        row[f"{name}_acc"], row[f"{name}_loss"] = result["acc"], result["loss"]
+    return row
+
+
+def select_epoch(metrics: list[dict[str, float]], rule: str) -> dict[str, float]:
+    """The reported epoch: the last one, or the best on validation (never selected on test)."""
+    if rule == "best_val":
+        return max(metrics, key=lambda m: (m["val_acc"], -m["epoch"]))
+    return metrics[-1]
+
+
+def describe_epoch(row: dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['train_loss']:.4f}"]
+    for name in ("train", "val", "test"):
+        if not math.isnan(row[f"{name}_acc"]):
+            parts.append(f"{name} {row[f'{name}_acc']:.4f}")
+    parts.append(f"{row['train_images_per_s']:.0f} img/s")
+    return " ".join(parts)
+
+
+def stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

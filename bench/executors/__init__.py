@@ -1,0 +1,37 @@
+"""Executors hand ready cells to compute: in this process, or to SLURM through submitit."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from bench.plan import Cell
+from bench.registry import Registry
+from bench.runtime import Runtime
+from bench.store import Store
+
+
+@dataclass
+class RunSummary:
+    done: list[str] = field(default_factory=list)  # finished in this run
+    skipped: list[str] = field(default_factory=list)  # already done before
+    failed: dict[str, str] = field(default_factory=dict)  # id -> one-line reason
+    blocked: list[str] = field(default_factory=list)  # a dependency failed
+    submitted: list[str] = field(default_factory=list)  # queued elsewhere, not waited for
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.blocked
+
+
+class Executor(Protocol):
+    def run(self, cells: list[Cell], store: Store, runtime: Runtime) -> RunSummary: ...
+
+
+EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
+
+
+def _load_all() -> None:
+    from bench.executors import local  # noqa: F401
+
+
+_load_all()

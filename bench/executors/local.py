@@ -1,0 +1,78 @@
+"""Run cells one after another in this process, parents first, skipping what is done."""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from typing import Callable
+
+from bench.errors import BenchError
+from bench.executors import EXECUTORS, RunSummary
+from bench.plan import Cell, describe_cell
+from bench.runner import run_cell
+from bench.runtime import Runtime
+from bench.store import Store, atomic_write_json
+
+
+def tee(log_path, echo: Callable[[str], None]) -> Callable[[str], None]:
+    """Progress that goes to the terminal and is appended to the cell's log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(message: str) -> None:
+        echo(message)
+        with open(log_path, "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    return emit
+
+
+def _echo(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def record_failure(store: Store, cell_id: str, error: BaseException) -> str:
+    reason = str(error) if isinstance(error, BenchError) else f"{type(error).__name__}: {error}"
+    cell = store.cell(cell_id)
+    atomic_write_json(cell.path / "failure.json", {"reason": reason, "traceback": traceback.format_exc(), "time": time.time()})
+    return reason
+
+
+class LocalExecutor:
+    def __init__(self, echo: Callable[[str], None] = _echo) -> None:
+        self.echo = echo
+
+    def run(self, cells: list[Cell], store: Store, runtime: Runtime) -> RunSummary:
+        summary = RunSummary()
+        bad: set[str] = set()
+        total = len(cells)
+        for i, cell in enumerate(cells, 1):
+            handle = store.cell(cell.id)
+            header = f"[{i}/{total}] {describe_cell(cell)}"
+            if handle.is_done():
+                summary.skipped.append(cell.id)
+                self.echo(f"{header}: already done")
+                continue
+            if any(dep in bad for dep in cell.config.deps.values()):
+                summary.blocked.append(cell.id)
+                bad.add(cell.id)
+                self.echo(f"{header}: blocked (a dependency failed)")
+                continue
+            progress = tee(handle.log, self.echo)
+            progress(header)
+            try:
+                run_cell(store, cell.id, cell.config, runtime, progress)
+            except KeyboardInterrupt:
+                progress("  interrupted; rerun to resume from the last checkpoint")
+                raise
+            except Exception as error:  # one cell's failure must not stop its siblings
+                reason = record_failure(store, cell.id, error)
+                progress(f"  FAILED: {reason}")
+                summary.failed[cell.id] = reason
+                bad.add(cell.id)
+                continue
+            (handle.path / "failure.json").unlink(missing_ok=True)
+            summary.done.append(cell.id)
+        return summary
+
+
+EXECUTORS.register("local")(LocalExecutor)

@@ -1,0 +1,405 @@
+"""Reported figures of each reproduced paper, kept as data beside the code.
+
+Each paper has one YAML file in ``bench/papers/<paper>.yaml``. A file holds the
+paper's id, title and citation, the matrix its figures belong to, and a list of
+``figures``. A figure is one number the paper reports (a table cell or a number
+quoted in the text), with where it comes from, what it measures, and which
+cell(s) of a collected results table reproduce it::
+
+    paper: menghani2019
+    title: Learning from a Teacher using Unlabeled Data
+    citation: G. Menghani, S. Ravi. ... 2019.
+    matrix: menghani2019            # default matrix of every figure
+    notes: [...]                    # paper-level ambiguities
+    figures:
+      - id: menghani2019/table1/cnn->mlp/finetune   # unique, starts with "<paper>/"
+        source: "Table 1, row 3, column S'"
+        table: "Table 1"            # figures with the same table form one report table
+        label: "CNN -> MLP, S'"     # row/column label in the report
+        metric: test_acc            # a metric column of the results table
+        metric_definition: "..."    # what the paper measured ("not stated" if unknown)
+        value: 0.9816               # always a fraction (98.16% -> 0.9816)
+        kind: value                 # value | relative_gain | absolute_gain
+        matrix: menghani2019        # optional; defaults to the paper's matrix
+        cells:
+          select: {stage: finetune, arch: menghani_mlp, teacher.arch: menghani_cnn}
+          baseline: {...}           # gains only: the reference cell group
+        notes: "..."                # optional: ambiguity of this figure
+
+Kinds and units (every value is a fraction, never a percentage):
+
+* ``value``: the metric of the rows matching ``select`` (mean over seeds).
+* ``relative_gain``: ``(a - b) / b`` with ``a`` from ``select`` and ``b`` from
+  ``baseline``; a "9.37 % relative increase" is stored as ``0.0937``.
+* ``absolute_gain``: ``a - b``; "+8.30 percentage points" is stored as ``0.083``.
+
+A results-table row matches a selection when its ``matrix`` column equals the
+figure's matrix and, for every ``select`` key, the column exists and its value
+equals the wanted one: numbers compare as floats (``math.isclose``), strings as
+strings (an empty cell, NaN or None, reads as ``""``), bools as bools, and a
+list (``augment: [crop, flip]``) matches a list/tuple cell, or its comma-joined
+text ("crop,flip", as ``bench.collect`` writes it), with the same items in any
+order (``[]`` matches an empty cell). Select keys are results-table columns: cell fields (``stage``,
+``arch``, ``label_fraction``, ...) and parent fields as ``role.field``
+(``teacher.arch``); ``matrix`` and ``seed`` may not be selected on. Rows whose
+metric is empty (a failed or unfinished run) are ignored.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import re
+from importlib import resources
+from typing import Any, Literal, Union
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench.errors import BenchError, ConfigError
+
+PAPERS_PACKAGE = "bench.papers"
+
+Metric = Literal["test_acc", "val_acc", "train_acc"]
+Kind = Literal["value", "relative_gain", "absolute_gain"]
+# A select value: a string, a number, a bool, or a list of strings/numbers (e.g. augment: [crop, flip]).
+Scalar = Union[str, int, float, bool, list[Union[str, int, float]]]
+
+# Columns a selection may not name: the matrix is the figure's own field, and seeds
+# are what a figure averages over.
+RESERVED_SELECT_KEYS = frozenset({"matrix", "seed"})
+
+
+def _is_atom(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int))  # bool is an int
+
+
+def _valid_select_value(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_is_atom(item) and not isinstance(item, bool) for item in value)
+    return _is_atom(value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Cells(_Strict):
+    """Which rows of a results table a figure corresponds to."""
+
+    select: dict[str, Any] = Field(min_length=1)
+    baseline: dict[str, Any] | None = None
+
+    @field_validator("select", "baseline")
+    @classmethod
+    def _check_selection(cls, value: dict[str, Any] | None) -> dict[str, Scalar] | None:
+        if value is None:
+            return value
+        for key, wanted in value.items():
+            if not _valid_select_value(wanted):
+                raise ValueError(
+                    f"column {key!r}: {wanted!r} is not a string, a finite number, a bool or a list of strings/numbers"
+                )
+        bad = sorted(RESERVED_SELECT_KEYS & set(value))
+        if bad:
+            raise ValueError(f"may not select on {', '.join(bad)} (the matrix is the figure's field; seeds are averaged)")
+        if any(not key.strip() for key in value):
+            raise ValueError("column names must not be empty")
+        return value
+
+
+class Figure(_Strict):
+    """One number a paper reports, and the cells that reproduce it."""
+
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    table: str = Field(min_length=1)
+    label: str = Field(min_length=1)
+    metric: Metric
+    metric_definition: str = Field(min_length=1)
+    value: float
+    kind: Kind
+    matrix: str = Field(min_length=1)
+    cells: Cells
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "Figure":
+        if not math.isfinite(self.value):
+            raise ValueError(f"{self.id}: value must be finite")
+        if self.kind == "value":
+            if self.cells.baseline is not None:
+                raise ValueError(f"{self.id}: kind 'value' takes no cells.baseline")
+            if not 0.0 <= self.value <= 1.0:
+                raise ValueError(f"{self.id}: value {self.value} is not a fraction in [0, 1] (convert percentages)")
+        else:
+            if self.cells.baseline is None:
+                raise ValueError(f"{self.id}: kind {self.kind!r} needs cells.baseline")
+            if self.cells.baseline == self.cells.select:
+                raise ValueError(f"{self.id}: cells.select and cells.baseline are the same cells")
+            if self.kind == "absolute_gain" and not -1.0 <= self.value <= 1.0:
+                raise ValueError(f"{self.id}: absolute gain {self.value} is not in [-1, 1] (convert percentage points)")
+            if self.kind == "relative_gain" and not self.value > -1.0:
+                raise ValueError(f"{self.id}: relative gain {self.value} must be > -1 (a fraction, not a percentage)")
+        return self
+
+
+class Paper(_Strict):
+    """One paper's reported figures."""
+
+    paper: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$")  # = the file name
+    title: str = Field(min_length=1)
+    citation: str = Field(min_length=1)
+    matrix: str = Field(min_length=1)
+    notes: list[str] = Field(default_factory=list)
+    figures: list[Figure] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_figure_matrix(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("figures"), list) and "matrix" in data:
+            figures = [
+                {**fig, "matrix": data["matrix"]} if isinstance(fig, dict) and "matrix" not in fig else fig
+                for fig in data["figures"]
+            ]
+            data = {**data, "figures": figures}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> "Paper":
+        seen: set[str] = set()
+        for fig in self.figures:
+            if not fig.id.startswith(f"{self.paper}/"):
+                raise ValueError(f"figure id {fig.id!r} must start with '{self.paper}/'")
+            if fig.id in seen:
+                raise ValueError(f"figure id {fig.id!r} appears twice")
+            seen.add(fig.id)
+        return self
+
+    def figure(self, figure_id: str) -> Figure:
+        for fig in self.figures:
+            if fig.id == figure_id:
+                return fig
+        raise BenchError(f"{self.paper}: no figure {figure_id!r}")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_paper(text: str, source: str = "<string>") -> Paper:
+    """Validate one paper file's YAML text; errors name the file and the field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(source, "", f"not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", "expected a mapping at the top level")
+    try:
+        return Paper.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        more = f" (and {err.error_count() - 1} more errors)" if err.error_count() > 1 else ""
+        raise ConfigError(source, _field_path(first["loc"]), f"{message}{more}") from None
+
+
+def paper_names() -> list[str]:
+    """The ids of the papers with a figures file, sorted."""
+    root = resources.files(PAPERS_PACKAGE)
+    return sorted(entry.name[: -len(".yaml")] for entry in root.iterdir() if entry.name.endswith(".yaml"))
+
+
+def load_paper(paper: str) -> Paper:
+    """Load and validate ``bench/papers/<paper>.yaml`` from the installed package."""
+    resource = resources.files(PAPERS_PACKAGE).joinpath(f"{paper}.yaml")
+    if not re.fullmatch(r"[a-z0-9_]+", paper) or not resource.is_file():
+        raise BenchError(f"no figures file for paper {paper!r}; known: {', '.join(paper_names())}")
+    source = f"bench/papers/{paper}.yaml"
+    loaded = parse_paper(resource.read_text(encoding="utf-8"), source)
+    if loaded.paper != paper:
+        raise ConfigError(source, "paper", f"is {loaded.paper!r} but the file is named {paper}.yaml")
+    return loaded
+
+
+def all_papers() -> list[Paper]:
+    """Every paper's figures, sorted by paper id; figure ids are unique across papers."""
+    papers = [load_paper(name) for name in paper_names()]
+    seen: dict[str, str] = {}
+    for paper in papers:
+        for fig in paper.figures:
+            if fig.id in seen:
+                raise BenchError(f"figure id {fig.id!r} appears in both {seen[fig.id]} and {paper.paper}")
+            seen[fig.id] = paper.paper
+    return papers
+
+
+def figures_for_matrix(matrix: str) -> list[Figure]:
+    """The figures (of any paper) that a given matrix reproduces, in file order."""
+    return [fig for paper in all_papers() for fig in paper.figures if fig.matrix == matrix]
+
+
+# --------------------------------------------------------------------------- reproducing
+
+
+def _is_empty(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+def _as_text(value: Any) -> str:
+    return "" if _is_empty(value) else str(value)
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    """A cell as a list: lists/tuples/arrays as they are; text as written by ``bench.collect``
+    ("crop,flip"; "" or an empty cell for an empty list) or as a Python/JSON list ("['crop']")."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return list(value)
+    if _is_empty(value):
+        return []
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text[:1] in ("[", "("):
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return None
+        return list(parsed) if isinstance(parsed, (list, tuple)) else None
+    return [part.strip() for part in text.split(",")] if text else []
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, (bool, np.bool_)) or _is_empty(value):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def cell_matches(value: Any, wanted: Scalar) -> bool:
+    """Whether one results-table cell equals a wanted select value.
+
+    Strings compare as text (an empty cell reads as ""); numbers as floats (``math.isclose``,
+    numeric text such as "10" counts); bools only match bools (or the text true/false); lists
+    match a list, tuple or array cell with the same items in any order, or its text form
+    ("crop,flip" as ``bench.collect`` writes it; an empty cell is the empty list).
+    """
+    if isinstance(wanted, bool):
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value) is wanted
+        return isinstance(value, str) and value.strip().lower() == str(wanted).lower()
+    if isinstance(wanted, list):
+        items = _as_list(value)
+        return items is not None and sorted(map(str, items)) == sorted(map(str, wanted))
+    if isinstance(wanted, str):
+        return not isinstance(value, (list, tuple, np.ndarray)) and _as_text(value) == wanted
+    number = _as_number(value)
+    return number is not None and math.isclose(number, float(wanted), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def select_rows(table: pd.DataFrame, matrix: str, select: dict[str, Scalar]) -> pd.DataFrame:
+    """The rows of ``table`` in ``matrix`` matching every ``select`` key (a missing column matches nothing)."""
+    wanted: dict[str, Scalar] = {"matrix": matrix, **select}
+    if any(key not in table.columns for key in wanted):
+        return table.iloc[0:0]
+    mask = pd.Series(True, index=table.index)
+    for key, value in wanted.items():
+        mask &= table[key].map(lambda cell, want=value: cell_matches(cell, want)).astype(bool)
+    return table[mask]
+
+
+def _metric_values(table: pd.DataFrame, matrix: str, select: dict[str, Scalar], metric: str) -> pd.DataFrame:
+    """Matching rows as a frame with columns ``seed`` (or NaN) and ``value``; rows without the metric are dropped."""
+    rows = select_rows(table, matrix, select)
+    if metric not in rows.columns:
+        return pd.DataFrame({"seed": pd.Series(dtype=object), "value": pd.Series(dtype=float)})
+    values = pd.to_numeric(rows[metric], errors="coerce").astype(float)
+    seeds = rows["seed"] if "seed" in rows.columns else pd.Series(np.nan, index=rows.index)
+    out = pd.DataFrame({"seed": seeds, "value": values})
+    return out[out["value"].notna()]
+
+
+def _summary(values: list[float] | np.ndarray) -> tuple[float, float, int]:
+    arr = np.asarray(values, dtype=float)
+    n = int(arr.size)
+    if n == 0:
+        return math.nan, math.nan, 0
+    std = float(np.std(arr, ddof=1)) if n > 1 else 0.0
+    return float(np.mean(arr)), std, n
+
+
+def _gain(kind: str, a: float, b: float) -> float:
+    if kind == "absolute_gain":
+        return a - b
+    if b == 0:
+        return math.nan
+    return (a - b) / b
+
+
+def _seed_key(value: Any) -> str:
+    """A seed as text, so that 0, 0.0 and "0" pair up; "" when empty."""
+    text = _as_text(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
+
+
+def _per_seed(values: pd.DataFrame) -> pd.Series:
+    """Mean metric per seed (rows with an empty seed are left out)."""
+    keys = values["seed"].map(_seed_key)
+    keyed = values[keys != ""]
+    return keyed.groupby(keys[keys != ""])["value"].mean()
+
+
+def reproduce(figure: Figure, table: pd.DataFrame) -> dict[str, Any]:
+    """The reproduced counterpart of ``figure`` from a collected results table.
+
+    Returns ``id``, ``kind``, ``metric``, the ``reported`` value, ``mean``, ``std``
+    and ``n`` (``n == 0``, mean/std NaN, when no row matches), ``paired`` (gains:
+    whether computed per seed; None for values and when nothing matches) and
+    ``n_select`` / ``n_baseline`` (rows matched on each side; ``n_baseline`` is
+    None for values).
+
+    * ``value``: mean, std (ddof=1 when n > 1, else 0) and n over matching rows.
+    * gains: when both sides have rows with a common seed, the gain is computed
+      per common seed (each side averaged within a seed first) and summarised
+      over those seeds; otherwise one gain is computed from the two means
+      (``n == 1``, ``std == 0``, ``paired == False``).
+    """
+    result: dict[str, Any] = {"id": figure.id, "kind": figure.kind, "metric": figure.metric, "reported": figure.value}
+    after = _metric_values(table, figure.matrix, figure.cells.select, figure.metric)
+    if figure.kind == "value":
+        mean, std, n = _summary(after["value"].to_numpy())
+        return {**result, "mean": mean, "std": std, "n": n, "paired": None, "n_select": n, "n_baseline": None}
+
+    assert figure.cells.baseline is not None  # guaranteed by Figure validation
+    before = _metric_values(table, figure.matrix, figure.cells.baseline, figure.metric)
+    result.update(n_select=len(after), n_baseline=len(before))
+    if after.empty or before.empty:
+        return {**result, "mean": math.nan, "std": math.nan, "n": 0, "paired": None}
+
+    a_seed, b_seed = _per_seed(after), _per_seed(before)
+    common = sorted(set(a_seed.index) & set(b_seed.index))
+    if common:
+        gains = [_gain(figure.kind, a_seed[s], b_seed[s]) for s in common]
+        mean, std, n = _summary(gains)
+        return {**result, "mean": mean, "std": std, "n": n, "paired": True}
+
+    gain = _gain(figure.kind, float(after["value"].mean()), float(before["value"].mean()))
+    return {**result, "mean": gain, "std": 0.0, "n": 1, "paired": False}

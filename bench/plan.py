@@ -1,0 +1,207 @@
+"""Expand a matrix into cells: cartesian product of axes, parents, rules and overrides.
+
+A cell's id is a hash of its resolved config (canonical JSON, sorted keys), so the same cell has
+the same id whatever the order of keys or axis values, and a student's id changes when its
+teacher's does (the teacher's id is part of the student's config).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from pydantic import ValidationError
+
+from bench.config import CellConfig
+from bench.errors import ConfigError
+from bench.matrix import Matrix, Rule, stage_order, validate_field
+
+ID_LENGTH = 12
+
+
+def cell_id(config: CellConfig) -> str:
+    """Stable id: sha256 of the canonical JSON of the resolved config."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
+
+
+@dataclass(eq=False)
+class Cell:
+    """One concrete run of one stage. ``parents`` maps every role it can see to that cell."""
+
+    config: CellConfig
+    axis_values: dict[str, Any]
+    parents: dict[str, "Cell"] = field(default_factory=dict)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        self.id = cell_id(self.config)
+
+    @property
+    def stage(self) -> str:
+        return self.config.stage
+
+    def lookup(self, key: str) -> Any:
+        """A field of this cell, or of a parent as ``role.field`` (roles chain: student.teacher.arch)."""
+        role, dot, rest = key.partition(".")
+        if dot:
+            parent = self.parents.get(role)
+            return parent.lookup(rest) if parent is not None else _MISSING
+        return getattr(self.config, key, _MISSING)
+
+    def flat(self) -> dict[str, Any]:
+        """Own fields plus ``role.field`` for every role's own fields (for tables and selection)."""
+        row: dict[str, Any] = self.config.model_dump(mode="json", exclude={"deps"})
+        for role, parent in sorted(self.parents.items()):
+            for name, value in parent.config.model_dump(mode="json", exclude={"deps"}).items():
+                row[f"{role}.{name}"] = value
+            row[f"{role}.id"] = parent.id
+        return row
+
+
+_MISSING = object()
+
+
+def _matches(cell: Cell, rule: Rule) -> bool:
+    for key, wanted in rule.items():
+        value = cell.lookup(key)
+        accepted = wanted if isinstance(wanted, list) else [wanted]
+        if not any(_equal(value, a) for a in accepted):
+            return False
+    return True
+
+
+def _equal(value: Any, wanted: Any) -> bool:
+    if isinstance(value, (list, tuple)) and isinstance(wanted, (list, tuple)):
+        return list(value) == list(wanted)
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return value is wanted
+    if isinstance(value, (int, float)) and isinstance(wanted, (int, float)):
+        return float(value) == float(wanted)
+    return value == wanted
+
+
+def _product(axes: dict[str, list[Any]]) -> Iterable[dict[str, Any]]:
+    names = list(axes)
+    for values in itertools.product(*(axes[n] for n in names)):
+        yield dict(zip(names, values))
+
+
+def parse_sets(assignments: Iterable[str], source: str = "--set") -> dict[str, Any]:
+    """``key=value`` pairs from the command line; values are parsed as YAML scalars/lists."""
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for item in assignments:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(source, item, "expected key=value (e.g. epochs=2 or teacher.epochs=2)")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(source, key, f"cannot parse value {value!r}") from None
+    return parsed
+
+
+class Planner:
+    """Expands one matrix (plus command-line ``--set`` values) into cells in dependency order."""
+
+    def __init__(self, matrix: Matrix, sets: dict[str, Any] | None = None) -> None:
+        self.matrix = matrix
+        self.global_sets: dict[str, Any] = {}
+        self.stage_sets: dict[str, dict[str, Any]] = {}
+        for key, value in (sets or {}).items():
+            stage, dot, name = key.rpartition(".")
+            if dot and stage not in matrix.stages:
+                raise ConfigError("--set", key, f"no stage {stage!r} (stages: {', '.join(matrix.stages)})")
+            validate_field("--set", key, name, value)
+            (self.stage_sets.setdefault(stage, {}) if dot else self.global_sets)[name] = value
+
+    def cells(self) -> list[Cell]:
+        by_stage: dict[str, list[Cell]] = {}
+        ordered: list[Cell] = []
+        seen: dict[str, Cell] = {}
+        for stage_name in stage_order(self.matrix):
+            stage_cells = []
+            for cell in self._expand_stage(stage_name, by_stage):
+                if cell.id not in seen:
+                    seen[cell.id] = cell
+                    stage_cells.append(cell)
+                    ordered.append(cell)
+            by_stage[stage_name] = stage_cells
+        return ordered
+
+    def _expand_stage(self, stage_name: str, by_stage: dict[str, list[Cell]]) -> Iterable[Cell]:
+        stage = self.matrix.stages[stage_name]
+        roles = list(stage.needs)
+        own_axes = dict(stage.axes) if roles else {**self.matrix.axes, **stage.axes}
+        parent_lists = [by_stage[stage.needs[r]] for r in roles]
+        for parents in itertools.product(*parent_lists):
+            inherited = _merge_axis_values([p.axis_values for p in parents])
+            if inherited is None:
+                continue  # parents disagree on a shared axis (e.g. different seeds): not a pair
+            visible: dict[str, Cell] = {}
+            deps: dict[str, str] = {}
+            for role, parent in zip(roles, parents):
+                visible.update(parent.parents)
+                deps.update(parent.config.deps)
+            for role, parent in zip(roles, parents):
+                visible[role] = parent
+                deps[role] = parent.id
+            for own in _product(own_axes):
+                axis_values = {**inherited, **own}
+                cell = self._resolve(stage_name, axis_values, visible, deps)
+                if stage.include and not any(_matches(cell, r) for r in stage.include):
+                    continue
+                if any(_matches(cell, r) for r in stage.exclude):
+                    continue
+                yield cell
+
+    def _resolve(self, stage_name: str, axis_values: dict[str, Any], parents: dict[str, Cell], deps: dict[str, str]) -> Cell:
+        stage = self.matrix.stages[stage_name]
+        fields: dict[str, Any] = {**self.matrix.defaults, **stage.set, "method": stage.method, **axis_values}
+        fields.update(stage=stage_name, deps=dict(sorted(deps.items())))
+        probe = Cell(self._validate(stage_name, fields), axis_values, parents)
+        for override in self.matrix.overrides:
+            if _matches(probe, override.when):
+                fields.update(override.set)
+        fields.update(self.global_sets)
+        fields.update(self.stage_sets.get(stage_name, {}))
+        return Cell(self._validate(stage_name, fields), axis_values, parents)
+
+    def _validate(self, stage_name: str, fields: dict[str, Any]) -> CellConfig:
+        try:
+            return CellConfig.model_validate(fields)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(self.matrix.source, f"stages.{stage_name}", f"cell field {where}: {first['msg']}") from None
+
+
+def _merge_axis_values(values: list[dict[str, Any]]) -> dict[str, Any] | None:
+    merged: dict[str, Any] = {}
+    for item in values:
+        for key, value in item.items():
+            if key in merged and not _equal(merged[key], value):
+                return None
+            merged[key] = value
+    return merged
+
+
+def expand(matrix: Matrix, sets: dict[str, Any] | None = None) -> list[Cell]:
+    """All cells of a matrix, parents before children, each id once."""
+    return Planner(matrix, sets).cells()
+
+
+def describe_cell(cell: Cell) -> str:
+    """A one-line human description: id, stage, method, arch, data, fraction, seed, parents."""
+    c = cell.config
+    amount = f"n={c.n_per_class}/class" if c.n_per_class is not None else f"{c.label_fraction:g} labels"
+    parents = ", ".join(f"{role}={p.config.arch}:{p.id[:8]}" for role, p in cell.parents.items() if role in c.deps and p.id == c.deps[role])
+    text = f"{cell.id} {c.stage} {c.method} {c.arch} on {c.dataset}"
+    if c.unlabeled:
+        text += f"+{c.unlabeled}"
+    text += f" {amount} seed {c.seed}"
+    return text + (f" <- {parents}" if parents else "")

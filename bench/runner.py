@@ -1,0 +1,79 @@
+"""Run one cell: build its context, let its method describe the training, train, record.
+
+Safe to kill at any moment: the config is written first, checkpoints every epoch, the result
+next, and the DONE marker last. A cell without DONE resumes from its checkpoint.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.config import CellConfig
+from bench.context import CellContext
+from bench.engine import EvalSets, Progress, describe_epoch, stderr_progress, train
+from bench.errors import BenchError
+from bench.methods import METHODS
+from bench.runtime import Runtime
+from bench.store import Store, atomic_write_json, read_json
+from bench.throughput import model_costs, peak_memory, reset_peak
+
+RESULT_METRICS = ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "epoch")
+
+
+def prepare_cell(store: Store, cell_id: str, config: CellConfig) -> None:
+    """Write the config (once; a different config under the same id is an error)."""
+    cell = store.cell(cell_id)
+    resolved = config.model_dump(mode="json")
+    if cell.config.exists():
+        if read_json(cell.config) != resolved:
+            raise BenchError(f"{cell.config}: differs from the planned config of cell {cell_id}")
+        return
+    atomic_write_json(cell.config, resolved)
+
+
+def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, progress: Progress = stderr_progress) -> dict[str, Any]:
+    """Train one cell to completion (resuming if a checkpoint exists) and mark it done."""
+    cell = store.cell(cell_id)
+    if cell.is_done():
+        return read_json(cell.result)
+    with cell.lock() as acquired:
+        if not acquired:
+            raise BenchError(f"cell {cell_id} is being run by another process (lock {cell.path / '.lock'})")
+        if cell.is_done():
+            return read_json(cell.result)
+        prepare_cell(store, cell_id, config)
+        started = time.time()
+        reset_peak(runtime)
+        ctx = CellContext(config, cell_id, store, runtime)
+        training = METHODS.get(config.method)(ctx)
+        splits = ctx.splits()
+        has_val = len(splits.val) > 0
+        if config.metric == "best_val" and not has_val:
+            raise BenchError(f"cell {cell_id}: metric 'best_val' needs a validation split (set val_fraction or protocol resplit_4_1_1)")
+        evals = EvalSets((splits.source, splits.val) if has_val else None, (splits.test_source, splits.test))
+        outcome = train(config, training, evals, cell, runtime, progress)
+        data = ctx.labeled_train
+        result: dict[str, Any] = {("selected_epoch" if k == "epoch" else k): outcome.selected[k] for k in RESULT_METRICS}
+        result.update(
+            cell_id=cell_id,
+            selection=config.metric,
+            epochs_run=len(outcome.metrics),
+            wall_seconds=time.time() - started,
+            train_seconds=outcome.train_seconds,
+            train_images_per_s=_steady_rate(outcome.metrics),
+            infer_images_per_s=outcome.infer_images_per_s,
+            **model_costs(training.model.inner, data.channels, data.size),
+            **peak_memory(runtime),
+            **runtime.describe(),
+        )
+        atomic_write_json(cell.result, result)
+        cell.mark_done()
+        progress(f"  done: {describe_epoch(outcome.selected | {'train_images_per_s': result['train_images_per_s']}, config.epochs)} ({config.metric})")
+        return result
+
+
+def _steady_rate(metrics: list[dict[str, float]]) -> float:
+    """Training images/s with the first epoch (warm-up) left out when there are several."""
+    rates = [m["train_images_per_s"] for m in metrics if m["epoch"] > 0]
+    steady = rates[1:] if len(rates) > 1 else rates
+    return sum(steady) / len(steady) if steady else float("nan")

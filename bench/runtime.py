@@ -1,0 +1,51 @@
+"""How a cell runs (not what it computes): device, AMP, memory format, loader workers.
+
+None of these are part of a cell's id. Defaults pick the fast path on a GPU and the exact path
+on the CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str = field(default_factory=default_device)
+    amp: bool | None = None  # None: on for CUDA, off on the CPU
+    channels_last: bool | None = None  # None: on for CUDA
+    workers: int = 0
+    data_root: Path | None = None
+    progress_seconds: float = 30.0  # print an in-epoch progress line at most this often
+
+    @property
+    def use_amp(self) -> bool:
+        return self.amp if self.amp is not None else self.device.startswith("cuda")
+
+    @property
+    def use_channels_last(self) -> bool:
+        return self.channels_last if self.channels_last is not None else self.device.startswith("cuda")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def describe(self) -> dict[str, object]:
+        name = torch.cuda.get_device_name(self.torch_device) if self.device.startswith("cuda") else "cpu"
+        return {
+            "device": self.device,
+            "device_name": name,
+            "amp": self.use_amp,
+            "channels_last": self.use_channels_last,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda or "",
+            "threads": torch.get_num_threads(),
+            "host": os.uname().nodename,
+        }

@@ -1,0 +1,132 @@
+"""The results folder: one directory per cell, atomic writes, a done marker written last.
+
+Layout under ``<results>/``::
+
+    cells/<id>/config.json     resolved config (written before training starts)
+    cells/<id>/metrics.json    per-epoch metrics (rewritten atomically every epoch)
+    cells/<id>/checkpoint.pt   latest epoch: model, optimizer, scheduler, RNG states
+    cells/<id>/model.pt        the selected weights (final or best-on-val) for dependants
+    cells/<id>/result.json     final metrics and throughput
+    cells/<id>/DONE            written last: a cell without it is not done
+    plans/<matrix>.json        which cells a matrix has (for collect, status and reports)
+    splits/<key>.json          split manifests, written once and verified on reuse
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from bench.errors import BenchError
+
+DONE = "DONE"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(value, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{path}: corrupt JSON ({error.msg} at line {error.lineno})") from None
+
+
+class CellDir:
+    """Files of one cell."""
+
+    def __init__(self, root: Path, cell_id: str) -> None:
+        self.id = cell_id
+        self.path = root / "cells" / cell_id
+
+    config = property(lambda self: self.path / "config.json")
+    metrics = property(lambda self: self.path / "metrics.json")
+    checkpoint = property(lambda self: self.path / "checkpoint.pt")
+    model = property(lambda self: self.path / "model.pt")
+    result = property(lambda self: self.path / "result.json")
+    done_marker = property(lambda self: self.path / DONE)
+    log = property(lambda self: self.path / "log.txt")
+    artifacts = property(lambda self: self.path / "artifacts")
+
+    def is_done(self) -> bool:
+        return self.done_marker.exists()
+
+    def mark_done(self) -> None:
+        atomic_write_bytes(self.done_marker, b"")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[bool]:
+        """Exclusive, non-blocking lock: yields False when another process runs this cell."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Store:
+    """A results folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def cell(self, cell_id: str) -> CellDir:
+        return CellDir(self.root, cell_id)
+
+    def plan_path(self, matrix_name: str) -> Path:
+        return self.root / "plans" / f"{matrix_name}.json"
+
+    def write_plan(self, matrix_name: str, source: str, cells: list[dict[str, Any]]) -> None:
+        atomic_write_json(self.plan_path(matrix_name), {"matrix": matrix_name, "source": source, "cells": cells})
+
+    def plans(self) -> dict[str, dict[str, Any]]:
+        folder = self.root / "plans"
+        return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+    def cell_ids(self) -> list[str]:
+        folder = self.root / "cells"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
