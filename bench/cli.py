@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -13,6 +15,8 @@ import pandas as pd
 from bench.errors import BenchError
 
 DEFAULT_RESULTS = "runs"
+# Modules that add subcommands: each has add_commands(subparsers) and registers handlers with @command.
+COMMAND_MODULES = ("bench.tracking", "bench.report", "bench.check", "bench.executors.slurm_commands")
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
 
@@ -177,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="collect finished cells into results.csv / results.parquet")
     p.add_argument("dir", nargs="?", help=f"results folder (default ${{BENCH_RESULTS}} or ./{DEFAULT_RESULTS})")
+    for module in COMMAND_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).add_commands(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from bench.errors import ConfigError
 from bench.matrix import Matrix, Rule, stage_order, validate_field
 
 ID_LENGTH = 12
+SHARED_WITH_PARENTS = ("dataset", "image_size")
 
 
 def cell_id(config: CellConfig) -> str:
@@ -153,6 +154,7 @@ class Planner:
             for own in _product(own_axes):
                 axis_values = {**inherited, **own}
                 cell = self._resolve(stage_name, axis_values, visible, deps)
+                self._check_inputs_match(cell, dict(zip(roles, parents)))
                 if stage.include and not any(_matches(cell, r) for r in stage.include):
                     continue
                 if any(_matches(cell, r) for r in stage.exclude):
@@ -170,6 +172,15 @@ class Planner:
         fields.update(self.global_sets)
         fields.update(self.stage_sets.get(stage_name, {}))
         return Cell(self._validate(stage_name, fields), axis_values, parents)
+
+    def _check_inputs_match(self, cell: Cell, parents: dict[str, Cell]) -> None:
+        """A student is fed the inputs its teacher was trained on: same dataset and image size."""
+        for role, parent in parents.items():
+            for name in SHARED_WITH_PARENTS:
+                mine, theirs = getattr(cell.config, name), getattr(parent.config, name)
+                if mine != theirs:
+                    raise ConfigError(self.matrix.source, f"stages.{cell.stage}",
+                                      f"{name} {mine!r} differs from its {role}'s {theirs!r} (stage {parent.stage}); set it in defaults")
 
     def _validate(self, stage_name: str, fields: dict[str, Any]) -> CellConfig:
         try:

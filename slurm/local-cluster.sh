@@ -8,9 +8,10 @@
 #   slurm/local-cluster.sh status    show what runs (exit 0 if the whole cluster is up, 3 if not)
 #   slurm/local-cluster.sh env       print `export SLURM_CONF=...` for clients (sbatch, sacct, submitit)
 #
-# All state (configs, logs, pid files, spool, munge key and socket, MariaDB datadir) lives
-# under one directory: $BENCH_SLURM_DIR, default /tmp/bench-slurm. Delete it (after `stop`)
-# to start from scratch. Needs root (daemons run as root, munged as munge, mariadbd as mysql).
+# All state (configs, logs, pid files, spool, munge key, MariaDB datadir) lives under one
+# directory: $BENCH_SLURM_DIR, default /tmp/bench-slurm. Delete it (after `stop`) to start
+# from scratch. Only munged's socket is outside, at its default /run/munge/munge.socket.2.
+# Needs root (slurm daemons run as root, munged as munge, mariadbd as mysql).
 #
 # Environment overrides:
 #   BENCH_SLURM_DIR        state dir                          (/tmp/bench-slurm)
@@ -364,7 +365,8 @@ wait_node_ready() {
 
 all_up() {
   local d
-  for d in munged mariadbd slurmdbd slurmctld slurmd; do is_up "$d" || return 1; done
+  is_up munged || munge_answers || return 1
+  for d in mariadbd slurmdbd slurmctld slurmd; do is_up "$d" || return 1; done
 }
 
 cmd_start() {
@@ -432,6 +434,8 @@ cmd_status() {
     [[ -d $STATE ]] && pid="$(daemon_pid "$d" 2>/dev/null || true)"
     if [[ -n $pid ]]; then
       printf '  %-10s running (pid %s)\n' "$d" "$pid"
+    elif [[ $d == munged ]] && munge_answers; then
+      printf '  %-10s running (not ours: answers on %s)\n' "$d" "$MUNGE_SOCKET"
     else
       printf '  %-10s stopped\n' "$d"
       rc=3
