@@ -403,3 +403,32 @@ def reproduce(figure: Figure, table: pd.DataFrame) -> dict[str, Any]:
 
     gain = _gain(figure.kind, float(after["value"].mean()), float(before["value"].mean()))
     return {**result, "mean": gain, "std": 0.0, "n": 1, "paired": False}
+
+
+# --------------------------------------------------------------------------- stand-in matrices
+
+# A stand-in matrix runs a paper's grid on other data (e.g. digits for MNIST): its plan names the
+# paper (``paper:`` in the matrix file) but not the paper's matrix, and its cells use other
+# datasets. For it, a figure's selection ignores these keys (and ``<role>.<key>``), and the
+# figure's matrix becomes the stand-in's. Reports must say that the data differ.
+STAND_IN_IGNORED_KEYS = frozenset({"dataset", "unlabeled"})
+
+
+def _strip_data_keys(selection: dict[str, Any] | None) -> dict[str, Any] | None:
+    if selection is None:
+        return None
+    return {k: v for k, v in selection.items() if k.rpartition(".")[2] not in STAND_IN_IGNORED_KEYS}
+
+
+def stand_in_figure(figure: Figure, matrix: str) -> Figure:
+    """``figure`` as reproduced by the stand-in matrix ``matrix``: same reported value, selection
+    without the ``dataset``/``unlabeled`` keys, matched against ``matrix``'s rows."""
+    cells = figure.cells.model_copy(update={"select": _strip_data_keys(figure.cells.select),
+                                            "baseline": _strip_data_keys(figure.cells.baseline)})
+    return figure.model_copy(update={"matrix": matrix, "cells": cells})
+
+
+def selection_data(selection: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The (labeled, unlabeled) datasets a selection names, None where it names none."""
+    dataset, unlabeled = selection.get("dataset"), selection.get("unlabeled")
+    return (None if dataset is None else str(dataset)), (None if unlabeled is None else str(unlabeled))

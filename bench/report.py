@@ -1,0 +1,847 @@
+"""``bench report``: reported vs reproduced figures of a matrix's paper, with throughput and plots.
+
+Usage::
+
+    bench report matrices/demo.yaml [--results DIR] [--out DIR]
+    bench report RESULTS_DIR [--out DIR]          # every matrix with a plan in RESULTS_DIR
+
+Writes ``<out>/<matrix>/`` (``<out>`` defaults to ``<results>/report``):
+
+* ``report.md`` and ``report.html`` (self-contained: PNGs embedded as data URIs); the markdown
+  links its PNGs by relative path, so the folder can be copied anywhere;
+* one CSV per paper table (``table-1.csv``, ...): figure label, reported, reproduced (mean, std
+  over seeds, n), delta, the data note, and throughput of the cell(s) behind the figure;
+* ``cells.csv``: every done cell of the matrix;
+* PNG plots mirroring the paper's: for menghani2019 a Table-1-style grid per table (T, S, S' per
+  teacher->student pair; reported vs reproduced), for khose2021 grouped bars like its Figures 1-3
+  (skipped with a note when the results hold no khose-style cells), and for other papers
+  reported-vs-reproduced bars per table.
+
+Units: every figure value is a fraction in ``bench.paper_figures``; reports show them x100. For
+accuracies (``kind: value``) reported/reproduced are in %, delta in percentage points; absolute
+gains are in points; relative gains in % of the baseline, delta in points of that percentage.
+
+Which paper: the matrix file's ``paper`` field (for a results folder, the plan's ``source`` matrix
+file; when that file is gone, the paper whose matrix has the matrix's name). When the matrix is not
+the paper's own matrix (``matrix:`` of its figures) it is a *stand-in* (the paper's grid on other
+data): figure selectors are applied without their ``matrix``, ``dataset`` and ``unlabeled`` keys
+(``bench.paper_figures.stand_in_figure``), and every table row says whether and how the data differ.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench.errors import BenchError
+from bench.store import Store, atomic_write_bytes
+
+REPORT_DIR = "report"
+
+# Nicer names for the paper side of a "data differs" note; our side stays as the registry name.
+DATASET_NAMES = {
+    "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+    "caltech256": "Caltech-256", "imagenet": "ImageNet", "openimages": "OpenImages", "tf_flowers": "TF-Flowers",
+    "cats_vs_dogs": "Cats vs Dogs", "dtd": "DTD", "food101": "Food-101",
+}
+
+THROUGHPUT_COLUMNS = ["train_images_per_s", "infer_images_per_s", "params", "flops", "peak_memory_mb",
+                      "peak_memory_kind", "wall_seconds", "device"]
+
+CELL_COLUMNS = ["id", "stage", "method", "arch", "teacher.arch", "student.arch", "dataset", "unlabeled",
+                "label_fraction", "n_per_class", "teacher.label_fraction", "seed", "epochs", "test_acc", "val_acc",
+                "train_acc", "selection"] + THROUGHPUT_COLUMNS
+
+
+# --------------------------------------------------------------------------- what to report
+
+
+@dataclass
+class Target:
+    """One matrix to report on."""
+
+    matrix: str
+    results: Path
+    paper: str | None = None
+    source: str | None = None           # the matrix YAML, when known
+    description: str = ""
+    planned: list[dict[str, Any]] = field(default_factory=list)  # plan entries (id, stage, describe)
+    paper_reason: str = ""              # how the paper was found
+
+
+def _matrix_file_fields(path: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _paper_by_matrix_name(matrix: str) -> str | None:
+    from bench.paper_figures import all_papers
+
+    for paper in all_papers():
+        if paper.matrix == matrix:
+            return paper.paper
+    return None
+
+
+def resolve_targets(arg: str, results: str | None) -> list[Target]:
+    """A matrix YAML (results from ``results``) or a results folder (every matrix planned in it)."""
+    path = Path(arg)
+    if path.is_dir():
+        store = Store(path)
+        plans = store.plans()
+        if not plans:
+            raise BenchError(f"{path}: no plans/ in this results folder (run `bench run MATRIX --results {path}` first)")
+        targets = []
+        for name, plan in plans.items():
+            source = plan.get("source") or None
+            fields = _matrix_file_fields(source) if source else {}
+            paper, reason = fields.get("paper"), f"`paper` of {source}"
+            if not fields:
+                paper, reason = _paper_by_matrix_name(name), f"matrix file {source!r} not found; paper by matrix name"
+            targets.append(Target(name, path, paper, source, str(fields.get("description", "")), plan.get("cells", []), reason))
+        return targets
+    if not path.is_file():
+        raise BenchError(f"{arg}: neither a matrix file nor a results folder")
+    from bench.matrix import load_matrix
+
+    matrix = load_matrix(path)
+    root = Path(results or os.environ.get("BENCH_RESULTS") or "runs")
+    plans = Store(root).plans()
+    if matrix.name not in plans:
+        raise BenchError(f"{root}: no results for matrix {matrix.name!r} (run `bench run {arg} --results {root}` first)")
+    return [Target(matrix.name, root, matrix.paper, str(path), matrix.description, plans[matrix.name].get("cells", []),
+                   f"`paper` of {path}")]
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _nan(value: Any) -> bool:
+    try:
+        return value is None or (isinstance(value, float) and math.isnan(value)) or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _si(value: Any) -> str:
+    if _nan(value):
+        return "—"
+    value = float(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def _num(value: Any, digits: int = 2, sign: bool = False) -> str:
+    if _nan(value):
+        return "—"
+    return f"{float(value):+.{digits}f}" if sign else f"{float(value):.{digits}f}"
+
+
+def _rate(value: Any) -> str:
+    return "—" if _nan(value) else f"{float(value):,.0f}"
+
+
+def _memory(mb: Any, kind: Any) -> str:
+    if _nan(mb):
+        return "—"
+    return f"{float(mb):,.0f} MB" + (f" ({kind})" if not _nan(kind) and kind else "")
+
+
+def _data_text(dataset: str | None, unlabeled: str | None, pretty: bool = False) -> str:
+    name = (lambda d: DATASET_NAMES.get(d, d)) if pretty else (lambda d: d)
+    if not dataset and not unlabeled:
+        return "?"
+    return f"{name(dataset or '?')}←{name(unlabeled)}" if unlabeled else name(dataset or "?")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "table"
+
+
+def _display_label(label: str) -> str:
+    return label.replace(" | ", " · ").replace("->", "→")
+
+
+# --------------------------------------------------------------------------- figures -> rows
+
+
+@dataclass
+class FigureRow:
+    figure: Any            # the paper's Figure
+    used: Any              # the Figure as matched against this matrix (stand-in: retargeted)
+    result: dict[str, Any]
+    cells: pd.DataFrame    # rows behind the figure (the `select` side; for gains the "after" model)
+    baseline_cells: pd.DataFrame
+    stand_in: bool
+    data_note: str
+    data_differs: bool
+
+
+def _here_data(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return ""
+    pairs = []
+    for _, row in rows.iterrows():
+        dataset = row.get("dataset")
+        unlabeled = row.get("unlabeled")
+        text = _data_text(None if _nan(dataset) else str(dataset), None if _nan(unlabeled) else str(unlabeled))
+        if text not in pairs:
+            pairs.append(text)
+    return ", ".join(pairs)
+
+
+def _data_note(figure: Any, rows: pd.DataFrame, stand_in: bool) -> tuple[str, bool]:
+    """The "data" column: whether this matrix's data for the figure are the paper's."""
+    from bench.paper_figures import selection_data
+
+    paper_ds, paper_un = selection_data(figure.cells.select)
+    if not stand_in:
+        return "as paper", False
+    paper_text = _data_text(paper_ds, paper_un, pretty=True)
+    if rows.empty:
+        return f"paper {paper_text}; no cell here", False
+    here = _here_data(rows)
+    same = here == _data_text(paper_ds, paper_un)
+    if same:
+        return "same data as paper (stand-in matrix)", False
+    return f"data differs from the paper: paper {paper_text}, here {here}", True
+
+
+def _metric_rows(table: pd.DataFrame, figure: Any, selection: dict[str, Any] | None) -> pd.DataFrame:
+    from bench.paper_figures import select_rows
+
+    if selection is None or table.empty:
+        return table.iloc[0:0]
+    rows = select_rows(table, figure.matrix, selection)
+    if figure.metric in rows:
+        rows = rows[pd.to_numeric(rows[figure.metric], errors="coerce").notna()]
+    return rows
+
+
+def figure_rows(table: pd.DataFrame, matrix: str, paper: Any) -> list[FigureRow]:
+    """Every figure of ``paper`` reproduced from ``table``'s rows of ``matrix``."""
+    from bench.paper_figures import reproduce, stand_in_figure
+
+    out = []
+    for fig in paper.figures:
+        stand_in = fig.matrix != matrix
+        used = stand_in_figure(fig, matrix) if stand_in else fig
+        result = reproduce(used, table) if not table.empty else {
+            "mean": math.nan, "std": math.nan, "n": 0, "paired": None, "reported": fig.value}
+        cells = _metric_rows(table, used, used.cells.select)
+        base = _metric_rows(table, used, used.cells.baseline)
+        note, differs = _data_note(fig, cells, stand_in)
+        out.append(FigureRow(fig, used, result, cells, base, stand_in, note, differs))
+    return out
+
+
+UNITS = {"value": "%", "absolute_gain": "pts", "relative_gain": "% rel."}
+
+
+def _throughput(rows: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for column in THROUGHPUT_COLUMNS:
+        if column not in rows or rows.empty:
+            out[column] = math.nan if column not in ("peak_memory_kind", "device") else ""
+            continue
+        if column in ("peak_memory_kind", "device"):
+            values = []
+            for _, row in rows.iterrows():
+                if column == "device":
+                    device, name = row.get("device"), row.get("device_name")
+                    text = "" if _nan(device) else str(device)
+                    if not _nan(name) and str(name) != text:
+                        text = f"{text} ({name})"
+                else:
+                    text = "" if _nan(row.get(column)) else str(row.get(column))
+                if text and text not in values:
+                    values.append(text)
+            out[column] = ", ".join(values)
+        else:
+            values = pd.to_numeric(rows[column], errors="coerce")
+            out[column] = float(values.mean()) if values.notna().any() else math.nan
+    return out
+
+
+def table_frame(rows: list[FigureRow]) -> pd.DataFrame:
+    """The CSV of one paper table: numbers x100 (%, points); delta = reproduced - reported."""
+    records = []
+    for row in rows:
+        fig, res = row.figure, row.result
+        n = int(res["n"])
+        mean = res["mean"] * 100 if n else math.nan
+        std = res["std"] * 100 if n else math.nan
+        reported = fig.value * 100
+        text = "—" if not n else f"{mean:.2f} ± {std:.2f} (n={n})" + (" from means" if res.get("paired") is False else "")
+        ids = list(dict.fromkeys(row.cells["id"])) if "id" in row.cells else []
+        base_ids = list(dict.fromkeys(row.baseline_cells["id"])) if "id" in row.baseline_cells else []
+        records.append({
+            "figure": fig.label, "id": fig.id, "source": fig.source, "metric": fig.metric, "kind": fig.kind,
+            "unit": UNITS[fig.kind], "reported": round(reported, 6),
+            "reproduced": round(mean, 6) if n else math.nan, "std": round(std, 6) if n else math.nan, "n": n,
+            "reproduced_text": text, "delta": round(mean - reported, 6) if n else math.nan,
+            "data": row.data_note, "cells": " ".join(ids), "baseline_cells": " ".join(base_ids),
+            **_throughput(row.cells), "notes": fig.notes,
+        })
+    return pd.DataFrame(records)
+
+
+def cells_frame(table: pd.DataFrame) -> pd.DataFrame:
+    columns = [c for c in CELL_COLUMNS if c in table and not table[c].isna().all()]
+    frame = table[columns].copy()
+    if "device" in frame and "device_name" in table:
+        frame["device"] = [d if _nan(n) or str(n) == str(d) else f"{d} ({n})" for d, n in zip(table["device"], table["device_name"])]
+    return frame
+
+
+# --------------------------------------------------------------------------- markdown / html tables
+
+
+def _md_cell(value: Any) -> str:
+    return ("—" if _nan(value) else str(value)).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(_md_cell(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('—' if _nan(v) else str(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def display_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The report's view of a table CSV: formatted numbers, one row per figure."""
+    rows = []
+    for r in frame.itertuples(index=False):
+        unit = r.unit
+        reported = f"{r.reported:.2f}" if unit == "%" else f"{r.reported:+.2f}"
+        rows.append({
+            "figure": _display_label(r.figure), "unit": unit, "reported": reported,
+            "reproduced (mean ± std, n)": r.reproduced_text, "Δ (pts)": _num(r.delta, 2, sign=True),
+            "data": r.data, "train img/s": _rate(r.train_images_per_s), "infer img/s": _rate(r.infer_images_per_s),
+            "params": _si(r.params), "FLOPs/img": _si(r.flops), "peak memory": _memory(r.peak_memory_mb, r.peak_memory_kind),
+            "wall s": _num(r.wall_seconds, 1), "device": r.device or "—",
+            "cells": " ".join(c[:8] for c in str(r.cells).split()) or "—",
+        })
+    return pd.DataFrame(rows)
+
+
+def display_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    for column in ("test_acc", "val_acc", "train_acc"):
+        if column in out:
+            out[column] = [_num(v * 100 if not _nan(v) else v, 2) for v in out[column]]
+    for column in ("train_images_per_s", "infer_images_per_s"):
+        if column in out:
+            out[column] = [_rate(v) for v in out[column]]
+    for column in ("params", "flops"):
+        if column in out:
+            out[column] = [_si(v) for v in out[column]]
+    if "peak_memory_mb" in out:
+        kinds = out.pop("peak_memory_kind") if "peak_memory_kind" in out else [None] * len(out)
+        out["peak_memory_mb"] = [_memory(m, k) for m, k in zip(out["peak_memory_mb"], kinds)]
+    if "wall_seconds" in out:
+        out["wall_seconds"] = [_num(v, 1) for v in out["wall_seconds"]]
+    renames = {"test_acc": "test %", "val_acc": "val %", "train_acc": "train %", "train_images_per_s": "train img/s",
+               "infer_images_per_s": "infer img/s", "flops": "FLOPs/img", "peak_memory_mb": "peak memory",
+               "wall_seconds": "wall s"}
+    return out.rename(columns=renames)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+_COLUMN_COLORS = {"T": "tab:blue", "S": "tab:orange", "S'": "tab:green"}
+
+
+def _menghani_column(label: str) -> str:
+    part = label.split(" | ", 1)[1] if " | " in label else label
+    short = part.split()[0]
+    found = re.search(r"n=(\w+)", part)
+    return f"{short} n={found.group(1)}" if found and short.startswith("S'") else short
+
+
+def plot_menghani_table(rows: list[FigureRow], title: str, path: Path) -> Path | None:
+    """Table-1-style grid: one panel per teacher->student pair, T / S / S' each as reported vs reproduced."""
+    values = [r for r in rows if r.figure.kind == "value"]
+    pairs: dict[str, list[FigureRow]] = {}
+    for row in values:
+        pair = row.figure.label.split(" | ", 1)[0] if " | " in row.figure.label else ""
+        pairs.setdefault(pair, []).append(row)
+    pairs = {p: rs for p, rs in pairs.items() if any(r.result["n"] for r in rs)}
+    if not pairs:
+        return None
+    plt = _pyplot()
+    ncols = min(2, len(pairs))
+    nrows = math.ceil(len(pairs) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 3.8 * nrows), squeeze=False)
+    numbers = [r.figure.value * 100 for rs in pairs.values() for r in rs]
+    numbers += [r.result["mean"] * 100 for rs in pairs.values() for r in rs if r.result["n"]]
+    low = max(0.0, math.floor((min(numbers) - 8) / 10) * 10)
+    width = 0.38
+    for ax, (pair, rs) in zip(axes.flat, pairs.items()):
+        xs = np.arange(len(rs))
+        reported = [r.figure.value * 100 for r in rs]
+        means = [r.result["mean"] * 100 if r.result["n"] else math.nan for r in rs]
+        stds = [r.result["std"] * 100 if r.result["n"] else 0.0 for r in rs]
+        columns = [_menghani_column(r.figure.label) for r in rs]
+        colors = [_COLUMN_COLORS.get(c.split()[0], "tab:purple") for c in columns]
+        ax.bar(xs - width / 2, reported, width, color="0.85", edgecolor="0.3", hatch="//", label="reported (paper)")
+        ax.bar(xs + width / 2, np.nan_to_num(means, nan=low), width, color=colors, edgecolor="0.2",
+               yerr=stds, capsize=3, label="reproduced (here)")
+        for x, rep, mean in zip(xs, reported, means):
+            ax.text(x - width / 2, rep + 0.4, f"{rep:.1f}", ha="center", va="bottom", fontsize=8)
+            ax.text(x + width / 2, (mean if not math.isnan(mean) else low) + 0.4,
+                    "n/a" if math.isnan(mean) else f"{mean:.1f}", ha="center", va="bottom", fontsize=8, fontweight="bold")
+        ax.set_xticks(xs, columns)
+        ax.set_ylim(low, 104)
+        ax.set_ylabel(f"{rs[0].figure.metric} (%)")
+        ax.set_title(_display_label(pair) if pair else title, fontsize=11)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 / nrows, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    return _save(fig, path)
+
+
+def plot_reported_vs_reproduced(rows: list[FigureRow], title: str, path: Path) -> Path | None:
+    """Generic: one horizontal pair of bars (reported, reproduced) per figure of a table."""
+    if not any(r.result["n"] for r in rows):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 0.55 * len(rows) + 1.4))
+    ys = np.arange(len(rows))
+    reported = [r.figure.value * 100 for r in rows]
+    means = [r.result["mean"] * 100 if r.result["n"] else 0.0 for r in rows]
+    stds = [r.result["std"] * 100 if r.result["n"] else 0.0 for r in rows]
+    ax.barh(ys - 0.2, reported, 0.4, color="0.85", edgecolor="0.3", hatch="//", label="reported (paper)")
+    ax.barh(ys + 0.2, means, 0.4, xerr=stds, color="tab:blue", edgecolor="0.2", capsize=3, label="reproduced (here)")
+    for y, row, mean in zip(ys, rows, means):
+        if not row.result["n"]:
+            ax.text(0, y + 0.2, " n/a", va="center", fontsize=8)
+    ax.set_yticks(ys, [f"{_display_label(r.figure.label)} [{UNITS[r.figure.kind]}]" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="0.3", linewidth=0.8)
+    ax.set_xlabel("value (% or points, see label)")
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------- khose2021 Figures 1-3 (from the table)
+
+
+def _lf(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else round(number, 6)
+
+
+def _khose_parts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Teachers (stage teacher, supervised) with `lf`, and kd students with `lf` = their teacher's."""
+    empty = pd.DataFrame(columns=["arch", "lf"])
+    if table.empty or not {"stage", "method", "arch"} <= set(table.columns):
+        return empty, empty
+    teachers = table[(table["stage"] == "teacher") & (table["method"] == "supervised")].copy()
+    teachers["lf"] = teachers["label_fraction"].map(_lf) if "label_fraction" in teachers else None
+    if {"teacher.arch", "teacher.label_fraction"} <= set(table.columns):
+        students = table[(table["method"] == "kd") & table["teacher.arch"].notna()].copy()
+        students["lf"] = students["teacher.label_fraction"].map(_lf)
+    else:
+        students = empty
+    return teachers, students
+
+
+def _khose_reported(figures: list[Any], kind: str, metric: str, **want: Any) -> float | None:
+    """The reported value of the khose figure of ``kind``/``metric`` whose selection has ``want``."""
+    for fig in figures:
+        if fig.kind != kind or fig.metric != metric:
+            continue
+        select = fig.cells.select
+        lf = _lf(select.get("label_fraction", select.get("teacher.label_fraction")))
+        if lf != want.get("lf"):
+            continue
+        if all(select.get(k) == v for k, v in want.items() if k != "lf"):
+            return fig.value
+    return None
+
+
+def plot_khose(table: pd.DataFrame, figures: list[Any], out: Path, tag: str) -> tuple[list[tuple[str, Path]], list[str]]:
+    """Grouped bars like khose2021 Figures 1-3, from the results table (rows of one matrix).
+
+    Fig. 1: train/val accuracy of teacher and self-distilled student per label fraction.
+    Fig. 2: relative val-accuracy gain of self-distillation per label fraction, per model.
+    Fig. 3: knowledge distillation to another model: teacher vs student val accuracy per label fraction.
+    Reported values of the paper are drawn as black diamonds. Returns (caption, path) pairs and notes.
+    """
+    teachers, students = _khose_parts(table)
+    notes: list[str] = []
+    if teachers.empty or students.empty:
+        return [], [f"khose2021 Figures 1–3: skipped — no khose-style cells (stage=teacher/method=supervised and "
+                    f"method=kd students with teacher.label_fraction) in the {tag} results."]
+    val = "val_acc"
+    if pd.to_numeric(pd.concat([teachers.get(val, pd.Series(dtype=float)), students.get(val, pd.Series(dtype=float))]),
+                     errors="coerce").notna().sum() == 0:
+        val = "test_acc"
+        notes.append("khose2021 reports validation accuracy; these results have no validation split, so test accuracy is plotted.")
+
+    def mean(frame: pd.DataFrame, metric: str, **where: Any) -> float:
+        mask = pd.Series(True, index=frame.index)
+        for key, value in where.items():
+            mask &= frame[key] == value
+        values = pd.to_numeric(frame.loc[mask, metric], errors="coerce") if metric in frame else pd.Series(dtype=float)
+        return float(values.mean()) * 100 if values.notna().any() else math.nan
+
+    plt = _pyplot()
+    written: list[tuple[str, Path]] = []
+    self_archs = sorted({a for a, t in zip(students["arch"], students["teacher.arch"]) if a == t})
+    kd_pairs = sorted({(t, a) for a, t in zip(students["arch"], students["teacher.arch"]) if a != t})
+
+    # Figure 1: teacher vs self-distilled student, train and val accuracy.
+    if self_archs:
+        fig, axes = plt.subplots(1, len(self_archs), figsize=(6.2 * len(self_archs), 4.0), squeeze=False)
+        bars = [("teacher train", "train_acc", False, "tab:blue"), ("teacher val", val, False, "lightsteelblue"),
+                ("student train", "train_acc", True, "tab:orange"), ("student val", val, True, "navajowhite")]
+        for ax, arch in zip(axes.flat, self_archs):
+            lfs = sorted(set(teachers.loc[teachers["arch"] == arch, "lf"].dropna())
+                         | set(students.loc[(students["arch"] == arch) & (students["teacher.arch"] == arch), "lf"].dropna()))
+            xs = np.arange(len(lfs))
+            width = 0.2
+            for i, (name, metric, is_student, color) in enumerate(bars):
+                if is_student:
+                    ys = [mean(students, metric, arch=arch, **{"teacher.arch": arch}, lf=lf) for lf in lfs]
+                else:
+                    ys = [mean(teachers, metric, arch=arch, lf=lf) for lf in lfs]
+                offs = xs + (i - 1.5) * width
+                ax.bar(offs, np.nan_to_num(ys), width, color=color, edgecolor="0.3", label=name)
+                for x, lf in zip(offs, lfs):
+                    stage = {"stage": "student", "teacher.arch": arch} if is_student else {"stage": "teacher"}
+                    rep = _khose_reported(figures, "value", metric, arch=arch, lf=lf, **stage)
+                    if rep is not None:
+                        ax.plot([x], [rep * 100], "D", color="black", markersize=6,
+                                label="reported (paper)" if "reported (paper)" not in ax.get_legend_handles_labels()[1] else None)
+            ax.set_xticks(xs, [f"{lf:.0%} labels" for lf in lfs])
+            ax.set_ylim(0, 105)
+            ax.set_ylabel("accuracy (%)")
+            ax.set_title(f"{arch}: before/after self-distillation", fontsize=10)
+            ax.legend(fontsize=7, ncol=2)
+            ax.grid(axis="y", alpha=0.3)
+        fig.suptitle("khose2021 Fig. 1 style — overfitting: train vs val accuracy", fontsize=11)
+        fig.tight_layout()
+        written.append(("khose2021 Figure 1 style: teacher vs self-distilled student, train and validation accuracy",
+                        _save(fig, out / "khose-fig1-self-distillation.png")))
+
+        # Figure 2: relative gain of self-distillation.
+        lfs = sorted(set(students.loc[students["arch"] == students["teacher.arch"], "lf"].dropna()))
+        fig, ax = plt.subplots(figsize=(max(5.5, 2.2 * len(lfs) * max(1, len(self_archs)) / 2), 3.8))
+        xs = np.arange(len(lfs))
+        width = 0.8 / len(self_archs)
+        for i, arch in enumerate(self_archs):
+            gains = []
+            for lf in lfs:
+                t, s = mean(teachers, val, arch=arch, lf=lf), mean(students, val, arch=arch, **{"teacher.arch": arch}, lf=lf)
+                gains.append((s - t) / t * 100 if t and not math.isnan(t) and not math.isnan(s) else math.nan)
+            offs = xs + (i - (len(self_archs) - 1) / 2) * width
+            ax.bar(offs, np.nan_to_num(gains), width, edgecolor="0.3", label=arch)
+            for x, lf, g in zip(offs, lfs, gains):
+                ax.text(x, (0 if math.isnan(g) else g), "n/a" if math.isnan(g) else f"{g:+.1f}%", ha="center",
+                        va="bottom", fontsize=8)
+                rep = _khose_reported(figures, "relative_gain", "val_acc", arch=arch, lf=lf, **{"teacher.arch": arch})
+                if rep is not None:
+                    ax.plot([x], [rep * 100], "D", color="black", markersize=6,
+                            label="reported (paper)" if "reported (paper)" not in ax.get_legend_handles_labels()[1] else None)
+        ax.axhline(0, color="0.3", linewidth=0.8)
+        ax.set_xticks(xs, [f"{lf:.0%} labels" for lf in lfs])
+        ax.set_ylabel(f"relative {val} gain (%)")
+        ax.set_title("khose2021 Fig. 2 style — % increase in accuracy by self-distillation", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        written.append(("khose2021 Figure 2 style: relative validation-accuracy gain of self-distillation",
+                        _save(fig, out / "khose-fig2-self-distillation-gain.png")))
+    else:
+        notes.append("khose2021 Figures 1–2: skipped — no self-distilled students (arch = teacher.arch) in the results.")
+
+    # Figure 3: knowledge distillation into another model.
+    if kd_pairs:
+        fig, axes = plt.subplots(1, len(kd_pairs), figsize=(5.0 * len(kd_pairs), 3.9), squeeze=False)
+        for ax, (teacher_arch, arch) in zip(axes.flat, kd_pairs):
+            lfs = sorted(set(students.loc[(students["arch"] == arch) & (students["teacher.arch"] == teacher_arch), "lf"].dropna()))
+            xs = np.arange(len(lfs))
+            before = [mean(teachers, val, arch=teacher_arch, lf=lf) for lf in lfs]
+            after = [mean(students, val, arch=arch, **{"teacher.arch": teacher_arch}, lf=lf) for lf in lfs]
+            ax.bar(xs - 0.2, np.nan_to_num(before), 0.4, color="lightsteelblue", edgecolor="0.3", label=f"teacher {teacher_arch}")
+            ax.bar(xs + 0.2, np.nan_to_num(after), 0.4, color="tab:orange", edgecolor="0.3", label=f"student {arch}")
+            for x, lf, b, a in zip(xs, lfs, before, after):
+                rep = _khose_reported(figures, "relative_gain", "val_acc", arch=arch, lf=lf, **{"teacher.arch": teacher_arch})
+                here = (a - b) / b * 100 if b and not math.isnan(a) and not math.isnan(b) else math.nan
+                text = ("here n/a" if math.isnan(here) else f"here {here:+.1f}%") + ("" if rep is None else f"\npaper {rep * 100:+.2f}%")
+                ax.text(x, max(np.nan_to_num([a, b])) + 1, text, ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(xs, [f"{lf:.0%} labels" for lf in lfs])
+            ax.set_ylim(0, 115)
+            ax.set_ylabel(f"{val} (%)")
+            ax.set_title(f"{teacher_arch} → {arch}", fontsize=10)
+            ax.legend(fontsize=7, loc="lower right")
+            ax.grid(axis="y", alpha=0.3)
+        fig.suptitle("khose2021 Fig. 3 style — before (teacher) / after (student) distillation", fontsize=11)
+        fig.tight_layout()
+        written.append(("khose2021 Figure 3 style: teacher vs distilled student per label fraction",
+                        _save(fig, out / "khose-fig3-distillation.png")))
+    else:
+        notes.append("khose2021 Figure 3: skipped — no students distilled from another architecture in the results.")
+    return written, notes
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class Section:
+    title: str
+    intro: list[str]
+    table: pd.DataFrame | None       # displayed table
+    csv: Path | None
+    images: list[tuple[str, Path]]
+    notes: list[str]
+
+
+def build_report(table: pd.DataFrame, target: Target, out: Path) -> list[Path]:
+    """Write the report of ``target`` (rows of ``table`` with matrix == target.matrix) into ``out``."""
+    from bench.paper_figures import load_paper
+
+    out.mkdir(parents=True, exist_ok=True)
+    mine = table[table["matrix"] == target.matrix].reset_index(drop=True) if not table.empty else table
+    written: list[Path] = []
+    sections: list[Section] = []
+    header: list[str] = []
+    paper = load_paper(target.paper) if target.paper else None
+
+    done = set(mine["id"]) if "id" in mine else set()
+    if target.planned:
+        missing = [c for c in target.planned if c["id"] not in done]
+        header.append(f"Cells: {len(target.planned) - len(missing)} of {len(target.planned)} planned cells done"
+                      + (f"; not done: {', '.join(c['id'] for c in missing)}." if missing else "."))
+    else:
+        header.append(f"Cells: {len(done)} done.")
+
+    if paper is None:
+        header.append("No paper: the matrix names no `paper`, so there are no reported figures to compare; "
+                      "only the cells table follows.")
+    else:
+        stand_in = paper.matrix != target.matrix
+        header.append(f"Paper: **{paper.paper}** — {paper.title} (from {target.paper_reason}).")
+        if stand_in:
+            from bench.paper_figures import STAND_IN_IGNORED_KEYS
+
+            header.append(
+                f"**Stand-in matrix — data differ from the paper.** `{target.matrix}` is not the paper's own matrix "
+                f"(`{paper.matrix}`): it runs the paper's grid on other data, so each figure's selector is applied to "
+                f"`{target.matrix}`'s cells with its `matrix` key and its "
+                f"{', '.join(f'`{k}`' for k in sorted(STAND_IN_IGNORED_KEYS))} keys ignored. The `data` column of every "
+                f"table says what the paper used and what was used here. Other settings (epochs, subsets) may differ "
+                f"too: see the matrix file.")
+        rows = figure_rows(mine, target.matrix, paper)
+        by_table: dict[str, list[FigureRow]] = {}
+        for row in rows:
+            by_table.setdefault(row.figure.table, []).append(row)
+        skipped = []
+        for name, trows in by_table.items():
+            if stand_in and not any(r.result["n"] for r in trows):
+                skipped.append(name)
+                continue
+            frame = table_frame(trows)
+            csv_path = out / f"{slug(name)}.csv"
+            atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
+            written.append(csv_path)
+            images = []
+            title = f"{paper.paper} {name}: reported vs reproduced ({target.matrix})"
+            if stand_in:
+                differing = list(dict.fromkeys(r.data_note.split(": ", 1)[1] for r in trows if r.data_differs))
+                if differing:
+                    title += "\n" + "; ".join(differing)
+            if paper.paper == "menghani2019":
+                png = plot_menghani_table(trows, title, out / f"{slug(name)}.png")
+            else:
+                png = plot_reported_vs_reproduced(trows, title, out / f"{slug(name)}.png")
+            if png is not None:
+                images.append((f"{name}: reported (hatched) vs reproduced (solid, ± std over seeds)", png))
+                written.append(png)
+            intro = []
+            differing = list(dict.fromkeys(r.data_note.split(": ", 1)[1] for r in trows if r.data_differs))
+            if differing:
+                intro.append(f"**Data differ from the paper in this table** (`{target.matrix}` is a stand-in): "
+                             + "; ".join(differing) + ".")
+            unmatched = [r.figure.label for r in trows if not r.result["n"]]
+            if unmatched:
+                intro.append(f"{len(unmatched)} of {len(trows)} figures have no done cell in `{target.matrix}` (reproduced —).")
+            fig_notes = [f"*{_display_label(r.figure.label)}*: {r.figure.notes}" for r in trows if r.figure.notes]
+            sections.append(Section(name, intro, display_table(frame), csv_path, images, fig_notes))
+        if skipped:
+            header.append(f"Not reproduced by `{target.matrix}` (no matching cells), so left out: {', '.join(skipped)}.")
+        if paper.paper == "khose2021":
+            images, notes = plot_khose(mine, [r.used for r in rows], out, target.matrix)
+            written.extend(path for _, path in images)
+            sections.append(Section("khose2021 Figures 1–3", [], None, None, images, notes))
+
+    cells = cells_frame(mine) if not mine.empty else pd.DataFrame()
+    cells_csv = out / "cells.csv"
+    atomic_write_bytes(cells_csv, cells.to_csv(index=False).encode())
+    written.append(cells_csv)
+    sections.append(Section("All cells", ["Every done cell of the matrix; accuracies in %, throughput as measured by the run."],
+                            display_cells(cells) if not cells.empty else None, cells_csv, [], []))
+
+    md, page = _render(target, paper, header, sections, out)
+    md_path, html_path = out / "report.md", out / "report.html"
+    atomic_write_bytes(md_path, md.encode())
+    atomic_write_bytes(html_path, page.encode())
+    return [md_path, html_path, *written]
+
+
+HOW_TO_READ = (
+    "How to read: *reported* is the paper's number; *reproduced* is the mean ± std (ddof=1) over seeds of the "
+    "matching cells, n = number of seeds (runs); *Δ* = reproduced − reported. Accuracies (unit %) are in percent, "
+    "Δ in percentage points; gains are in points (pts) or in % of the baseline (% rel.), Δ in points of the same "
+    "unit. Throughput columns are for the cell(s) behind a figure (for gains: the distilled model), averaged over "
+    "seeds; FLOPs are forward FLOPs per image; peak memory is the process RSS on CPU or allocated CUDA memory."
+)
+
+
+def _render(target: Target, paper: Any, header: list[str], sections: list[Section], out: Path) -> tuple[str, str]:
+    title = f"Report: {target.matrix}" + (f" vs {paper.paper}" if paper else "")
+    meta = [f"Results: `{target.results}`" + (f"; matrix file: `{target.source}`" if target.source else "")]
+    if target.description:
+        meta.append(f"Matrix: {target.description}")
+    md = [f"# {title}", "", *[f"{line}  " for line in meta], "", *[f"{line}\n" for line in header]]
+    if paper is not None:
+        md += [HOW_TO_READ, ""]
+    body = [f"<h1>{html.escape(title)}</h1>", *[f"<p>{_inline(line)}</p>" for line in meta + header]]
+    if paper is not None:
+        body.append(f"<p>{_inline(HOW_TO_READ)}</p>")
+    for section in sections:
+        md += [f"## {section.title}", ""]
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        for line in section.intro:
+            md += [line, ""]
+            body.append(f"<p>{_inline(line)}</p>")
+        if section.table is not None:
+            md += [markdown_table(section.table), ""]
+            body.append(html_table(section.table))
+        if section.csv is not None:
+            md += [f"CSV: [{section.csv.name}]({section.csv.name})", ""]
+            body.append(f"<p>CSV: <code>{html.escape(section.csv.name)}</code></p>")
+        for caption, path in section.images:
+            md += [f"![{caption}]({path.relative_to(out).as_posix()})", "", f"*{caption}*", ""]
+            data = base64.b64encode(path.read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        if section.notes:
+            md += ["Notes:", "", *[f"- {note}" for note in section.notes], ""]
+            body.append("<ul>" + "".join(f"<li>{_inline(n)}</li>" for n in section.notes) + "</ul>")
+    if paper is not None and paper.notes:
+        md += [f"## Notes on {paper.paper}", "", *[f"- {note}" for note in paper.notes], ""]
+        body.append(f"<h2>Notes on {html.escape(paper.paper)}</h2><ul>"
+                    + "".join(f"<li>{_inline(n)}</li>" for n in paper.notes) + "</ul>")
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;line-height:1.4}"
+             "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "text-align:left}th{background:#f2f2f2}img{max-width:100%}figcaption{font-style:italic;font-size:13px}"
+             "code{background:#f5f5f5}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    return "\n".join(md).rstrip() + "\n", page
+
+
+def _inline(text: str) -> str:
+    """Markdown-ish inline text as HTML: escape, then **bold**, *italic* and `code`."""
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    out = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<i>\1</i>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def report(arg: str, results: str | None = None, out: str | None = None) -> list[Path]:
+    """Reports of every target of ``arg``; returns the files written."""
+    from bench.collect import collect
+
+    targets = resolve_targets(arg, results)
+    table = collect(targets[0].results)
+    written: list[Path] = []
+    for target in targets:
+        mine = table[table["matrix"] == target.matrix] if not table.empty else table
+        if mine.empty:
+            if len(targets) == 1:
+                raise BenchError(f"{target.results}: no finished cells of matrix {target.matrix!r} to report on")
+            print(f"bench report: {target.matrix}: no finished cells, skipped", file=sys.stderr)
+            continue
+        folder = Path(out) if out else target.results / REPORT_DIR
+        written += build_report(table, target, folder / target.matrix)
+    return written
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report", help="paper figures reported vs reproduced, throughput, plots (markdown, HTML, CSV, PNG)",
+        description="Write <out>/<matrix>/report.md, report.html, one CSV per paper table, cells.csv and PNG plots.")
+    p.add_argument("target", metavar="MATRIX_OR_RESULTS", help="a matrix YAML file, or a results folder (every matrix in it)")
+    p.add_argument("--results", help="results folder for a matrix file (default ${BENCH_RESULTS} or ./runs)")
+    p.add_argument("--out", help="report root; files go to OUT/<matrix>/ (default <results>/report)")
+
+
+from bench.cli import command  # noqa: E402  (bench.cli imports this module lazily)
+
+
+@command("report")
+def report_command(args: argparse.Namespace) -> int:
+    for path in report(args.target, args.results, args.out):
+        print(path)
+    return 0

@@ -1,0 +1,541 @@
+"""MLflow tracking: every finished cell of a results folder becomes one MLflow run.
+
+How it works
+------------
+Compute jobs never talk to MLflow. A cell writes its own files (``config.json``, ``metrics.json``,
+``result.json``, ``DONE``) and :func:`ingest` copies finished cells into MLflow afterwards, from
+``bench ingest DIR`` or ``bench collect --mlflow``. So no two jobs ever write into one sqlite file
+or one store at the same time, a cluster job does not need a reachable server, and a server that is
+down costs nothing: the results stay on disk and a later ``bench ingest`` catches up. There is no
+live per-epoch logging on purpose (it would bring all of that back); the per-epoch curves are logged
+at ingest time from ``metrics.json``.
+
+Layout in MLflow (chosen to be easy to read in the UI)
+------------------------------------------------------
+* One **experiment per matrix**, named ``bench/<matrix>`` (cells in no plan: ``bench/unplanned``).
+  A matrix is what one compares (its runs share axes), so the UI's run table and compare view are
+  one matrix at a time; the ``bench/`` prefix keeps our experiments together next to anything else
+  on a shared server. A cell that belongs to two matrices gets one run in each, like the rows of
+  ``bench collect``.
+* **Run name** ``<stage>-<arch>-<id[:8]>`` (e.g. ``teacher-resnet18-1eb3ae40``): readable in the
+  run list and still unique within a matrix.
+* **Params**: the resolved config, flattened (dependencies as ``deps.<role>`` = cell id; lists as
+  ``a,b``; ``None`` as ``"None"``).
+* **Metrics**: the final results under their plain names, logged once without a step (step 0):
+  ``test_acc, val_acc, train_acc, wall_seconds, train_images_per_s, infer_images_per_s, params,
+  flops, peak_memory_mb``, so ``test_acc`` in the UI is exactly the ``test_acc`` of
+  ``results.csv`` (the selected epoch's). The per-epoch values of ``metrics.json`` are logged as
+  curves with ``step = epoch`` under ``epoch/<name>`` (``epoch/train_loss``, ``epoch/test_acc``,
+  ``epoch/lr``, ...): MLflow shows the value at the highest step as a run's metric, so sharing one
+  key between a curve and the final value would show the last epoch instead of the selected one
+  (and mix two meanings in one history); the ``epoch/`` prefix also groups the curves in one chart
+  section. NaN and infinite values are skipped.
+* **Tags** ``bench.matrix, bench.cell_id, bench.stage, bench.method, bench.arch, bench.teacher_id``
+  (``deps.teacher``, when the cell has one), ``bench.git_commit`` (of the bench source tree doing the
+  ingest, ``"unknown"`` when that is not a git checkout; computed once), ``bench.host,
+  bench.device, bench.device_name, bench.torch, bench.cuda`` (from ``result.json``) and
+  ``bench.result_sha``; also ``mlflow.source.git.commit`` and the plan's one-line description as the
+  run's note.
+* **Artifacts**: ``config.json``, ``metrics.json``, ``result.json``.
+
+Idempotence
+-----------
+Runs are keyed on the tag ``bench.cell_id`` within the matrix's experiment (one search per
+experiment with a filter string). ``bench.result_sha`` is a sha256 of the cell's three files (and of
+this module's format version), set last: a cell whose files did not change is skipped; a cell whose
+files changed is updated in place (same run: new or changed metric values are logged with the
+current time so they become the latest, tags set again, artifacts uploaded again). MLflow histories
+are append-only, so an updated run keeps superseded values in its metric history. A run whose
+params would change (impossible while cell ids hash the config) cannot be updated in place: it is
+deleted and created again. A run left half-written by an interrupted ingest has no matching sha and
+is completed by the next one. Concurrent ingests of one results folder wait for each other (a lock
+file in the folder).
+
+Tracking URIs
+-------------
+Default ``sqlite:///<absolute results dir>/mlflow.db`` with artifacts in ``<results>/mlartifacts``
+(``mlflow ui --backend-store-uri sqlite:///...`` shows it). MLflow creates the tables with its
+alembic migrations the first time a database is opened, which takes ~6 s here (~1 s to open an
+existing one, plus ~2 s to import mlflow). ``--tracking-uri http://HOST:PORT`` uses an
+``mlflow server``. MLflow's file store (a plain path or ``file:`` URI) is refused: MLflow >= 3.13
+raises unless ``MLFLOW_ALLOW_FILE_STORE=true`` and we do not use it.
+
+For http(s) URIs the MLflow client would retry a down server for ~4 minutes, so while ingesting we
+set ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=1`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` unless the user set
+them (restored afterwards); a connection failure is a one-line :class:`BenchError`. We use
+``MlflowClient`` (``log_batch`` in chunks within MLflow's limits), never the fluent API, so no
+active-run state leaks into the process. mlflow is imported lazily: ``bench`` imports this module
+for its subcommands on every start.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import bench.cli
+from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.store import Store
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Run
+
+FORMAT_VERSION = "1"  # part of bench.result_sha: bump when the mapping below changes
+EXPERIMENT_PREFIX = "bench/"
+NO_MATRIX = "unplanned"
+EPOCH_PREFIX = "epoch/"
+CELL_TAG = "bench.cell_id"
+SHA_TAG = "bench.result_sha"
+FINAL_METRICS = ("test_acc", "val_acc", "train_acc", "wall_seconds", "train_images_per_s",
+                 "infer_images_per_s", "params", "flops", "peak_memory_mb")
+RESULT_TAGS = ("host", "device", "device_name", "torch", "cuda")
+ARTIFACT_FILES = ("config.json", "metrics.json", "result.json")
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+LOCK_FILE = ".mlflow-ingest.lock"
+
+
+@dataclasses.dataclass
+class IngestSummary:
+    """What one :func:`ingest` did. ``str()`` is a one-line report."""
+
+    tracking_uri: str
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    experiments: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> experiment id
+    runs: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (matrix, cell) -> run id
+
+    @property
+    def total(self) -> int:
+        return self.created + self.updated + self.skipped
+
+    def __str__(self) -> str:
+        return f"{self.created} created, {self.updated} updated, {self.skipped} skipped -> {self.tracking_uri}"
+
+
+# ---------------------------------------------------------------- what a cell becomes
+
+
+@dataclasses.dataclass
+class _Cell:
+    id: str
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    result: dict[str, Any]
+    files: dict[str, Path]
+    sha: str
+    start_ms: int
+    end_ms: int
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    return str(value)[:6000]  # MLflow's MAX_PARAM_VAL_LENGTH
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Resolved config as MLflow params: nested mappings (``deps``) become ``deps.<role>``."""
+    params: dict[str, str] = {}
+    for key, value in sorted(config.items()):
+        if isinstance(value, dict):
+            params.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            params[f"{prefix}{key}"] = _param_value(value)
+    return params
+
+
+def _mtime_ms(path: Path, default: int) -> int:
+    try:
+        return int(path.stat().st_mtime * 1000)
+    except OSError:
+        return default
+
+
+def _load_cell(store: Store, cell_id: str) -> _Cell:
+    from bench.store import read_json
+
+    cell = store.cell(cell_id)
+    files = {"config.json": cell.config, "metrics.json": cell.metrics, "result.json": cell.result}
+    digest = hashlib.sha256(f"bench-ingest-{FORMAT_VERSION}\n".encode())
+    for name, path in files.items():
+        digest.update(f"{name}\n".encode())
+        if path.exists():
+            digest.update(path.read_bytes())
+    metrics = read_json(cell.metrics) if cell.metrics.exists() else []
+    end_ms = _mtime_ms(cell.done_marker, _mtime_ms(cell.result, int(time.time() * 1000)))
+    start_ms = min(_mtime_ms(cell.config, end_ms), end_ms)
+    return _Cell(id=cell_id, config=read_json(cell.config), metrics=metrics if isinstance(metrics, list) else [],
+                 result=read_json(cell.result), files={k: v for k, v in files.items() if v.exists()},
+                 sha=digest.hexdigest(), start_ms=start_ms, end_ms=end_ms)
+
+
+def _run_name(cell: _Cell) -> str:
+    return f"{cell.config.get('stage', 'cell')}-{cell.config.get('arch', 'model')}-{cell.id[:8]}"
+
+
+def _tags(cell: _Cell, matrix: str, describe: str | None) -> dict[str, str]:
+    tags = {"bench.matrix": matrix, CELL_TAG: cell.id}
+    for field in ("stage", "method", "arch"):
+        if cell.config.get(field) is not None:
+            tags[f"bench.{field}"] = str(cell.config[field])
+    teacher = (cell.config.get("deps") or {}).get("teacher")
+    if teacher:
+        tags["bench.teacher_id"] = str(teacher)
+    commit = source_commit()
+    tags["bench.git_commit"] = commit
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    tags["mlflow.source.name"] = "bench"
+    for field in RESULT_TAGS:
+        if cell.result.get(field) is not None:
+            tags[f"bench.{field}"] = str(cell.result[field])
+    if describe:
+        tags["mlflow.note.content"] = describe
+    return tags
+
+
+def _metrics(cell: _Cell) -> list[Metric]:
+    """Per-epoch curves (``epoch/<name>``, step = epoch) and the final results (step 0)."""
+    from mlflow.entities import Metric
+
+    metrics = []
+    elapsed = 0.0
+    for index, entry in enumerate(cell.metrics):
+        if not isinstance(entry, dict):
+            continue
+        step = int(entry["epoch"]) if _is_number(entry.get("epoch")) else index + 1
+        timestamp = cell.end_ms
+        if _is_number(entry.get("epoch_seconds")):
+            elapsed += entry["epoch_seconds"]
+            timestamp = min(cell.start_ms + int(elapsed * 1000), cell.end_ms)
+        for key, value in sorted(entry.items()):
+            if key != "epoch" and _is_number(value):
+                metrics.append(Metric(EPOCH_PREFIX + key, float(value), timestamp, step))
+    for key in FINAL_METRICS:
+        if _is_number(cell.result.get(key)):
+            metrics.append(Metric(key, float(cell.result[key]), cell.end_ms, 0))
+    return metrics
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str:
+    """HEAD of the git checkout holding the ``bench`` package, or ``"unknown"``. Computed once."""
+    root = Path(bench.cli.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
+        return "unknown"  # not a checkout, or bench installed inside somebody else's repository
+    return lines[1]
+
+
+# ---------------------------------------------------------------- MLflow plumbing
+
+
+def default_tracking_uri(root: str | Path) -> str:
+    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def _scheme(uri: str) -> str:
+    return uri.split(":", 1)[0].lower() if ":" in uri else ""
+
+
+def resolve_tracking_uri(root: str | Path, tracking_uri: str | None = None) -> str:
+    if not tracking_uri:
+        return default_tracking_uri(root)
+    if _scheme(tracking_uri) in ("", "file"):
+        raise BenchError(f"tracking URI {tracking_uri!r} is MLflow's file store, which bench does not use "
+                         "(MLflow >= 3.13 refuses it); use sqlite:///PATH/mlflow.db or http://HOST:PORT")
+    return tracking_uri
+
+
+def _is_http(uri: str) -> bool:
+    return _scheme(uri) in ("http", "https")
+
+
+def _artifact_root(root: Path, uri: str) -> Path | None:
+    """Where new experiments keep artifacts; None lets a server (or Databricks) decide."""
+    scheme = _scheme(uri)
+    if scheme in ("http", "https") or scheme.startswith("databricks"):
+        return None
+    if scheme == "sqlite":
+        path = uri[len("sqlite:///"):].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+        if path and path != ":memory:":
+            return Path(path).resolve().parent / "mlartifacts"
+    return root.resolve() / "mlartifacts"
+
+
+@contextlib.contextmanager
+def _http_limits(uri: str) -> Iterator[None]:
+    """Short retries and timeouts for http(s) URIs unless the user chose their own; restored after."""
+    added = [name for name in HTTP_LIMITS if _is_http(uri) and name not in os.environ]
+    for name in added:
+        os.environ[name] = HTTP_LIMITS[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def _ingest_lock(root: Path) -> Iterator[None]:
+    """One ingest per results folder at a time (a read-only folder goes without the lock)."""
+    try:
+        handle = open(root / LOCK_FILE, "w")
+    except OSError:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"bench: waiting for another ingest of {root}", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    import requests
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                                requests.exceptions.RetryError, ConnectionError, TimeoutError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _batch_limits() -> tuple[int, int, int]:
+    try:
+        from mlflow.utils.validation import (MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH,
+                                             MAX_PARAMS_TAGS_PER_BATCH)
+    except ImportError:  # pragma: no cover - the limits have been these for years
+        return 1000, 100, 1000
+    return MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, MAX_ENTITIES_PER_BATCH
+
+
+def batches(metrics: Iterable[Any] = (), params: Iterable[Any] = (), tags: Iterable[Any] = ()
+            ) -> Iterator[tuple[list[Any], list[Any], list[Any]]]:
+    """Split into ``log_batch`` calls within MLflow's limits (metrics, params/tags, entities per call)."""
+    max_metrics, max_params_tags, max_entities = _batch_limits()
+    metrics, params, tags = list(metrics), list(params), list(tags)
+    while metrics or params or tags:
+        p, params = params[:max_params_tags], params[max_params_tags:]
+        t, tags = tags[:max_params_tags], tags[max_params_tags:]
+        room = min(max_metrics, max_entities - len(p) - len(t))
+        m, metrics = metrics[:room], metrics[room:]
+        yield m, p, t
+
+
+def _log(client: MlflowClient, run_id: str, metrics=(), params=(), tags=()) -> None:
+    for m, p, t in batches(metrics, params, tags):
+        client.log_batch(run_id, metrics=m, params=p, tags=t)
+
+
+def _experiment(client: MlflowClient, matrix: str, artifact_root: Path | None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    name = EXPERIMENT_PREFIX + matrix
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if artifact_root is not None:
+            folder = "".join(c if c.isalnum() or c in "._-" else "_" for c in matrix)
+            location = (artifact_root / folder).as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location, tags={"bench.matrix": matrix})
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def _existing_runs(client: MlflowClient, experiment_id: str) -> dict[str, Run]:
+    """Active runs of the experiment by cell id (the oldest if an id somehow has several)."""
+    runs: dict[str, Run] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.`{CELL_TAG}` LIKE '%'",
+                                  max_results=1000, order_by=["attributes.start_time ASC"], page_token=token)
+        for run in page:
+            runs.setdefault(run.data.tags[CELL_TAG], run)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _finish(client: MlflowClient, run_id: str, cell: _Cell) -> None:
+    from mlflow.entities import RunTag
+
+    for path in cell.files.values():
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED", end_time=cell.end_ms)
+    _log(client, run_id, tags=[RunTag(SHA_TAG, cell.sha)])  # last: a half-written run gets redone
+
+
+def _create(client: MlflowClient, experiment_id: str, cell: _Cell, tags: dict[str, str]) -> str:
+    from mlflow.entities import Param, RunTag
+
+    run = client.create_run(experiment_id, start_time=cell.start_ms, tags={CELL_TAG: cell.id},
+                            run_name=_run_name(cell))
+    run_id = run.info.run_id
+    _log(client, run_id, metrics=_metrics(cell),
+         params=[Param(k, v) for k, v in flatten_config(cell.config).items()],
+         tags=[RunTag(k, v) for k, v in tags.items()])
+    _finish(client, run_id, cell)
+    return run_id
+
+
+def _update(client: MlflowClient, experiment_id: str, run: Run, cell: _Cell, tags: dict[str, str]) -> str:
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_id = run.info.run_id
+    params = flatten_config(cell.config)
+    have_params = run.data.params
+    if any(key in have_params and have_params[key] != value for key, value in params.items()):
+        client.delete_run(run_id)  # params are immutable in MLflow: start this cell's run again
+        return _create(client, experiment_id, cell, tags)
+    now = int(time.time() * 1000)
+    wanted: dict[str, list[Metric]] = {}
+    for metric in _metrics(cell):
+        wanted.setdefault(metric.key, []).append(metric)
+    new_metrics = []
+    for key, metrics in wanted.items():
+        latest: dict[int, tuple[int, float]] = {}  # step -> (timestamp, value) of the latest entry
+        if key in run.data.metrics:
+            for old in client.get_metric_history(run_id, key):
+                if old.step not in latest or old.timestamp >= latest[old.step][0]:
+                    latest[old.step] = (old.timestamp, old.value)
+        new_metrics += [Metric(key, m.value, now, m.step) for m in metrics
+                        if m.step not in latest or latest[m.step][1] != m.value]
+    _log(client, run_id, metrics=new_metrics,
+         params=[Param(k, v) for k, v in params.items() if k not in have_params],
+         tags=[RunTag(k, v) for k, v in tags.items() if run.data.tags.get(k) != v])
+    _finish(client, run_id, cell)
+    return run_id
+
+
+def _membership(store: Store) -> dict[str, list[tuple[str, str | None]]]:
+    """cell id -> [(matrix, one-line description)], as in ``bench collect``."""
+    members: dict[str, list[tuple[str, str | None]]] = {}
+    for name, plan in store.plans().items():
+        for entry in plan.get("cells", []):
+            members.setdefault(entry["id"], []).append((name, entry.get("describe")))
+    return members
+
+
+def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
+    """Log every finished cell of ``root`` into MLflow; safe to repeat (unchanged cells are skipped).
+
+    ``tracking_uri`` defaults to ``sqlite:///<abs root>/mlflow.db``. Raises :class:`BenchError`
+    (one line) when a server cannot be reached; the cells on disk are never modified.
+    """
+    from bench.store import Store  # imports torch: not at module level, bench imports us on every start
+
+    root = Path(root)
+    if not root.is_dir():
+        raise BenchError(f"{root}: no such results folder")
+    uri = resolve_tracking_uri(root, tracking_uri)
+    summary = IngestSummary(tracking_uri=uri)
+    store = Store(root)
+    members = _membership(store)
+    done = [cell_id for cell_id in store.cell_ids() if store.cell(cell_id).is_done()]
+    if not done:
+        return summary
+    by_matrix: dict[str, list[tuple[str, str | None]]] = {}
+    for cell_id in done:
+        for matrix, describe in members.get(cell_id, [(NO_MATRIX, None)]):
+            by_matrix.setdefault(matrix, []).append((cell_id, describe))
+    cells = {cell_id: _load_cell(store, cell_id) for cell_id in done}
+    with _ingest_lock(root), _http_limits(uri):
+        try:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # fail fast when a server is down
+            artifact_root = _artifact_root(root, uri)
+            for matrix, entries in sorted(by_matrix.items()):
+                experiment_id = _experiment(client, matrix, artifact_root)
+                summary.experiments[EXPERIMENT_PREFIX + matrix] = experiment_id
+                existing = _existing_runs(client, experiment_id)
+                for cell_id, describe in entries:
+                    cell = cells[cell_id]
+                    run = existing.get(cell_id)
+                    tags = _tags(cell, matrix, describe)
+                    if run is None:
+                        run_id = _create(client, experiment_id, cell, tags)
+                        summary.created += 1
+                    elif run.data.tags.get(SHA_TAG) == cell.sha:
+                        run_id = run.info.run_id
+                        summary.skipped += 1
+                    else:
+                        run_id = _update(client, experiment_id, run, cell, tags)
+                        summary.updated += 1
+                    summary.runs[(matrix, cell_id)] = run_id
+        except BenchError:
+            raise
+        except Exception as error:
+            from mlflow.exceptions import MlflowException
+
+            if _is_unreachable(error):
+                raise BenchError(f"MLflow server at {uri} not reachable; results stay on disk under {root}; "
+                                 f"run `bench ingest {root} --tracking-uri {uri}` later") from None
+            if isinstance(error, MlflowException):
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise BenchError(f"MLflow at {uri}: {first}") from None
+            raise
+    return summary
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("ingest", help="log finished cells into MLflow (one run per cell; safe to repeat)")
+    p.add_argument("dir", nargs="?", help=f"results folder (default ${{BENCH_RESULTS}} or ./{bench.cli.DEFAULT_RESULTS})")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default sqlite:///<DIR>/mlflow.db)")
+
+
+@bench.cli.command("ingest")
+def ingest_command(args: argparse.Namespace) -> int:
+    root = Path(args.dir) if args.dir else bench.cli.results_dir(args)
+    summary = ingest(root, args.tracking_uri)
+    if summary.total == 0:
+        print(f"{root}: no finished cells to ingest", file=sys.stderr)
+        return 0
+    for name, experiment_id in sorted(summary.experiments.items()):
+        print(f"  {name} (experiment {experiment_id})", file=sys.stderr)
+    print(f"{summary.total} cells: {summary}", file=sys.stderr)
+    if _scheme(summary.tracking_uri) == "sqlite":
+        print(f"view: mlflow ui --backend-store-uri {summary.tracking_uri}", file=sys.stderr)
+    return 0

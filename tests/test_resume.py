@@ -1,0 +1,83 @@
+"""A cell killed with SIGKILL at any moment leaves nothing half-written, and resumes exactly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tests.conftest import write_matrix
+
+MATRIX = {
+    "name": "resume",
+    "defaults": {"dataset": "digits", "image_size": 8, "protocol": "official", "val_fraction": 0.1,
+                 "epochs": 5, "lr": 0.05, "batch_size": 32, "augment": ["crop", "flip"], "crop_padding": 1},
+    "axes": {"seed": [3]},
+    "stages": {
+        "teacher": {"method": "supervised", "axes": {"arch": ["menghani_cnn"]}},
+        "student": {"method": "kd", "needs": {"teacher": "teacher"}, "set": {"epochs": 3},
+                    "axes": {"arch": ["menghani_cnn"]}},
+    },
+}
+TIMING = {"train_images_per_s", "epoch_seconds"}
+
+
+def bench(matrix: Path, results: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(results)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def epochs_done(results: Path, stage: str) -> int:
+    for config in (results / "cells").glob("*/config.json"):
+        if json.loads(config.read_text())["stage"] == stage and (config.parent / "metrics.json").exists():
+            return len(json.loads((config.parent / "metrics.json").read_text()))
+    return 0
+
+
+def kill_when(process: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, "run ended before it could be killed"
+        assert time.monotonic() < deadline, "timed out waiting for progress"
+        time.sleep(0.05)
+    time.sleep(0.3)  # land somewhere inside the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def metrics_of(results: Path) -> dict[str, list[dict[str, float]]]:
+    out = {}
+    for cell in sorted((results / "cells").iterdir()):
+        rows = json.loads((cell / "metrics.json").read_text())
+        out[cell.name] = [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+    return out
+
+
+def test_sigkill_then_rerun_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    matrix = write_matrix(tmp_path, MATRIX)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert bench(matrix, reference).wait() == 0
+
+    run = bench(matrix, killed)
+    kill_when(run, lambda: epochs_done(killed, "teacher") >= 2)
+    cells = list((killed / "cells").iterdir())
+    assert cells and not any((c / "DONE").exists() for c in cells)
+    assert not any((c / "result.json").exists() for c in cells)
+    torch.load(next(c for c in cells if (c / "checkpoint.pt").exists()) / "checkpoint.pt", weights_only=False)  # loads whole
+
+    run = bench(matrix, killed)  # resumes the teacher, then is killed inside the student
+    kill_when(run, lambda: epochs_done(killed, "student") >= 1)
+
+    assert bench(matrix, killed).wait() == 0
+    assert metrics_of(killed) == metrics_of(reference)
+    for cell in (killed / "cells").iterdir():
+        assert (cell / "DONE").exists()
+        ours, theirs = (json.loads((r / "cells" / cell.name / "result.json").read_text()) for r in (killed, reference))
+        for key in ("test_acc", "val_acc", "train_acc", "selected_epoch"):
+            assert ours[key] == theirs[key], key
+    assert "resuming from epoch" in "".join(p.read_text() for p in (killed / "cells").glob("*/log.txt"))

@@ -1,0 +1,267 @@
+"""MLflow ingest of a real (tiny) results folder, against real MLflow: sqlite and a real server."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchError
+from bench.tracking import (CELL_TAG, EPOCH_PREFIX, FINAL_METRICS, HTTP_LIMITS, SHA_TAG, batches,
+                            flatten_config, ingest, source_commit)
+
+TINY = Path(__file__).resolve().parent / "data" / "tiny.yaml"
+ARTIFACTS = {"config.json", "metrics.json", "result.json"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tracking_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/data/tiny.yaml run once: teacher, student, two fine-tunes."""
+    from bench.cli import main
+
+    root = tmp_path_factory.mktemp("tracking-tiny") / "results"
+    assert main(["run", str(TINY), "--results", str(root)]) == 0
+    return root
+
+
+@pytest.fixture
+def results(tracking_tiny: Path, tmp_path: Path) -> Path:
+    """A private copy (no weights) that a test may ingest into and modify."""
+    root = tmp_path / "results"
+    shutil.copytree(tracking_tiny, root, ignore=shutil.ignore_patterns("*.pt"))
+    return root
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    cells = root / "cells"
+    return {str(p.relative_to(cells)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(cells.rglob("*")) if p.is_file()}
+
+
+def cell_files(root: Path) -> dict[str, tuple[dict, list, dict]]:
+    out = {}
+    for folder in sorted((root / "cells").iterdir()):
+        out[folder.name] = tuple(json.loads((folder / name).read_text()) for name in ("config.json", "metrics.json", "result.json"))
+    return out
+
+
+def runs_by_cell(client, experiment_name: str) -> dict[str, object]:
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    by_cell = {run.data.tags[CELL_TAG]: run for run in runs}
+    assert len(by_cell) == len(runs), "one run per cell"
+    return by_cell
+
+
+def check_runs(client, root: Path) -> None:
+    """Params, metrics, tags and artifacts of every run match the cell's files."""
+    files = cell_files(root)
+    runs = runs_by_cell(client, "bench/tiny")
+    assert set(runs) == set(files) and len(runs) == 4
+    for cell_id, (config, metrics, result) in files.items():
+        run = runs[cell_id]
+        data = run.data
+        assert run.info.run_name == f"{config['stage']}-{config['arch']}-{cell_id[:8]}"
+        assert run.info.status == "FINISHED"
+        # params: the flattened resolved config, deps as deps.<role>
+        assert data.params == flatten_config(config)
+        assert data.params["arch"] == config["arch"] and data.params["lr"] == str(config["lr"])
+        for role, dep in config["deps"].items():
+            assert data.params[f"deps.{role}"] == dep
+        # tags
+        tags = data.tags
+        assert tags["bench.matrix"] == "tiny" and tags[CELL_TAG] == cell_id
+        for field in ("stage", "method", "arch"):
+            assert tags[f"bench.{field}"] == config[field]
+        assert tags.get("bench.teacher_id") == config["deps"].get("teacher")
+        assert tags["bench.git_commit"] == source_commit() != ""
+        for field in ("host", "device", "device_name", "torch", "cuda"):
+            assert tags[f"bench.{field}"] == str(result[field])
+        assert len(tags[SHA_TAG]) == 64
+        # final metrics, NaN skipped
+        for key in FINAL_METRICS:
+            value = result.get(key)
+            if value is None or value != value:
+                assert key not in data.metrics
+            else:
+                assert data.metrics[key] == pytest.approx(value)
+        assert "val_acc" not in data.metrics  # NaN in this matrix (no validation split)
+        # per-epoch curves: one point per epoch, step = epoch
+        history = client.get_metric_history(run.info.run_id, EPOCH_PREFIX + "train_loss")
+        assert sorted(m.step for m in history) == list(range(1, config["epochs"] + 1)) == [e["epoch"] for e in metrics]
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([e["train_loss"] for e in metrics])
+        assert len(client.get_metric_history(run.info.run_id, EPOCH_PREFIX + "lr")) == config["epochs"]
+        assert EPOCH_PREFIX + "val_acc" not in data.metrics
+        # artifacts
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
+        local = client.download_artifacts(run.info.run_id, "result.json", str(root.parent / f"dl-{cell_id}"))
+        assert Path(local).read_bytes() == (root / "cells" / cell_id / "result.json").read_bytes()
+
+
+def test_ingest_sqlite_default(results: Path) -> None:
+    from mlflow import MlflowClient
+
+    start = time.perf_counter()
+    summary = ingest(results)
+    print(f"\nsqlite first ingest (4 cells, new database): {time.perf_counter() - start:.1f} s")
+    assert (summary.created, summary.updated, summary.skipped) == (4, 0, 0)
+    assert summary.tracking_uri == f"sqlite:///{results.resolve()}/mlflow.db"
+    assert (results / "mlflow.db").is_file()
+    assert len(list((results / "mlartifacts").rglob("result.json"))) == 4
+    assert set(summary.experiments) == {"bench/tiny"} and len(summary.runs) == 4
+    check_runs(MlflowClient(tracking_uri=summary.tracking_uri), results)
+
+
+def test_ingest_twice_creates_no_duplicates(results: Path) -> None:
+    from mlflow import MlflowClient
+
+    first = ingest(results)
+    start = time.perf_counter()
+    second = ingest(results)
+    print(f"\nsqlite second ingest (4 unchanged cells): {time.perf_counter() - start:.2f} s")
+    assert (second.created, second.updated, second.skipped) == (0, 0, 4)
+    assert second.runs == first.runs
+    assert len(runs_by_cell(MlflowClient(tracking_uri=second.tracking_uri), "bench/tiny")) == 4
+
+
+def test_changed_result_updates_the_same_run(results: Path) -> None:
+    from mlflow import MlflowClient
+
+    first = ingest(results)
+    client = MlflowClient(tracking_uri=first.tracking_uri)
+    cell_id = sorted(p.name for p in (results / "cells").iterdir())[0]
+    path = results / "cells" / cell_id / "result.json"
+    result = json.loads(path.read_text())
+    old_test_acc = result["test_acc"]
+    old_sha = runs_by_cell(client, "bench/tiny")[cell_id].data.tags[SHA_TAG]
+    result["test_acc"] = 0.125
+    path.write_text(json.dumps(result, indent=2, sort_keys=True))
+
+    second = ingest(results)
+    assert (second.created, second.updated, second.skipped) == (0, 1, 3)
+    assert second.runs == first.runs  # same run ids: updated in place
+    runs = runs_by_cell(client, "bench/tiny")
+    assert len(runs) == 4
+    run = runs[cell_id]
+    assert run.data.metrics["test_acc"] == 0.125  # the new value is the latest
+    assert run.data.tags[SHA_TAG] != old_sha
+    # MLflow histories are append-only: the old final value stays in the history, the new one is latest
+    assert sorted(m.value for m in client.get_metric_history(run.info.run_id, "test_acc")) == sorted([old_test_acc, 0.125])
+    local = client.download_artifacts(run.info.run_id, "result.json", str(results.parent / "dl"))
+    assert json.loads(Path(local).read_text())["test_acc"] == 0.125
+    assert (ingest(results).skipped, len(runs_by_cell(client, "bench/tiny"))) == (4, 4)
+
+
+def test_down_server_fails_fast_with_one_line(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cli import main
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    before = snapshot(results)
+    env_before = {name: os.environ.get(name) for name in HTTP_LIMITS}
+    start = time.perf_counter()
+    with pytest.raises(BenchError) as raised:
+        ingest(results, tracking_uri=uri)
+    elapsed = time.perf_counter() - start
+    message = str(raised.value)
+    assert message == (f"MLflow server at {uri} not reachable; results stay on disk under {results}; "
+                       f"run `bench ingest {results} --tracking-uri {uri}` later")
+    assert snapshot(results) == before and not (results / "mlflow.db").exists()
+    assert {name: os.environ.get(name) for name in HTTP_LIMITS} == env_before  # set only while ingesting
+    capsys.readouterr()
+    assert main(["ingest", str(results), "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bench: {message}"]
+    with capsys.disabled():
+        print(f"\ndown server: BenchError after {elapsed:.2f} s")
+
+
+def test_file_store_uri_is_refused(results: Path) -> None:
+    with pytest.raises(BenchError, match="file store"):
+        ingest(results, tracking_uri=str(results / "mlruns"))
+
+
+def test_batches_respect_mlflow_limits() -> None:
+    chunks = list(batches(metrics=range(2500), params=range(250), tags=range(30)))
+    assert all(len(p) <= 100 and len(t) <= 100 and len(m) <= 1000 and len(m) + len(p) + len(t) <= 1000 for m, p, t in chunks)
+    assert sorted(x for m, _, _ in chunks for x in m) == list(range(2500))
+    assert sorted(x for _, p, _ in chunks for x in p) == list(range(250))
+    assert sum(len(t) for _, _, t in chunks) == 30
+
+
+# ------------------------------------------------------------------ a real `mlflow server`
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """``mlflow server`` on 127.0.0.1 with a sqlite backend in tmp; ~10-25 s to come up."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no job-runner processes
+    log = open(folder / "server.log", "w")
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = start + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.perf_counter() > deadline:
+                log.flush()
+                pytest.fail(f"mlflow server did not come up: {(folder / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.25)
+        print(f"\nmlflow server up after {time.perf_counter() - start:.1f} s")
+        yield url
+    finally:
+        with_group = process.pid  # the server and its uvicorn worker share this process group
+        try:
+            os.killpg(with_group, signal.SIGTERM)
+            process.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(with_group, signal.SIGKILL)
+            process.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.mlflow_server
+def test_ingest_into_a_real_server(results: Path, mlflow_server: str) -> None:
+    from mlflow import MlflowClient
+
+    from bench.cli import main
+
+    start = time.perf_counter()
+    first = ingest(results, tracking_uri=mlflow_server)
+    print(f"\nserver first ingest: {time.perf_counter() - start:.1f} s")
+    assert (first.created, first.updated, first.skipped) == (4, 0, 0)
+    assert not (results / "mlflow.db").exists()
+    check_runs(MlflowClient(tracking_uri=mlflow_server), results)
+    assert main(["ingest", str(results), "--tracking-uri", mlflow_server]) == 0
+    second = ingest(results, tracking_uri=mlflow_server)
+    assert (second.created, second.updated, second.skipped) == (0, 0, 4)
+    assert second.runs == first.runs
+    assert len(runs_by_cell(MlflowClient(tracking_uri=mlflow_server), "bench/tiny")) == 4
