@@ -136,7 +136,7 @@ def run_command(args: argparse.Namespace) -> int:
 def executor_options(args: argparse.Namespace) -> dict[str, object]:
     options: dict[str, object] = {}
     if args.executor == "slurm":
-        options.update(profile=args.profile, wait=not args.no_wait)
+        options.update(profile=args.profile, wait=not args.no_wait, device=args.device)
     return options
 
 

@@ -31,7 +31,7 @@ EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
 
 
 def _load_all() -> None:
-    from bench.executors import local  # noqa: F401
+    from bench.executors import local, slurm  # noqa: F401
 
 
 _load_all()

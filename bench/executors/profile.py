@@ -1,0 +1,81 @@
+"""Cluster profiles (slurm/NAME.yaml): where and how cells run on a SLURM cluster."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench.errors import ConfigError
+
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm"
+
+
+class Resources(BaseModel):
+    """Keys a stage may override."""
+
+    model_config = ConfigDict(extra="forbid")
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_node: int | None = Field(None, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem_gb: float | None = Field(None, gt=0)
+    time_min: int | None = Field(None, ge=1)
+    constraint: str | None = None
+    array_parallelism: int | None = Field(None, ge=1)
+    max_requeues: int | None = Field(None, ge=0)
+    setup: list[str] | None = None
+
+
+class Profile(Resources):
+    """A whole profile: defaults for every stage plus per-stage overrides."""
+
+    partition: str
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_task: int = Field(1, ge=1)
+    mem_gb: float = Field(4, gt=0)
+    time_min: int = Field(60, ge=1)
+    array_parallelism: int = Field(16, ge=1)
+    max_requeues: int = Field(10, ge=0, description="timeouts/preemptions a cell may be requeued for")
+    setup: list[str] = Field(default_factory=list)
+    stages: dict[str, Resources] = Field(default_factory=dict)
+    source: str = Field("", exclude=True)
+
+    def for_stage(self, stage: str) -> "Profile":
+        override = self.stages.get(stage)
+        if override is None:
+            return self
+        return self.model_copy(update={k: v for k, v in override.model_dump().items() if v is not None})
+
+
+def profile_path(name: str) -> Path:
+    """``NAME`` -> slurm/NAME.yaml (next to the package, or in ./slurm), or a path as given."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate
+    for folder in (Path("slurm"), PROFILE_DIR):
+        path = folder / f"{name}.yaml"
+        if path.exists():
+            return path
+    return Path("slurm") / f"{name}.yaml"
+
+
+def load_profile(name: str) -> Profile:
+    path = profile_path(name)
+    source = str(path)
+    try:
+        raw: Any = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(source, "", f"no such cluster profile (--profile {name})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(source, "", f"not valid YAML ({getattr(error, 'problem', error)})") from None
+    try:
+        profile = Profile.model_validate(raw or {})
+    except ValidationError as error:
+        first = error.errors()[0]
+        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(source, ".".join(str(p) for p in first["loc"]), message) from None
+    profile.source = source
+    return profile
