@@ -101,11 +101,13 @@ def describe(row: pd.Series | dict[str, Any]) -> str:
     parts = [str(get(k)) for k in ("stage", "method", "arch") if present(get(k))]
     if present(get("teacher.arch")):
         parts.append(f"<- {get('teacher.arch')}")
-    for key, label in (("dataset", ""), ("unlabeled", "+"), ("label_fraction", "labels="), ("n_per_class", "n="), ("seed", "seed ")):
+    if present(get("dataset")):
+        parts.append(f"on {get('dataset')}" + (f"+{get('unlabeled')}" if present(get("unlabeled")) else ""))
+    for key, label in (("label_fraction", "labels="), ("n_per_class", "n="), ("seed", "seed ")):
         if key == "label_fraction" and present(get(key)) and str(get(key)) in ("1", "1.0"):
             continue  # all labels: the default, not worth a word
         if present(get(key)):
-            parts.append(f"{label}{get(key)}" if label != "" else f"on {get(key)}")
+            parts.append(f"{label}{get(key)}")
     return " ".join(parts)
 
 
@@ -137,9 +139,9 @@ def build_baseline(table: pd.DataFrame, matrix: str, metric: str) -> pd.DataFram
 
 
 def write_baseline(frame: pd.DataFrame, path: Path) -> None:
-    from bench.store import atomic_write_bytes
+    from bench.report import write_file
 
-    atomic_write_bytes(path, frame.to_csv(index=False, float_format="%.10g").encode())
+    write_file(path, frame.to_csv(index=False, float_format="%.10g").encode())
 
 
 def read_baseline(path: Path) -> pd.DataFrame:

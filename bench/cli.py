@@ -118,6 +118,9 @@ def run_command(args: argparse.Namespace) -> int:
         args.data_root = matrix.data_root
     record_plan(store, matrix, all_cells)
     runtime = runtime_from(args)
+    from bench.preflight import check_inputs
+
+    check_inputs([c for c in cells if not store.cell(c.id).is_done()], runtime.data_root)
     print(f"{matrix.name}: {len(cells)} cells -> {store.root}/ on {runtime.device} ({args.executor} executor)", file=sys.stderr)
     executor = EXECUTORS.get(args.executor)(**executor_options(args))
     result = executor.run(cells, store, runtime)
@@ -153,6 +156,10 @@ def collect_command(args: argparse.Namespace) -> int:
     csv_path, parquet_path = write_tables(table, root)
     _print_frame(summary(table))
     print(f"\n{len(table)} rows -> {csv_path}, {parquet_path}", file=sys.stderr)
+    if args.mlflow:
+        from bench.tracking import ingest_and_print
+
+        ingest_and_print(root, args.tracking_uri)
     return 0
 
 
@@ -181,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="collect finished cells into results.csv / results.parquet")
     p.add_argument("dir", nargs="?", help=f"results folder (default ${{BENCH_RESULTS}} or ./{DEFAULT_RESULTS})")
+    p.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=True,
+                   help="also ingest into MLflow, one run per cell, idempotent (default: on)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default sqlite:///<DIR>/mlflow.db)")
     for module in COMMAND_MODULES:
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).add_commands(sub)

@@ -273,6 +273,13 @@ def _find_cached_weights(name: str) -> _Weights:
                             f"(looked for {looked}); {PREFETCH_HINT}")
 
 
+def check_pretrained_available(name: str) -> None:
+    """Raise the one-line error ``create_model(name, pretrained=True)`` would, without building it."""
+    if name in MODELS:
+        raise BenchError(f"architecture {name!r} is a paper model with no pretrained weights; set pretrained: false")
+    _find_cached_weights(name)
+
+
 def prefetch_weights(name: str) -> str:
     """Download ``name``'s timm weights into the local cache (needs internet); returns the file path.
 

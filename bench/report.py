@@ -170,6 +170,14 @@ def _data_text(dataset: str | None, unlabeled: str | None, pretty: bool = False)
     return f"{name(dataset or '?')}←{name(unlabeled)}" if unlabeled else name(dataset or "?")
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """Atomic write (bench.store), then the usual permissions (the temp file is created 0600)."""
+    atomic_write_bytes(path, data)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "table"
 
@@ -388,7 +396,7 @@ def _save(fig: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_file(path, buffer.getvalue())
     return path
 
 
@@ -437,14 +445,20 @@ def plot_menghani_table(rows: list[FigureRow], title: str, path: Path) -> Path |
         ax.set_xticks(xs, columns)
         ax.set_ylim(low, 104)
         ax.set_ylabel(f"{rs[0].figure.metric} (%)")
-        ax.set_title(_display_label(pair) if pair else title, fontsize=11)
+        if pair:
+            ax.set_title(_display_label(pair), fontsize=11)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    from matplotlib.patches import Patch
+
+    shown = list(dict.fromkeys(_menghani_column(r.figure.label).split()[0] for rs in pairs.values() for r in rs))
+    handles = [Patch(facecolor="0.85", edgecolor="0.3", hatch="//")] + [
+        Patch(facecolor=_COLUMN_COLORS.get(c, "tab:purple"), edgecolor="0.2") for c in shown]
+    labels = ["reported (paper)"] + [f"reproduced {c} (here)" for c in shown]
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06 / nrows, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     return _save(fig, path)
 
 
@@ -540,6 +554,26 @@ def plot_khose(table: pd.DataFrame, figures: list[Any], out: Path, tag: str) -> 
         values = pd.to_numeric(frame.loc[mask, metric], errors="coerce") if metric in frame else pd.Series(dtype=float)
         return float(values.mean()) * 100 if values.notna().any() else math.nan
 
+    def seed_means(frame: pd.DataFrame, **where: Any) -> pd.Series:
+        mask = pd.Series(True, index=frame.index)
+        for key, value in where.items():
+            mask &= frame[key] == value
+        rows = frame[mask]
+        values = pd.to_numeric(rows[val], errors="coerce") if val in rows else pd.Series(dtype=float)
+        seeds = rows["seed"].astype(str) if "seed" in rows else pd.Series("", index=rows.index)
+        return values.groupby(seeds).mean().dropna()
+
+    def gain(teacher_arch: str, arch: str, lf: float) -> float:
+        """Relative gain in %, per common seed then averaged (as in the tables); else from the means."""
+        t = seed_means(teachers, arch=teacher_arch, lf=lf)
+        s = seed_means(students, arch=arch, lf=lf, **{"teacher.arch": teacher_arch})
+        common = sorted(set(t.index) & set(s.index))
+        if common:
+            return float(np.mean([(s[k] - t[k]) / t[k] * 100 for k in common if t[k]]))
+        if t.empty or s.empty or not t.mean():
+            return math.nan
+        return (s.mean() - t.mean()) / t.mean() * 100
+
     plt = _pyplot()
     written: list[tuple[str, Path]] = []
     self_archs = sorted({a for a, t in zip(students["arch"], students["teacher.arch"]) if a == t})
@@ -569,8 +603,8 @@ def plot_khose(table: pd.DataFrame, figures: list[Any], out: Path, tag: str) -> 
                         ax.plot([x], [rep * 100], "D", color="black", markersize=6,
                                 label="reported (paper)" if "reported (paper)" not in ax.get_legend_handles_labels()[1] else None)
             ax.set_xticks(xs, [f"{lf:.0%} labels" for lf in lfs])
-            ax.set_ylim(0, 105)
-            ax.set_ylabel("accuracy (%)")
+            ax.set_ylim(0, 118)
+            ax.set_ylabel("accuracy (%, mean over seeds)")
             ax.set_title(f"{arch}: before/after self-distillation", fontsize=10)
             ax.legend(fontsize=7, ncol=2)
             ax.grid(axis="y", alpha=0.3)
@@ -585,10 +619,7 @@ def plot_khose(table: pd.DataFrame, figures: list[Any], out: Path, tag: str) -> 
         xs = np.arange(len(lfs))
         width = 0.8 / len(self_archs)
         for i, arch in enumerate(self_archs):
-            gains = []
-            for lf in lfs:
-                t, s = mean(teachers, val, arch=arch, lf=lf), mean(students, val, arch=arch, **{"teacher.arch": arch}, lf=lf)
-                gains.append((s - t) / t * 100 if t and not math.isnan(t) and not math.isnan(s) else math.nan)
+            gains = [gain(arch, arch, lf) for lf in lfs]
             offs = xs + (i - (len(self_archs) - 1) / 2) * width
             ax.bar(offs, np.nan_to_num(gains), width, edgecolor="0.3", label=arch)
             for x, lf, g in zip(offs, lfs, gains):
@@ -599,8 +630,9 @@ def plot_khose(table: pd.DataFrame, figures: list[Any], out: Path, tag: str) -> 
                     ax.plot([x], [rep * 100], "D", color="black", markersize=6,
                             label="reported (paper)" if "reported (paper)" not in ax.get_legend_handles_labels()[1] else None)
         ax.axhline(0, color="0.3", linewidth=0.8)
+        ax.margins(y=0.25)
         ax.set_xticks(xs, [f"{lf:.0%} labels" for lf in lfs])
-        ax.set_ylabel(f"relative {val} gain (%)")
+        ax.set_ylabel(f"relative {val} gain (%, mean over seeds)")
         ax.set_title("khose2021 Fig. 2 style — % increase in accuracy by self-distillation", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
@@ -622,7 +654,7 @@ def plot_khose(table: pd.DataFrame, figures: list[Any], out: Path, tag: str) -> 
             ax.bar(xs + 0.2, np.nan_to_num(after), 0.4, color="tab:orange", edgecolor="0.3", label=f"student {arch}")
             for x, lf, b, a in zip(xs, lfs, before, after):
                 rep = _khose_reported(figures, "relative_gain", "val_acc", arch=arch, lf=lf, **{"teacher.arch": teacher_arch})
-                here = (a - b) / b * 100 if b and not math.isnan(a) and not math.isnan(b) else math.nan
+                here = gain(teacher_arch, arch, lf)
                 text = ("here n/a" if math.isnan(here) else f"here {here:+.1f}%") + ("" if rep is None else f"\npaper {rep * 100:+.2f}%")
                 ax.text(x, max(np.nan_to_num([a, b])) + 1, text, ha="center", va="bottom", fontsize=7)
             ax.set_xticks(xs, [f"{lf:.0%} labels" for lf in lfs])
@@ -699,7 +731,7 @@ def build_report(table: pd.DataFrame, target: Target, out: Path) -> list[Path]:
                 continue
             frame = table_frame(trows)
             csv_path = out / f"{slug(name)}.csv"
-            atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
+            write_file(csv_path, frame.to_csv(index=False).encode())
             written.append(csv_path)
             images = []
             title = f"{paper.paper} {name}: reported vs reproduced ({target.matrix})"
@@ -733,15 +765,15 @@ def build_report(table: pd.DataFrame, target: Target, out: Path) -> list[Path]:
 
     cells = cells_frame(mine) if not mine.empty else pd.DataFrame()
     cells_csv = out / "cells.csv"
-    atomic_write_bytes(cells_csv, cells.to_csv(index=False).encode())
+    write_file(cells_csv, cells.to_csv(index=False).encode())
     written.append(cells_csv)
     sections.append(Section("All cells", ["Every done cell of the matrix; accuracies in %, throughput as measured by the run."],
                             display_cells(cells) if not cells.empty else None, cells_csv, [], []))
 
     md, page = _render(target, paper, header, sections, out)
     md_path, html_path = out / "report.md", out / "report.html"
-    atomic_write_bytes(md_path, md.encode())
-    atomic_write_bytes(html_path, page.encode())
+    write_file(md_path, md.encode())
+    write_file(html_path, page.encode())
     return [md_path, html_path, *written]
 
 
@@ -750,7 +782,8 @@ HOW_TO_READ = (
     "matching cells, n = number of seeds (runs); *Δ* = reproduced − reported. Accuracies (unit %) are in percent, "
     "Δ in percentage points; gains are in points (pts) or in % of the baseline (% rel.), Δ in points of the same "
     "unit. Throughput columns are for the cell(s) behind a figure (for gains: the distilled model), averaged over "
-    "seeds; FLOPs are forward FLOPs per image; peak memory is the process RSS on CPU or allocated CUDA memory."
+    "seeds; FLOPs are forward FLOPs per image; peak memory is allocated CUDA memory, or on CPU the peak RSS of the "
+    "process that ran the cell (ru_maxrss: it includes cells run earlier in the same process)."
 )
 
 

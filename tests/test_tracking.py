@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
-from bench.tracking import (CELL_TAG, EPOCH_PREFIX, FINAL_METRICS, HTTP_LIMITS, SHA_TAG, batches,
+from bench.tracking import (CELL_TAG, EPOCH_PREFIX, FINAL_METRICS, HTTP_LIMITS, QUIET, SHA_TAG, batches,
                             flatten_config, ingest, source_commit)
 
 TINY = Path(__file__).resolve().parent / "data" / "tiny.yaml"
@@ -173,7 +173,7 @@ def test_down_server_fails_fast_with_one_line(results: Path, capsys: pytest.Capt
 
     uri = f"http://127.0.0.1:{free_port()}"
     before = snapshot(results)
-    env_before = {name: os.environ.get(name) for name in HTTP_LIMITS}
+    env_before = {name: os.environ.get(name) for name in {**HTTP_LIMITS, **QUIET}}
     start = time.perf_counter()
     with pytest.raises(BenchError) as raised:
         ingest(results, tracking_uri=uri)
@@ -182,7 +182,7 @@ def test_down_server_fails_fast_with_one_line(results: Path, capsys: pytest.Capt
     assert message == (f"MLflow server at {uri} not reachable; results stay on disk under {results}; "
                        f"run `bench ingest {results} --tracking-uri {uri}` later")
     assert snapshot(results) == before and not (results / "mlflow.db").exists()
-    assert {name: os.environ.get(name) for name in HTTP_LIMITS} == env_before  # set only while ingesting
+    assert {name: os.environ.get(name) for name in {**HTTP_LIMITS, **QUIET}} == env_before  # set only while ingesting
     capsys.readouterr()
     assert main(["ingest", str(results), "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -249,7 +249,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.mlflow_server
-def test_ingest_into_a_real_server(results: Path, mlflow_server: str) -> None:
+def test_ingest_into_a_real_server(results: Path, mlflow_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     from mlflow import MlflowClient
 
     from bench.cli import main
@@ -260,7 +260,9 @@ def test_ingest_into_a_real_server(results: Path, mlflow_server: str) -> None:
     assert (first.created, first.updated, first.skipped) == (4, 0, 0)
     assert not (results / "mlflow.db").exists()
     check_runs(MlflowClient(tracking_uri=mlflow_server), results)
+    capsys.readouterr()
     assert main(["ingest", str(results), "--tracking-uri", mlflow_server]) == 0
+    assert "View run" not in capsys.readouterr().out  # no line per run from MLflow
     second = ingest(results, tracking_uri=mlflow_server)
     assert (second.created, second.updated, second.skipped) == (0, 0, 4)
     assert second.runs == first.runs

@@ -1,0 +1,38 @@
+"""Check, before anything runs, that every dataset and weight file the cells need is on disk.
+
+Without this a matrix would train its teachers for hours and only then find the students'
+unlabeled pool missing. Failing first, with the one-line message that says where we looked and
+how to get it (``bench prefetch``), is what a user on a compute node without internet needs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from bench.plan import Cell
+
+
+def needed_inputs(cells: Iterable[Cell]) -> tuple[set[tuple[str, str, int | None]], set[str]]:
+    """(dataset, split, image_size) triples and pretrained architectures the cells use."""
+    datasets: set[tuple[str, str, int | None]] = set()
+    weights: set[str] = set()
+    for cell in cells:
+        c = cell.config
+        datasets |= {(c.dataset, "train", c.image_size), (c.dataset, "test", c.image_size)}
+        if c.unlabeled:
+            datasets.add((c.unlabeled, "train", c.image_size))
+        if c.pretrained:
+            weights.add(c.arch)
+    return datasets, weights
+
+
+def check_inputs(cells: Iterable[Cell], data_root: Path | None) -> None:
+    """Raise DataNotFoundError (one line) for the first missing dataset or weight file."""
+    from bench.data.datasets import load_dataset
+    from bench.models import check_pretrained_available
+
+    datasets, weights = needed_inputs(cells)
+    for name, split, size in sorted(datasets, key=str):
+        load_dataset(name, split, root=data_root, image_size=size)
+    for arch in sorted(weights):
+        check_pretrained_available(arch)

@@ -1,0 +1,87 @@
+"""The command line as a user meets it: one-line errors with exit 2, plan, run, skip, collect."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from tests.conftest import ROOT, TINY, write_matrix
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("content,field", [
+    ("name: x\nstages: {t: {method: supervised, axes: {label_fraction: [2]}}}\n", "stages.t.axes.label_fraction[0]"),
+    ("name: x\nstages: {s: {method: kd, needs: {teacher: nope}}}\n", "stages.s.needs.teacher"),
+    ("name: x\n  bad: [\n", "line"),
+])
+def test_bad_matrix_is_one_line_exit_2_and_nothing_done(tmp_path: Path, content: str, field: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    result = run_cli("run", str(path), "--results", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith(f"bench: {path}: {field}")
+    assert not (tmp_path / "runs" / "cells").exists()
+
+
+def test_missing_matrix_file(tmp_path: Path) -> None:
+    result = run_cli("plan", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and result.stderr.strip() == f"bench: {tmp_path / 'nope.yaml'}: no such file"
+
+
+def test_missing_dataset_fails_with_where_to_get_it_and_marks_nothing_done(tmp_path: Path) -> None:
+    matrix = write_matrix(tmp_path, {"name": "c", "defaults": {"dataset": "cifar10", "epochs": 1},
+                                     "stages": {"t": {"method": "supervised", "axes": {"arch": ["menghani_mlp"]}}}})
+    result = run_cli("run", str(matrix), "--results", str(tmp_path / "runs"), "--data-root", str(tmp_path / "empty"))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "cifar10" in message and str(tmp_path / "empty") in message and "prefetch" in message
+    assert not list((tmp_path / "runs").glob("cells/*/DONE"))
+
+
+def test_pretrained_weights_offline_fail_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    matrix = write_matrix(tmp_path, {"name": "p", "defaults": {"dataset": "digits", "epochs": 1, "pretrained": True},
+                                     "stages": {"t": {"method": "supervised", "axes": {"arch": ["resnet18"]}}}})
+    env_home = tmp_path / "hf"
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(tmp_path / "runs")],
+                            capture_output=True, text=True, cwd=ROOT,
+                            env={**__import__("os").environ, "HF_HOME": str(env_home), "TORCH_HOME": str(env_home)})
+    assert result.returncode == 2, result.stderr
+    assert "resnet18" in result.stderr and "bench prefetch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plan_prints_cells_and_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(ROOT / "matrices" / "demo.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "demo: 14 cells (teacher 2, student 4, finetune 8)" in out
+    assert "n=all" in out and "teacher:" in out
+
+
+def test_rerun_skips_done_cells_and_collect_writes_tables(tiny_results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["run", str(TINY), "--results", str(tiny_results)]) == 0
+    err = capsys.readouterr().err
+    assert err.count(": already done") == 4
+    assert main(["collect", str(tiny_results)]) == 0
+    table = pd.read_parquet(tiny_results / "results.parquet")
+    assert len(table) == 4 and set(table.stage) == {"teacher", "student", "finetune"}
+    for column in ("id", "arch", "label_fraction", "seed", "lr", "epochs", "test_acc", "train_acc", "wall_seconds",
+                   "train_images_per_s", "infer_images_per_s", "params", "teacher.arch"):
+        assert column in table, column
+    assert pd.read_csv(tiny_results / "results.csv").shape == table.shape
+
+
+def test_only_selects_a_cell_and_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(ROOT / "matrices" / "demo.yaml"), "--only", "finetune"]) == 0
+    assert "14 cells" in capsys.readouterr().out
+    assert main(["plan", str(ROOT / "matrices" / "demo.yaml"), "--only", "blind"]) == 0
+    assert "demo: 6 cells (teacher 2, student 4)" in capsys.readouterr().out
