@@ -12,7 +12,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -124,7 +124,7 @@ class Outcome:
     selected: dict[str, float]
     train_seconds: float
     infer_images_per_s: float
-    extras: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float  # over every run of the cell, interrupted ones included (up to their last checkpoint)
 
 
 def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir, runtime: Runtime, progress: Progress) -> Outcome:
@@ -140,7 +140,8 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     metrics: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch = 0
-    train_seconds = 0.0
+    train_seconds = wall_before = 0.0
+    segment_start = time.perf_counter()
     if cell.checkpoint.exists():
         state = torch.load(cell.checkpoint, map_location="cpu", weights_only=False)
         model.inner.load_state_dict(state["model"])
@@ -148,6 +149,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         metrics, best_state, train_seconds = state["metrics"], state["best"], state["train_seconds"]
+        wall_before = state["wall_seconds"]
         _set_rng_state(state["rng"])
         start_epoch = state["epoch"] + 1
         progress(f"  resuming from epoch {start_epoch}/{config.epochs}")
@@ -190,6 +192,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
             "epoch": epoch, "model": model.inner.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "metrics": metrics,
             "best": best_state, "train_seconds": train_seconds, "rng": _rng_state(),
+            "wall_seconds": wall_before + time.perf_counter() - segment_start,
         })
         atomic_write_json(cell.metrics, metrics)
         progress("  " + describe_epoch(row, config.epochs))
@@ -206,7 +209,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         model.inner.load_state_dict(best_state)
     test_set, test_items = evals.test
     infer = evaluate(model, test_set, test_items, config.batch_size, runtime)["images_per_s"]
-    return Outcome(metrics, selected, train_seconds, infer)
+    return Outcome(metrics, selected, train_seconds, infer, wall_before + time.perf_counter() - segment_start)
 
 
 def _epoch_metrics(model: nn.Module, training: Training, evals: EvalSets, config: CellConfig, runtime: Runtime) -> dict[str, float]:

@@ -42,7 +42,7 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
         if cell.is_done():
             return read_json(cell.result)
         prepare_cell(store, cell_id, config)
-        started = time.time()
+        started = time.perf_counter()
         reset_peak(runtime)
         ctx = CellContext(config, cell_id, store, runtime)
         training = METHODS.get(config.method)(ctx)
@@ -51,6 +51,7 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
         if config.metric == "best_val" and not has_val:
             raise BenchError(f"cell {cell_id}: metric 'best_val' needs a validation split (set val_fraction or protocol resplit_4_1_1)")
         evals = EvalSets((splits.source, splits.val) if has_val else None, (splits.test_source, splits.test))
+        started_training = time.perf_counter()
         outcome = train(config, training, evals, cell, runtime, progress)
         data = ctx.labeled_train
         result: dict[str, Any] = {("selected_epoch" if k == "epoch" else k): outcome.selected[k] for k in RESULT_METRICS}
@@ -58,7 +59,7 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
             cell_id=cell_id,
             selection=config.metric,
             epochs_run=len(outcome.metrics),
-            wall_seconds=time.time() - started,
+            wall_seconds=outcome.wall_seconds + (started_training - started),
             train_seconds=outcome.train_seconds,
             train_images_per_s=_steady_rate(outcome.metrics),
             infer_images_per_s=outcome.infer_images_per_s,
