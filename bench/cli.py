@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import importlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -108,7 +107,7 @@ def record_plan(store, matrix, cells) -> None:
 @command("run")
 def run_command(args: argparse.Namespace) -> int:
     from bench.collect import collect, summary
-    from bench.executors import EXECUTORS
+    from bench.executors import get_executor
     from bench.store import Store
 
     matrix, all_cells = planned_cells(args)
@@ -122,7 +121,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     check_inputs([c for c in cells if not store.cell(c.id).is_done()], runtime.data_root)
     print(f"{matrix.name}: {len(cells)} cells -> {store.root}/ on {runtime.device} ({args.executor} executor)", file=sys.stderr)
-    executor = EXECUTORS.get(args.executor)(**executor_options(args))
+    executor = get_executor(args.executor)(**executor_options(args))
     result = executor.run(cells, store, runtime)
     table = collect(store.root)
     if not table.empty:
@@ -192,8 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also ingest into MLflow, one run per cell, idempotent (default: on)")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default sqlite:///<DIR>/mlflow.db)")
     for module in COMMAND_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module).add_commands(sub)
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 

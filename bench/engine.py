@@ -201,7 +201,9 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         row = _epoch_metrics(model, training, evals, config, runtime)
         row.update(epoch=0, train_loss=math.nan, lr=0.0, train_images_per_s=math.nan, epoch_seconds=0.0)
         metrics.append(row)
-        atomic_write_json(cell.metrics, metrics)
+    # The checkpoint is the source of truth: a kill between writing it and metrics.json leaves the
+    # file one epoch behind, and a resume with no epoch left to run must still bring it up to date.
+    atomic_write_json(cell.metrics, metrics)
     final_state = best_state if best_state is not None else model.inner.state_dict()
     atomic_torch_save(cell.model, final_state)
     selected = select_epoch(metrics, config.metric)

@@ -21,8 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-import torch
-
 from bench.errors import BenchError
 
 DONE = "DONE"
@@ -59,6 +57,8 @@ def atomic_write_json(path: Path, value: Any) -> None:
 
 
 def atomic_torch_save(path: Path, value: Any) -> None:
+    import torch  # not at module level: commands that only read JSON should not pay for torch
+
     _atomic_write(path, lambda handle: torch.save(value, handle))
 
 

@@ -15,7 +15,7 @@ from tests.conftest import write_matrix
 
 MATRIX = {
     "name": "resume",
-    "defaults": {"dataset": "digits", "image_size": 8, "protocol": "official", "val_fraction": 0.1,
+    "defaults": {"dataset": "digits", "image_size": 16, "protocol": "official", "val_fraction": 0.1,
                  "epochs": 5, "lr": 0.05, "batch_size": 32, "augment": ["crop", "flip"], "crop_padding": 1},
     "axes": {"seed": [3]},
     "stages": {
@@ -45,7 +45,6 @@ def kill_when(process: subprocess.Popen, ready, timeout: float = 300) -> None:
         assert process.poll() is None, "run ended before it could be killed"
         assert time.monotonic() < deadline, "timed out waiting for progress"
         time.sleep(0.05)
-    time.sleep(0.3)  # land somewhere inside the next epoch
     process.send_signal(signal.SIGKILL)
     process.wait()
 
@@ -81,3 +80,20 @@ def test_sigkill_then_rerun_gives_the_same_metrics_as_an_uninterrupted_run(tmp_p
         for key in ("test_acc", "val_acc", "train_acc", "selected_epoch"):
             assert ours[key] == theirs[key], key
     assert "resuming from epoch" in "".join(p.read_text() for p in (killed / "cells").glob("*/log.txt"))
+
+
+def test_kill_after_the_last_checkpoint_but_before_metrics_and_done(tmp_path: Path) -> None:
+    """The narrowest window: every epoch checkpointed, metrics.json one epoch behind, no result."""
+    matrix = write_matrix(tmp_path, {**MATRIX, "stages": {"teacher": MATRIX["stages"]["teacher"]}, "defaults": {**MATRIX["defaults"], "epochs": 2}})
+    results = tmp_path / "runs"
+    assert bench(matrix, results).wait() == 0
+    cell = next((results / "cells").iterdir())
+    complete = json.loads((cell / "metrics.json").read_text())
+    result = json.loads((cell / "result.json").read_text())
+    for name in ("DONE", "result.json", "model.pt"):
+        (cell / name).unlink()
+    (cell / "metrics.json").write_text(json.dumps(complete[:-1]))
+    assert bench(matrix, results).wait() == 0
+    assert json.loads((cell / "metrics.json").read_text()) == complete
+    again = json.loads((cell / "result.json").read_text())
+    assert (cell / "DONE").exists() and again["test_acc"] == result["test_acc"] and again["selected_epoch"] == 2

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-from bench.plan import Cell
 from bench.registry import Registry
-from bench.runtime import Runtime
-from bench.store import Store
+
+if TYPE_CHECKING:  # importing these pulls in torch; the CLI's start-up should not
+    from bench.plan import Cell
+    from bench.runtime import Runtime
+    from bench.store import Store
 
 
 @dataclass
@@ -30,8 +32,8 @@ class Executor(Protocol):
 EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
 
 
-def _load_all() -> None:
-    from bench.executors import local, slurm  # noqa: F401
+def get_executor(name: str) -> Callable[..., Executor]:
+    """Look an executor up by name; the modules (torch, submitit) load only when one is needed."""
+    from bench.executors import local, slurm  # noqa: F401  (register themselves)
 
-
-_load_all()
+    return EXECUTORS.get(name)
