@@ -12,20 +12,18 @@ from typing import Callable
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.registry import Registry
 
 DEFAULT_RESULTS = "runs"
 # Modules that add subcommands: each has add_commands(subparsers) and registers handlers with @command.
 COMMAND_MODULES = ("bench.tracking", "bench.report", "bench.check", "bench.executors.slurm_commands")
 Command = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, Command] = {}
+COMMANDS: Registry[Command] = Registry("command")
 
 
 def command(name: str) -> Callable[[Command], Command]:
-    def add(fn: Command) -> Command:
-        COMMANDS[name] = fn
-        return fn
-
-    return add
+    """Register a subcommand's handler (its parser is added by the module's add_commands)."""
+    return COMMANDS.register(name)
 
 
 def results_dir(args: argparse.Namespace) -> Path:
@@ -198,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS.get(args.command)(args)
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2

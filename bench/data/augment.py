@@ -11,19 +11,13 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from bench.registry import Registry
+
 Augmentation = Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]
-AUGMENTATIONS: dict[str, Augmentation] = {}
+AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
 
 
-def _register(name: str) -> Callable[[Augmentation], Augmentation]:
-    def add(fn: Augmentation) -> Augmentation:
-        AUGMENTATIONS[name] = fn
-        return fn
-
-    return add
-
-
-@_register("crop")
+@AUGMENTATIONS.register("crop")
 def random_crop(images: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
     """Pad by ``padding`` and take a random crop of the original size, per sample."""
     if padding == 0:
@@ -39,7 +33,7 @@ def random_crop(images: torch.Tensor, generator: torch.Generator, padding: int) 
     return padded[batch, chans, rows, cols]
 
 
-@_register("flip")
+@AUGMENTATIONS.register("flip")
 def random_flip(images: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
     """Flip each sample horizontally with probability 1/2."""
     flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
@@ -48,5 +42,5 @@ def random_flip(images: torch.Tensor, generator: torch.Generator, padding: int) 
 
 def augment(images: torch.Tensor, names: Sequence[str], generator: torch.Generator, padding: int) -> torch.Tensor:
     for name in names:
-        images = AUGMENTATIONS[name](images, generator, padding)
+        images = AUGMENTATIONS.get(name)(images, generator, padding)
     return images

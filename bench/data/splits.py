@@ -24,9 +24,10 @@ import torch
 
 from bench.data.images import ImageSet, StreamedImageSet, TensorImageSet
 from bench.errors import BenchError
+from bench.registry import Registry
 from bench.store import atomic_write_json, read_json
 
-PROTOCOLS: dict[str, Callable[..., dict[str, torch.Tensor]]] = {}
+PROTOCOLS: Registry[Callable[..., dict[str, torch.Tensor]]] = Registry("split protocol")
 
 
 @dataclass
@@ -79,15 +80,7 @@ def _sorted_cat(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.sort(torch.cat(parts)).values
 
 
-def _register(name: str):
-    def add(fn: Callable[..., dict[str, torch.Tensor]]):
-        PROTOCOLS[name] = fn
-        return fn
-
-    return add
-
-
-@_register("official")
+@PROTOCOLS.register("official")
 def _official(train_targets: torch.Tensor, test_targets: torch.Tensor, val_fraction: float, seed: int) -> dict[str, torch.Tensor]:
     everything = torch.arange(len(train_targets))
     if val_fraction > 0:
@@ -97,7 +90,7 @@ def _official(train_targets: torch.Tensor, test_targets: torch.Tensor, val_fract
     return {"train": train, "val": val, "test": torch.arange(len(test_targets))}
 
 
-@_register("resplit_4_1_1")
+@PROTOCOLS.register("resplit_4_1_1")
 def _resplit(train_targets: torch.Tensor, test_targets: torch.Tensor, val_fraction: float, seed: int) -> dict[str, torch.Tensor]:
     targets = torch.cat([train_targets, test_targets])
     parts: dict[str, list[torch.Tensor]] = {"train": [], "val": [], "test": []}
@@ -134,7 +127,7 @@ def load_or_create_manifest(
         if manifest.get("fingerprint") != fingerprint:
             raise BenchError(f"{path}: the dataset changed since this split was drawn (sizes or labels differ: {manifest.get('fingerprint')} vs {fingerprint})")
         return {k: torch.tensor(v, dtype=torch.int64) for k, v in manifest["indices"].items()}
-    parts = PROTOCOLS[protocol](train_targets, test_targets, val_fraction, seed)
+    parts = PROTOCOLS.get(protocol)(train_targets, test_targets, val_fraction, seed)
     source_targets = torch.cat([train_targets, test_targets]) if protocol == "resplit_4_1_1" else train_targets
     labeled, unlabeled = stratified_take(source_targets, parts["train"], label_fraction, _generator(seed, "labeled"))
     parts.update(labeled=labeled, unlabeled=unlabeled)
