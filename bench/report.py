@@ -782,8 +782,9 @@ HOW_TO_READ = (
     "matching cells, n = number of seeds (runs); *Δ* = reproduced − reported. Accuracies (unit %) are in percent, "
     "Δ in percentage points; gains are in points (pts) or in % of the baseline (% rel.), Δ in points of the same "
     "unit. Throughput columns are for the cell(s) behind a figure (for gains: the distilled model), averaged over "
-    "seeds; FLOPs are forward FLOPs per image; peak memory is allocated CUDA memory, or on CPU the peak RSS of the "
-    "process that ran the cell (ru_maxrss: it includes cells run earlier in the same process)."
+    "seeds; FLOPs are forward FLOPs per image; peak memory is allocated CUDA memory (cuda_allocated), or on CPU the peak "
+    "resident set of the process while it ran the cell (cell_rss; it includes the Python and torch runtime), or, "
+    "where that cannot be reset, the process's lifetime peak (process_rss)."
 )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import resource
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,16 +25,41 @@ def flops_per_image(model: nn.Module, channels: int, size: int) -> int:
     return int(counter.get_total_flops())
 
 
+def _vm_hwm_kb() -> int | None:
+    """The process's resident-set high-water mark since the last reset (Linux), in KiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def peak_memory(runtime: Runtime) -> dict[str, Any]:
-    """Peak device memory on CUDA; on the CPU the process's peak resident set (ru_maxrss)."""
+    """Peak device memory on CUDA; on the CPU the peak resident set since ``reset_peak``
+    (VmHWM, reset per cell on Linux), else the process's lifetime peak (ru_maxrss)."""
     if runtime.torch_device.type == "cuda":
         return {"peak_memory_mb": torch.cuda.max_memory_allocated(runtime.torch_device) / 2**20, "peak_memory_kind": "cuda_allocated"}
+    if _PEAK_RESET_WORKS and (hwm := _vm_hwm_kb()) is not None:
+        return {"peak_memory_mb": hwm / 1024, "peak_memory_kind": "cell_rss"}
     return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_memory_kind": "process_rss"}
 
 
+_PEAK_RESET_WORKS = False
+
+
 def reset_peak(runtime: Runtime) -> None:
+    """Start a cell's peak-memory measurement (so cells run in one process don't share a peak)."""
+    global _PEAK_RESET_WORKS
     if runtime.torch_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.torch_device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        _PEAK_RESET_WORKS = True
+    except OSError:
+        _PEAK_RESET_WORKS = False
 
 
 def model_costs(model: nn.Module, channels: int, size: int) -> dict[str, Any]:
