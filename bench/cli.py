@@ -88,18 +88,59 @@ def plan_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def checked_device(name: str | None) -> str:
+    """A device torch knows and this machine has, or a one-line error (not a failure per cell)."""
+    import torch
+
+    from bench.runtime import default_device
+
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise BenchError(f"--device {name}: {str(error).splitlines()[0]}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise BenchError(f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    return name
+
+
 def runtime_from(args: argparse.Namespace):
-    from bench.runtime import Runtime, default_device
+    from bench.runtime import Runtime
 
     data_root = args.data_root or None
-    return Runtime(device=args.device or default_device(), amp=args.amp, workers=args.workers,
+    return Runtime(device=checked_device(args.device), amp=args.amp, workers=args.workers,
                    data_root=Path(data_root) if data_root else None)
 
 
-def record_plan(store, matrix, cells) -> None:
+def runtime_from_for_cluster(args: argparse.Namespace):
+    """On a login node the device is chosen on the compute node; only its syntax is checked here."""
+    import torch
+
+    from bench.runtime import Runtime
+
+    if args.device:
+        try:
+            torch.device(args.device)
+        except RuntimeError as error:
+            raise BenchError(f"--device {args.device}: {str(error).splitlines()[0]}") from None
+    return Runtime(device="cpu", amp=args.amp, workers=args.workers, data_root=Path(args.data_root) if args.data_root else None)
+
+
+def plan_name(matrix, args: argparse.Namespace) -> str:
+    """The matrix's name, or name@hash for a run with --set, so a variant never replaces the
+    matrix's own plan (and its cells stay in the matrix's tables and baselines)."""
+    import hashlib
+
+    if not args.set:
+        return matrix.name
+    return f"{matrix.name}@{hashlib.sha256(' '.join(sorted(args.set)).encode()).hexdigest()[:8]}"
+
+
+def record_plan(store, name: str, matrix, cells, sets: list[str]) -> None:
     from bench.plan import describe_cell
 
-    store.write_plan(matrix.name, matrix.source, [{"id": c.id, "stage": c.stage, "describe": describe_cell(c)} for c in cells])
+    store.write_plan(name, matrix.source, [{"id": c.id, "stage": c.stage, "describe": describe_cell(c)} for c in cells], sets)
 
 
 @command("run")
@@ -113,17 +154,19 @@ def run_command(args: argparse.Namespace) -> int:
     store = Store(results_dir(args))
     if args.data_root is None and matrix.data_root:
         args.data_root = matrix.data_root
-    record_plan(store, matrix, all_cells)
-    runtime = runtime_from(args)
+    name = plan_name(matrix, args)
+    runtime = runtime_from(args) if args.executor == "local" else runtime_from_for_cluster(args)
+    record_plan(store, name, matrix, all_cells, args.set or [])
     from bench.preflight import check_inputs
 
     check_inputs([c for c in cells if not store.cell(c.id).is_done()], runtime.data_root)
-    print(f"{matrix.name}: {len(cells)} cells -> {store.root}/ on {runtime.device} ({args.executor} executor)", file=sys.stderr)
+    where = f"{runtime.device} (local executor)" if args.executor == "local" else f"SLURM (profile {args.profile})"
+    print(f"{name}: {len(cells)} cells -> {store.root}/ on {where}", file=sys.stderr)
     executor = get_executor(args.executor)(**executor_options(args))
     result = executor.run(cells, store, runtime)
     table = collect(store.root)
     if not table.empty:
-        mine = table[(table["matrix"] == matrix.name) & table["id"].isin({c.id for c in cells})]
+        mine = table[(table["matrix"] == name) & table["id"].isin({c.id for c in cells})]
         if not mine.empty:
             _print_frame(summary(mine))
     print(f"\n{len(result.done)} done, {len(result.skipped)} already done, {len(result.submitted)} submitted, "

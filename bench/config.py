@@ -55,5 +55,3 @@ class CellConfig(BaseModel):
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(CellConfig.model_fields)
-# Fields that select data or models: a student inherits these from its parent unless it sets them.
-RUNTIME_ONLY: frozenset[str] = frozenset()

@@ -8,7 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.config import FIELD_NAMES, CellConfig
-from bench.errors import ConfigError
+from bench.errors import ConfigError, first_validation_error
 
 Rule = dict[str, Any]  # field (or role.field) -> value or list of accepted values
 
@@ -48,17 +48,6 @@ class Matrix(BaseModel):
     source: str = Field("", exclude=True)
 
 
-def _dotted(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc)
-
-
-def _validation_message(error: ValidationError) -> tuple[str, str]:
-    first = error.errors()[0]
-    kind = first["type"]
-    message = "unknown field" if kind == "extra_forbidden" else first["msg"]
-    return _dotted(first["loc"]), message
-
-
 def load_matrix(path: str | Path) -> Matrix:
     """Read and validate a matrix file; every problem is a ConfigError naming file and field."""
     path = Path(path)
@@ -80,7 +69,7 @@ def load_matrix(path: str | Path) -> Matrix:
     try:
         matrix = Matrix.model_validate(raw)
     except ValidationError as error:
-        field, message = _validation_message(error)
+        field, message = first_validation_error(error)
         raise ConfigError(source, field, message) from None
     matrix.source = source
     validate_matrix(matrix)
@@ -95,7 +84,7 @@ def validate_field(source: str, where: str, name: str, value: Any) -> None:
     try:
         CellConfig.model_validate(probe)
     except ValidationError as error:
-        _, message = _validation_message(error)
+        _, message = first_validation_error(error)
         raise ConfigError(source, where, f"{value!r}: {message}") from None
     _check_registered(source, where, name, value)
 

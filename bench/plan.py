@@ -15,11 +15,14 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from bench.config import CellConfig
-from bench.errors import ConfigError
+from bench.errors import ConfigError, first_validation_error
 from bench.matrix import Matrix, Rule, stage_order, validate_field
 
 ID_LENGTH = 12
-SHARED_WITH_PARENTS = ("dataset", "image_size")
+# A dependant sees its parents' inputs: the same images, and the same train/val/test split (which
+# the dataset, protocol, val_fraction and seed define). Otherwise a teacher could have trained on
+# its student's test images.
+SHARED_WITH_PARENTS = ("dataset", "image_size", "protocol", "val_fraction", "seed")
 
 
 def cell_id(config: CellConfig) -> str:
@@ -131,6 +134,8 @@ class Planner:
                     seen[cell.id] = cell
                     stage_cells.append(cell)
                     ordered.append(cell)
+            if not stage_cells:
+                raise ConfigError(self.matrix.source, f"stages.{stage_name}", "expands to no cells (check its include/exclude rules and its parents' axes)")
             by_stage[stage_name] = stage_cells
         return ordered
 
@@ -140,7 +145,10 @@ class Planner:
         own_axes = dict(stage.axes) if roles else {**self.matrix.axes, **stage.axes}
         parent_lists = [by_stage[stage.needs[r]] for r in roles]
         for parents in itertools.product(*parent_lists):
-            inherited = _merge_axis_values([p.axis_values for p in parents])
+            # An ancestor of another parent (the teacher of a student this stage also needs) hands
+            # its axis values down through that parent, which may have overridden them.
+            leaves = [p for p in parents if not any(p.id in q.config.deps.values() for q in parents)]
+            inherited = _merge_axis_values([p.axis_values for p in leaves])
             if inherited is None:
                 continue  # parents disagree on a shared axis (e.g. different seeds): not a pair
             visible: dict[str, Cell] = {}
@@ -148,6 +156,8 @@ class Planner:
             for role, parent in zip(roles, parents):
                 visible.update(parent.parents)
                 deps.update(parent.config.deps)
+            if any(role in visible and visible[role].id != parent.id for role, parent in zip(roles, parents)):
+                continue  # a role named explicitly must be the very cell the other parents see in it
             for role, parent in zip(roles, parents):
                 visible[role] = parent
                 deps[role] = parent.id
@@ -165,13 +175,30 @@ class Planner:
         stage = self.matrix.stages[stage_name]
         fields: dict[str, Any] = {**self.matrix.defaults, **stage.set, "method": stage.method, **axis_values}
         fields.update(stage=stage_name, deps=dict(sorted(deps.items())))
-        probe = Cell(self._validate(stage_name, fields), axis_values, parents)
+        cli_sets = {**self.global_sets, **self.stage_sets.get(stage_name, {})}
+        probe = Cell(self._validate(stage_name, {**fields, **cli_sets}), axis_values, parents)
         for override in self.matrix.overrides:
             if _matches(probe, override.when):
                 fields.update(override.set)
-        fields.update(self.global_sets)
-        fields.update(self.stage_sets.get(stage_name, {}))
-        return Cell(self._validate(stage_name, fields), axis_values, parents)
+        fields.update(cli_sets)
+        cell = Cell(self._validate(stage_name, fields), axis_values, parents)
+        self._check_method_needs(cell)
+        return cell
+
+    def _check_method_needs(self, cell: Cell) -> None:
+        """What a cell's method needs (roles, fields, a validation split) is checked before anything runs."""
+        from bench.methods import REQUIREMENTS
+
+        c, where = cell.config, f"stages.{cell.stage}"
+        needs = REQUIREMENTS.get(c.method)
+        for role in needs.roles if needs else ():
+            if role not in c.deps:
+                raise ConfigError(self.matrix.source, f"{where}.needs", f"method {c.method!r} needs a {role!r} role (e.g. needs: {{{role}: <stage>}})")
+        for name in needs.fields if needs else ():
+            if getattr(c, name) is None:
+                raise ConfigError(self.matrix.source, where, f"method {c.method!r} needs the field {name!r}")
+        if c.metric == "best_val" and c.protocol == "official" and c.val_fraction == 0:
+            raise ConfigError(self.matrix.source, where, "metric 'best_val' needs a validation split: set val_fraction > 0 or protocol resplit_4_1_1")
 
     def _check_inputs_match(self, cell: Cell, parents: dict[str, Cell]) -> None:
         """A student is fed the inputs its teacher was trained on: same dataset and image size."""
@@ -186,9 +213,8 @@ class Planner:
         try:
             return CellConfig.model_validate(fields)
         except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(self.matrix.source, f"stages.{stage_name}", f"cell field {where}: {first['msg']}") from None
+            where, message = first_validation_error(error)
+            raise ConfigError(self.matrix.source, f"stages.{stage_name}", f"cell field {where}: {message}") from None
 
 
 def _merge_axis_values(values: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -41,6 +41,8 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
             raise BenchError(f"cell {cell_id} is being run by another process (lock {cell.path / '.lock'})")
         if cell.is_done():
             return read_json(cell.result)
+        for leftover in cell.path.rglob(".*.tmp"):  # from a write cut short by a kill; never read
+            leftover.unlink(missing_ok=True)
         prepare_cell(store, cell_id, config)
         started = time.perf_counter()
         reset_peak(runtime)

@@ -119,8 +119,8 @@ class Store:
     def plan_path(self, matrix_name: str) -> Path:
         return self.root / "plans" / f"{matrix_name}.json"
 
-    def write_plan(self, matrix_name: str, source: str, cells: list[dict[str, Any]]) -> None:
-        atomic_write_json(self.plan_path(matrix_name), {"matrix": matrix_name, "source": source, "cells": cells})
+    def write_plan(self, matrix_name: str, source: str, cells: list[dict[str, Any]], sets: list[str] | None = None) -> None:
+        atomic_write_json(self.plan_path(matrix_name), {"matrix": matrix_name, "source": source, "sets": sets or [], "cells": cells})
 
     def plans(self) -> dict[str, dict[str, Any]]:
         folder = self.root / "plans"

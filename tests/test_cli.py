@@ -85,3 +85,16 @@ def test_only_selects_a_cell_and_what_it_needs(capsys: pytest.CaptureFixture[str
     assert "14 cells" in capsys.readouterr().out
     assert main(["plan", str(ROOT / "matrices" / "demo.yaml"), "--only", "blind"]) == 0
     assert "demo: 6 cells (teacher 2, student 4)" in capsys.readouterr().out
+
+
+def test_a_set_variant_keeps_its_own_plan(tmp_path: Path) -> None:
+    results = tmp_path / "runs"
+    assert main(["run", str(TINY), "--results", str(results)]) == 0
+    assert main(["run", str(TINY), "--results", str(results), "--set", "epochs=1"]) == 0
+    plans = sorted(p.stem for p in (results / "plans").glob("*.json"))
+    assert plans[0] == "tiny" and plans[1].startswith("tiny@") and len(plans) == 2
+    from bench.collect import collect
+
+    table = collect(results)
+    assert (table.matrix == "tiny").sum() == 4 and table.matrix.str.startswith("tiny@").sum() == 4
+    assert set(table[table.matrix == "tiny"].epochs) == {3}

@@ -122,6 +122,18 @@ BAD = [
     ("cycle", {"name": "x", "stages": {"a": {"method": "kd", "needs": {"t": "b"}}, "b": {"method": "kd", "needs": {"t": "a"}}}}, "dependency cycle"),
     ("bad rule role", {"name": "x", "stages": {"t": {"method": "supervised", "include": [{"teacher.arch": "x"}]}}}, "stages.t.include[0].teacher.arch"),
     ("missing required", {"name": "x", "stages": {"t": {"method": "supervised"}}}, "stages.t"),
+    ("kd without teacher role", {"name": "x", "defaults": {"dataset": "digits", "arch": "menghani_mlp"}, "stages": {
+        "t": {"method": "supervised"}, "s": {"method": "kd", "needs": {"teach": "t"}}}}, "stages.s.needs: method 'kd' needs a 'teacher' role"),
+    ("blind without unlabeled", {"name": "x", "defaults": {"dataset": "digits", "arch": "menghani_mlp"}, "stages": {
+        "t": {"method": "supervised"}, "s": {"method": "blind", "needs": {"teacher": "t"}}}}, "stages.s: method 'blind' needs the field 'unlabeled'"),
+    ("best_val without val", {"name": "x", "defaults": {"dataset": "digits", "arch": "menghani_mlp", "metric": "best_val"},
+        "stages": {"t": {"method": "supervised"}}}, "stages.t: metric 'best_val' needs a validation split"),
+    ("student with its own split seed", {"name": "x", "defaults": {"dataset": "digits", "arch": "menghani_mlp"}, "stages": {
+        "t": {"method": "supervised"}, "s": {"method": "kd", "needs": {"teacher": "t"}, "axes": {"seed": [1]}}}}, "stages.s: seed 1 differs from its teacher's 0"),
+    ("stage with no cells", {"name": "x", "defaults": {"dataset": "digits"}, "stages": {
+        "t": {"method": "supervised", "axes": {"arch": ["menghani_mlp"]}},
+        "s": {"method": "kd", "needs": {"teacher": "t"}, "axes": {"arch": ["menghani_mlp"]}, "include": [{"teacher.arch": "menghani_cnn"}]}}},
+     "stages.s: expands to no cells"),
 ]
 
 
@@ -150,3 +162,27 @@ def test_bad_set_names_the_key(tmp_path: Path) -> None:
         plan(tmp_path, KHOSE_LIKE, ["epochs=x"])
     with pytest.raises(ConfigError, match="no stage 'studnt'"):
         plan(tmp_path, KHOSE_LIKE, ["studnt.epochs=1"])
+
+
+def test_overrides_see_command_line_sets(tmp_path: Path) -> None:
+    cells = plan(tmp_path, KHOSE_LIKE, ["teacher.arch=menghani_mlp"])
+    assert {c.config.lr for c in cells if c.stage == "teacher"} == {0.001}
+
+
+def test_an_explicit_role_must_be_the_cell_the_other_parent_sees() -> None:
+    """finetune needs student and teacher: its teacher must be its student's own teacher."""
+    from bench.matrix import Matrix
+
+    matrix = Matrix.model_validate({
+        "name": "d", "defaults": {"dataset": "digits", "unlabeled": "fashion_mnist", "n_per_class": 5},
+        "stages": {
+            "teacher": {"method": "supervised", "axes": {"arch": ["menghani_cnn", "menghani_mlp"]}},
+            "student": {"method": "blind", "needs": {"teacher": "teacher"}, "axes": {"arch": ["menghani_cnn", "menghani_mlp"]}},
+            "finetune": {"method": "finetune", "needs": {"student": "student", "teacher": "teacher"}},
+        }})
+    cells = expand(matrix)
+    students = {c.id: c for c in cells if c.stage == "student"}
+    finetunes = [c for c in cells if c.stage == "finetune"]
+    assert len(finetunes) == 4
+    for f in finetunes:
+        assert f.config.deps["teacher"] == students[f.config.deps["student"]].config.deps["teacher"]

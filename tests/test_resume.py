@@ -93,7 +93,19 @@ def test_kill_after_the_last_checkpoint_but_before_metrics_and_done(tmp_path: Pa
     for name in ("DONE", "result.json", "model.pt"):
         (cell / name).unlink()
     (cell / "metrics.json").write_text(json.dumps(complete[:-1]))
+    leftover = cell / ".checkpoint.pt.abc123.tmp"  # what a kill inside an atomic write leaves
+    leftover.write_bytes(b"partial")
     assert bench(matrix, results).wait() == 0
+    assert not leftover.exists()
     assert json.loads((cell / "metrics.json").read_text()) == complete
     again = json.loads((cell / "result.json").read_text())
     assert (cell / "DONE").exists() and again["test_acc"] == result["test_acc"] and again["selected_epoch"] == 2
+
+
+
+def test_best_val_selects_the_earliest_of_tied_epochs_and_never_test() -> None:
+    from bench.engine import select_epoch
+
+    rows = [{"epoch": e, "val_acc": v, "test_acc": t} for e, v, t in [(1, 0.5, 0.1), (2, 0.7, 0.2), (3, 0.7, 0.9), (4, 0.6, 0.95)]]
+    assert select_epoch(rows, "best_val") is rows[1]
+    assert select_epoch(rows, "final") is rows[-1]

@@ -105,3 +105,26 @@ def test_gpu_request_on_a_gpu_less_partition_names_the_profile_field(tmp_path: P
     assert code == 2
     assert f"{profile}: gpus_per_node:" in err and "no GPUs" in err and "Traceback" not in err
     assert not (tmp_path / "r" / "cells").exists() or not list((tmp_path / "r" / "cells").glob("*/DONE"))
+
+
+def test_a_failed_teacher_holds_back_only_its_own_students(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.matrix import load_matrix
+    from bench.plan import expand
+    from bench.runner import prepare_cell
+    from bench.store import Store
+
+    spec = {"name": "iso", "defaults": {"dataset": "digits", "image_size": 8, "epochs": 1, "lr": 0.05},
+            "stages": {"teacher": {"method": "supervised", "axes": {"arch": ["menghani_mlp", "menghani_cnn"]}},
+                       "student": {"method": "kd", "needs": {"teacher": "teacher"}, "axes": {"arch": ["menghani_mlp"]}}}}
+    matrix = write_matrix(tmp_path, spec)
+    results = tmp_path / "runs"
+    cells = expand(load_matrix(matrix))
+    broken = next(c for c in cells if c.stage == "teacher" and c.config.arch == "menghani_cnn")
+    prepare_cell(Store(results), broken.id, broken.config)
+    (results / "cells" / broken.id / "checkpoint.pt").write_bytes(b"not a checkpoint")  # this teacher will fail
+    assert bench("run", str(matrix), "--executor", "slurm", "--results", str(results)) == 1
+    err = capsys.readouterr().err
+    assert "1 failed, 1 blocked" in err
+    done = {c.id for c in cells if (results / "cells" / c.id / "DONE").exists()}
+    healthy_student = next(c for c in cells if c.stage == "student" and c.config.deps["teacher"] != broken.id)
+    assert done == {healthy_student.id, healthy_student.config.deps["teacher"]}

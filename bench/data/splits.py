@@ -25,6 +25,7 @@ import torch
 from bench.data.images import ImageSet, StreamedImageSet, TensorImageSet
 from bench.errors import BenchError
 from bench.registry import Registry
+from bench.seeding import derived_generator
 from bench.store import atomic_write_json, read_json
 
 PROTOCOLS: Registry[Callable[..., dict[str, torch.Tensor]]] = Registry("split protocol")
@@ -42,11 +43,6 @@ class Splits:
     val: torch.Tensor
     test: torch.Tensor
     few: torch.Tensor | None
-
-
-def _generator(seed: int, salt: str) -> torch.Generator:
-    digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
 def _by_class(targets: torch.Tensor, pool: torch.Tensor, generator: torch.Generator) -> dict[int, torch.Tensor]:
@@ -84,7 +80,7 @@ def _sorted_cat(parts: list[torch.Tensor]) -> torch.Tensor:
 def _official(train_targets: torch.Tensor, test_targets: torch.Tensor, val_fraction: float, seed: int) -> dict[str, torch.Tensor]:
     everything = torch.arange(len(train_targets))
     if val_fraction > 0:
-        val, train = stratified_take(train_targets, everything, val_fraction, _generator(seed, "val"))
+        val, train = stratified_take(train_targets, everything, val_fraction, derived_generator(seed, "val"))
     else:
         val, train = torch.empty(0, dtype=torch.int64), everything
     return {"train": train, "val": val, "test": torch.arange(len(test_targets))}
@@ -94,7 +90,7 @@ def _official(train_targets: torch.Tensor, test_targets: torch.Tensor, val_fract
 def _resplit(train_targets: torch.Tensor, test_targets: torch.Tensor, val_fraction: float, seed: int) -> dict[str, torch.Tensor]:
     targets = torch.cat([train_targets, test_targets])
     parts: dict[str, list[torch.Tensor]] = {"train": [], "val": [], "test": []}
-    for members in _by_class(targets, torch.arange(len(targets)), _generator(seed, "resplit")).values():
+    for members in _by_class(targets, torch.arange(len(targets)), derived_generator(seed, "resplit")).values():
         n_train, n_val = round(len(members) * 4 / 6), round(len(members) / 6)
         parts["train"].append(members[:n_train])
         parts["val"].append(members[n_train : n_train + n_val])
@@ -111,7 +107,7 @@ def _checksum(indices: dict[str, list[int]]) -> str:
 
 
 def manifest_key(dataset: str, protocol: str, val_fraction: float, label_fraction: float, n_per_class: int | str | None, seed: int) -> str:
-    return f"{dataset}-{protocol}-v{val_fraction:g}-f{label_fraction:g}-n{n_per_class if n_per_class is not None else 'none'}-s{seed}"
+    return f"{dataset}-{protocol}-v{val_fraction!r}-f{label_fraction!r}-n{n_per_class if n_per_class is not None else 'none'}-s{seed}"
 
 
 def load_or_create_manifest(
@@ -120,8 +116,11 @@ def load_or_create_manifest(
 ) -> dict[str, torch.Tensor]:
     """Indices of every split: read and verified if the manifest exists, else drawn and written."""
     fingerprint = {"train": [len(train_targets), _targets_hash(train_targets)], "test": [len(test_targets), _targets_hash(test_targets)]}
+    params = {"protocol": protocol, "val_fraction": val_fraction, "label_fraction": label_fraction, "n_per_class": n_per_class, "seed": seed}
     if path.exists():
         manifest = read_json(path)
+        if manifest.get("params", params) != params:
+            raise BenchError(f"{path}: drawn for {manifest['params']}, not {params}")
         if _checksum(manifest["indices"]) != manifest.get("checksum"):
             raise BenchError(f"{path}: split manifest checksum mismatch (edited or corrupt); delete it only if you mean to re-draw the split")
         if manifest.get("fingerprint") != fingerprint:
@@ -129,13 +128,12 @@ def load_or_create_manifest(
         return {k: torch.tensor(v, dtype=torch.int64) for k, v in manifest["indices"].items()}
     parts = PROTOCOLS.get(protocol)(train_targets, test_targets, val_fraction, seed)
     source_targets = torch.cat([train_targets, test_targets]) if protocol == "resplit_4_1_1" else train_targets
-    labeled, unlabeled = stratified_take(source_targets, parts["train"], label_fraction, _generator(seed, "labeled"))
+    labeled, unlabeled = stratified_take(source_targets, parts["train"], label_fraction, derived_generator(seed, "labeled"))
     parts.update(labeled=labeled, unlabeled=unlabeled)
     if n_per_class is not None:
-        n = len(labeled) if n_per_class == "all" else int(n_per_class)
-        parts["few"] = labeled if n_per_class == "all" else per_class(source_targets, labeled, n, _generator(seed, "few"))
+        parts["few"] = labeled if n_per_class == "all" else per_class(source_targets, labeled, int(n_per_class), derived_generator(seed, "few"))
     indices = {k: v.tolist() for k, v in parts.items()}
-    atomic_write_json(path, {"protocol": protocol, "seed": seed, "fingerprint": fingerprint, "indices": indices, "checksum": _checksum(indices)})
+    atomic_write_json(path, {"params": params, "fingerprint": fingerprint, "indices": indices, "checksum": _checksum(indices)})
     return parts
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, first_validation_error
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm"
 
@@ -74,8 +74,6 @@ def load_profile(name: str) -> Profile:
     try:
         profile = Profile.model_validate(raw or {})
     except ValidationError as error:
-        first = error.errors()[0]
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ConfigError(source, ".".join(str(p) for p in first["loc"]), message) from None
+        raise ConfigError(source, *first_validation_error(error)) from None
     profile.source = source
     return profile

@@ -29,8 +29,11 @@ from bench.runner import prepare_cell, run_cell
 from bench.runtime import Runtime, default_device
 from bench.store import Store, atomic_write_json, read_json
 
-ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "UNKNOWN")
+ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED")
 RECORD = "slurm.json"
+# sacct knows a job a second or two after sbatch; past this, UNKNOWN means gone (purged, or no
+# accounting), not queued, and the cell may be submitted again.
+UNKNOWN_GRACE_SECONDS = 300
 
 
 class CellJob(submitit.helpers.Checkpointable):
@@ -85,7 +88,13 @@ def job_states(store: Store, cell_ids: list[str]) -> dict[str, tuple[str, JobRec
         return {}
     jobs = {i: r.job() for i, r in records.items()}
     submitit.SlurmJob.watcher.update()
-    return {i: (jobs[i].watcher.get_state(jobs[i].job_id, mode="cache").split(" ")[0], records[i]) for i in jobs}
+    states = {}
+    for i, job in jobs.items():
+        state = job.watcher.get_state(job.job_id, mode="cache").split(" ")[0]
+        if state == "UNKNOWN" and time.time() - records[i].submitted < UNKNOWN_GRACE_SECONDS:
+            state = "PENDING"  # just submitted: sacct has not seen it yet
+        states[i] = (state, records[i])
+    return states
 
 
 def check_partition(profile: Profile, stages: set[str]) -> None:
@@ -98,7 +107,8 @@ def check_partition(profile: Profile, stages: set[str]) -> None:
         except FileNotFoundError:
             raise BenchError("sinfo not found: is this a SLURM login node? (use --executor local otherwise)") from None
         if out.returncode != 0:
-            raise BenchError(f"sinfo failed: {out.stderr.strip() or out.stdout.strip()}")
+            lines = (out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}").splitlines()
+            raise BenchError(f"sinfo failed: {lines[-1]}")
         gres = out.stdout.split()
         if not gres:
             raise ConfigError(profile.source, "partition", f"no partition {resources.partition!r} on this cluster (sinfo)")
@@ -153,24 +163,26 @@ class SlurmExecutor:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         job_cell = CellJob(str(store.root.resolve()), self.device, runtime.amp, runtime.workers,
                            str(runtime.data_root) if runtime.data_root else None)
-        stage_order = list(dict.fromkeys(c.stage for c in cells))
-        for stage in stage_order:
-            group = [c for c in to_submit if c.stage == stage]
-            if not group:
-                continue
-            for cell in group:
+        for stage in dict.fromkeys(c.stage for c in cells):
+            # One array per set of parent jobs: a cell waits only for the parents it needs, so one
+            # failed teacher holds back its own students and nobody else's.
+            groups: dict[tuple[str, ...], list[Cell]] = {}
+            for cell in (c for c in to_submit if c.stage == stage):
                 prepare_cell(store, cell.id, cell.config)
-            deps = sorted({queued[d] for c in group for d in c.config.deps.values() if d in queued})
-            executor = make_executor(store.root.resolve() / "slurm" / f"{stamp}-{stage}", self.profile, stage, f"bench-{stage}", deps)
-            try:
-                jobs = executor.map_array(job_cell, [c.id for c in group])
-            except submitit.core.utils.FailedJobError as error:
-                raise self._explain(error, stage) from None
-            for cell, job in zip(group, jobs):
-                JobRecord(job.job_id, str(job.paths.folder), time.time()).write(store, cell.id)
-                queued[cell.id] = job.job_id
-            self.echo(f"stage {stage}: {len(group)} cells submitted as array {jobs[0].job_id.split('_')[0]}"
-                      + (f" after {len(deps)} parent job(s)" if deps else ""))
+                parents = tuple(sorted({queued[d] for d in cell.config.deps.values() if d in queued}))
+                groups.setdefault(parents, []).append(cell)
+            for n, (parents, group) in enumerate(groups.items()):
+                folder = store.root.resolve() / "slurm" / f"{stamp}-{stage}-{n}"
+                executor = make_executor(folder, self.profile, stage, f"bench-{stage}", list(parents))
+                try:
+                    jobs = executor.map_array(job_cell, [c.id for c in group])
+                except submitit.core.utils.FailedJobError as error:
+                    raise self._explain(error, stage) from None
+                for cell, job in zip(group, jobs):
+                    JobRecord(job.job_id, str(job.paths.folder), time.time()).write(store, cell.id)
+                    queued[cell.id] = job.job_id
+                self.echo(f"stage {stage}: {len(group)} cell(s) submitted as job {jobs[0].job_id.split('_')[0]}"
+                          + (f" after {len(parents)} parent job(s)" if parents else ""))
         if not self.wait:
             summary.submitted = list(queued)
             self.echo("submitted; follow with `bench status MATRIX`, collect with `bench collect` when done")
@@ -190,7 +202,7 @@ class SlurmExecutor:
         while pending:
             time.sleep(self.poll_seconds)
             states = job_states(store, sorted(pending))
-            for cell_id in sorted(pending):
+            for cell_id in [c.id for c in cells if c.id in pending]:  # plan order: parents' fate first
                 state = "DONE" if store.cell(cell_id).is_done() else states.get(cell_id, ("UNKNOWN", None))[0]
                 if state != last.get(cell_id):
                     last[cell_id] = state

@@ -53,6 +53,23 @@ Method = Callable[["CellContext"], Training]
 METHODS: Registry[Method] = Registry("method")
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """What a method needs of its cell, checked when the matrix is planned, not after the teachers ran."""
+
+    roles: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+
+
+REQUIREMENTS: dict[str, Requirement] = {}
+
+
+def method(name: str, roles: tuple[str, ...] = (), fields: tuple[str, ...] = ()) -> Callable[[Method], Method]:
+    """Register a method with the dependency roles and config fields it cannot run without."""
+    REQUIREMENTS[name] = Requirement(roles, fields)
+    return METHODS.register(name)
+
+
 def _load_all() -> None:
     from bench.methods import blind, finetune, kd, supervised  # noqa: F401  (registers)
 

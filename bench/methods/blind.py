@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from bench.errors import BenchError
-from bench.methods import METHODS, Training
+from bench.methods import method, Training
 from bench.methods.distill import distillation_loss
 
 
-@METHODS.register("blind")
+@method("blind", roles=("teacher",), fields=("unlabeled",))
 def blind(ctx) -> Training:
-    if ctx.config.unlabeled is None:
-        raise BenchError(f"cell {ctx.cell_id}: method 'blind' needs an 'unlabeled' dataset (the out-of-distribution pool)")
     pool, items = ctx.unlabeled_pool()
     teacher = ctx.teacher_logits("teacher", pool, items)
     loss = distillation_loss(teacher, ctx.config.temperature, 0.0)

@@ -2,15 +2,12 @@
 on ``n_per_class`` labeled samples per class (use a lower lr with decay, as the paper does)."""
 from __future__ import annotations
 
-from bench.errors import BenchError
-from bench.methods import METHODS, Training
+from bench.methods import method, Training
 from bench.methods.distill import distillation_loss
 
 
-@METHODS.register("finetune")
+@method("finetune", roles=("student", "teacher"), fields=("n_per_class",))
 def finetune(ctx) -> Training:
-    if ctx.config.n_per_class is None:
-        raise BenchError(f"cell {ctx.cell_id}: method 'finetune' needs n_per_class (an integer or 'all')")
     splits = ctx.splits()
     few = splits.few
     teacher = ctx.teacher_logits("teacher", splits.source, few)

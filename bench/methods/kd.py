@@ -6,11 +6,11 @@ over the whole training set, as the paper evaluates the student on it.
 """
 from __future__ import annotations
 
-from bench.methods import METHODS, Training
+from bench.methods import method, Training
 from bench.methods.distill import distillation_loss
 
 
-@METHODS.register("kd")
+@method("kd", roles=("teacher",))
 def kd(ctx) -> Training:
     splits = ctx.splits()
     items = splits.train

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from bench.methods import METHODS, Batch, Training
+from bench.methods import method, Batch, Training
 
 
-@METHODS.register("supervised")
+@method("supervised")
 def supervised(ctx) -> Training:
     splits = ctx.splits()
     labeled = splits.labeled
