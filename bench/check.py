@@ -6,7 +6,7 @@ Usage::
     bench check RESULTS --baseline results/baselines/<matrix>.csv --update [--matrix NAME]
 
 Baseline file (CSV, written atomically by ``--update``): one row per done cell of one matrix, with
-columns ``matrix, id, group, <config columns>, metric, value, n``. ``id`` is the cell id (a hash of
+columns ``matrix, id, group, <config columns>, check_metric, value, n``. ``id`` is the cell id (a hash of
 its whole config, seed included); the config columns are the cell's own fields and its
 dependencies' fields as ``role.field``; ``group`` is a short hash of the config *without* the seed
 (and without ``id``, ``role.id`` and ``role.seed``), so the seeds of one configuration share a
@@ -42,6 +42,9 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.store import atomic_write_bytes
+
+GATE_METRIC = "check_metric"  # which result column the gate compares ("metric" is a cell field)
 
 METRICS = ("test_acc", "val_acc", "train_acc")
 
@@ -132,16 +135,14 @@ def build_baseline(table: pd.DataFrame, matrix: str, metric: str) -> pd.DataFram
     mine = _with_groups(mine.reset_index(drop=True))
     columns = config_columns(mine)
     out = mine[["matrix", "id", "group", *columns]].copy()
-    out["metric"] = metric
+    out[GATE_METRIC] = metric
     out["value"] = pd.to_numeric(mine[metric], errors="coerce")
     out["n"] = out.groupby("group")["id"].transform("count")
     return out
 
 
 def write_baseline(frame: pd.DataFrame, path: Path) -> None:
-    from bench.report import write_file
-
-    write_file(path, frame.to_csv(index=False, float_format="%.10g").encode())
+    atomic_write_bytes(path, frame.to_csv(index=False, float_format="%.10g").encode())
 
 
 def read_baseline(path: Path) -> pd.DataFrame:
@@ -150,8 +151,8 @@ def read_baseline(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise BenchError(f"{path}: not a readable baseline CSV ({error})") from None
-    missing = [c for c in ("matrix", "id", "group", "metric", "value") if c not in frame.columns]
+        raise BenchError(f"{path}: not a readable baseline CSV ({str(error).strip().splitlines()[0]})") from None
+    missing = [c for c in ("matrix", "id", "group", GATE_METRIC, "value") if c not in frame.columns]
     if missing:
         raise BenchError(f"{path}: not a baseline file (missing columns: {', '.join(missing)}); rewrite it with --update")
     frame["value"] = pd.to_numeric(frame["value"].replace("", np.nan), errors="coerce")
@@ -187,13 +188,14 @@ def compare(baseline: pd.DataFrame, table: pd.DataFrame, metric: str, tolerance:
         if (row["matrix"], row["id"]) not in done:
             value = "—" if math.isnan(row["value"]) else f"{row['value']:.4f}"
             failures.append(f"MISSING   {row['matrix']}/{row['id']} {describe(row.to_dict())}: baseline {value}, "
-                            f"now not done in RESULTS")
+                            f"now not a done cell of {row['matrix']}'s plan in RESULTS")
 
     for (matrix, group), base in baseline.groupby(["matrix", "group"], sort=False):
         b_mean, b_std, b_n = _stats(base["value"])
         if b_n == 0:
             continue
-        now = current[(current["matrix"] == matrix) & (current["group"] == group)] if not current.empty else current
+        now = current[(current["matrix"] == matrix) & (current["group"] == group) & current["id"].isin(base["id"])] \
+            if not current.empty else current  # cells the baseline doesn't know (new seeds) must not dilute it
         if now.empty or metric not in now:
             continue  # every cell of the group is already reported MISSING
         c_mean, c_std, c_n = _stats(now[metric])
@@ -280,9 +282,9 @@ def check_command(args: argparse.Namespace) -> int:
         return 0
 
     baseline = read_baseline(path)
-    rows = baseline[baseline["metric"] == args.metric]
+    rows = baseline[baseline[GATE_METRIC] == args.metric]
     if rows.empty:
-        have = ", ".join(sorted(set(baseline["metric"]))) or "none"
+        have = ", ".join(sorted(set(baseline[GATE_METRIC]))) or "none"
         raise BenchError(f"{path}: no {args.metric} baseline (it has: {have}); use --metric or --update")
     outcome = compare(rows, table, args.metric, args.tolerance)
     for note in outcome["notes"]:

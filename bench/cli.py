@@ -140,7 +140,7 @@ def plan_name(matrix, args: argparse.Namespace) -> str:
 def record_plan(store, name: str, matrix, cells, sets: list[str]) -> None:
     from bench.plan import describe_cell
 
-    store.write_plan(name, matrix.source, [{"id": c.id, "stage": c.stage, "describe": describe_cell(c)} for c in cells], sets)
+    store.write_plan(name, matrix.source, matrix.paper, [{"id": c.id, "stage": c.stage, "describe": describe_cell(c)} for c in cells], sets)
 
 
 @command("run")

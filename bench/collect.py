@@ -38,10 +38,7 @@ def _normalise(value: Any) -> Any:
 def collect(root: str | Path) -> pd.DataFrame:
     """All done cells; a cell in several matrices gets one row per matrix."""
     store = Store(root)
-    membership: dict[str, list[tuple[str, int]]] = {}
-    for name, plan in store.plans().items():
-        for position, entry in enumerate(plan["cells"]):
-            membership.setdefault(entry["id"], []).append((name, position))
+    membership = store.membership()
     seen: dict[str, dict[str, Any]] = {}
     rows = []
     for cell_id in store.cell_ids():

@@ -160,8 +160,7 @@ def create_model(name: str, num_classes: int, in_chans: int, image_size: int,
     """
     if name in MODELS:
         if pretrained:
-            raise BenchError(f"architecture {name!r} is a paper model trained from scratch; "
-                             "no pretrained weights exist (set pretrained: false)")
+            raise _no_weights(name)
         return MODELS.get(name)(num_classes, in_chans, image_size)
     if not timm.is_model(name):
         raise _unknown(name)
@@ -231,10 +230,15 @@ class _Weights:
     custom_load: bool
 
 
+def _no_weights(name: str) -> BenchError:
+    return BenchError(f"architecture {name!r} is a paper model trained from scratch; no pretrained weights exist "
+                      "(set pretrained: false)")
+
+
 def _weight_candidates(name: str) -> list[_Candidate]:
     """Where timm would fetch ``name``'s weights from, preferred first (mirrors timm's resolution)."""
     if name in MODELS:
-        raise BenchError(f"architecture {name!r} is a paper model trained from scratch; no pretrained weights exist")
+        raise _no_weights(name)
     if not timm.is_model(name):
         raise _unknown(name)
     from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives, hf_split
@@ -275,8 +279,6 @@ def _find_cached_weights(name: str) -> _Weights:
 
 def check_pretrained_available(name: str) -> None:
     """Raise the one-line error ``create_model(name, pretrained=True)`` would, without building it."""
-    if name in MODELS:
-        raise BenchError(f"architecture {name!r} is a paper model with no pretrained weights; set pretrained: false")
     _find_cached_weights(name)
 
 

@@ -57,7 +57,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bench.errors import BenchError, ConfigError
+from bench.errors import BenchError, ConfigError, first_validation_error
 
 PAPERS_PACKAGE = "bench.papers"
 
@@ -189,10 +189,6 @@ class Paper(_Strict):
 # --------------------------------------------------------------------------- loading
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
 def parse_paper(text: str, source: str = "<string>") -> Paper:
     """Validate one paper file's YAML text; errors name the file and the field."""
     try:
@@ -204,10 +200,9 @@ def parse_paper(text: str, source: str = "<string>") -> Paper:
     try:
         return Paper.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        field, message = first_validation_error(err)
         more = f" (and {err.error_count() - 1} more errors)" if err.error_count() > 1 else ""
-        raise ConfigError(source, _field_path(first["loc"]), f"{message}{more}") from None
+        raise ConfigError(source, field, f"{message}{more}") from None
 
 
 def paper_names() -> list[str]:
@@ -338,7 +333,7 @@ def _summary(values: list[float] | np.ndarray) -> tuple[float, float, int]:
     n = int(arr.size)
     if n == 0:
         return math.nan, math.nan, 0
-    std = float(np.std(arr, ddof=1)) if n > 1 else 0.0
+    std = float(np.std(arr, ddof=1)) if n > 1 else math.nan  # undefined for one seed; shown as "(n=1)"
     return float(np.mean(arr)), std, n
 
 
@@ -384,9 +379,10 @@ def reproduce(figure: Figure, table: pd.DataFrame) -> dict[str, Any]:
     """
     result: dict[str, Any] = {"id": figure.id, "kind": figure.kind, "metric": figure.metric, "reported": figure.value}
     after = _metric_values(table, figure.matrix, figure.cells.select, figure.metric)
-    if figure.kind == "value":
-        mean, std, n = _summary(after["value"].to_numpy())
-        return {**result, "mean": mean, "std": std, "n": n, "paired": None, "n_select": n, "n_baseline": None}
+    if figure.kind == "value":  # one value per seed (cells of one seed averaged first), as for gains
+        by_seed = _per_seed(after) if after["seed"].map(_seed_key).ne("").all() else after["value"]
+        mean, std, n = _summary(by_seed.to_numpy())
+        return {**result, "mean": mean, "std": std, "n": n, "paired": None, "n_select": len(after), "n_baseline": None}
 
     assert figure.cells.baseline is not None  # guaranteed by Figure validation
     before = _metric_values(table, figure.matrix, figure.cells.baseline, figure.metric)

@@ -110,7 +110,9 @@ def resolve_targets(arg: str, results: str | None) -> list[Target]:
             source = plan.get("source") or None
             fields = _matrix_file_fields(source) if source else {}
             paper, reason = fields.get("paper"), f"`paper` of {source}"
-            if not fields:
+            if "paper" in plan:  # recorded at run time: needs no matrix file, wherever this runs
+                paper, reason = plan["paper"], f"`paper` of {source}, as recorded in the plan"
+            elif not fields:
                 paper, reason = _paper_by_matrix_name(name), f"matrix file {source!r} not found; paper by matrix name"
             targets.append(Target(name, path, paper, source, str(fields.get("description", "")), plan.get("cells", []), reason))
         return targets
@@ -168,14 +170,6 @@ def _data_text(dataset: str | None, unlabeled: str | None, pretty: bool = False)
     if not dataset and not unlabeled:
         return "?"
     return f"{name(dataset or '?')}←{name(unlabeled)}" if unlabeled else name(dataset or "?")
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Atomic write (bench.store), then the usual permissions (the temp file is created 0600)."""
-    atomic_write_bytes(path, data)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def slug(text: str) -> str:
@@ -242,14 +236,19 @@ def _metric_rows(table: pd.DataFrame, figure: Any, selection: dict[str, Any] | N
     return rows
 
 
+def base_matrix_name(name: str) -> str:
+    """``demo@1a2b3c4d`` (a run with --set) is still the demo matrix."""
+    return name.partition("@")[0]
+
+
 def figure_rows(table: pd.DataFrame, matrix: str, paper: Any) -> list[FigureRow]:
     """Every figure of ``paper`` reproduced from ``table``'s rows of ``matrix``."""
     from bench.paper_figures import reproduce, stand_in_figure
 
     out = []
     for fig in paper.figures:
-        stand_in = fig.matrix != matrix
-        used = stand_in_figure(fig, matrix) if stand_in else fig
+        stand_in = fig.matrix != base_matrix_name(matrix)
+        used = stand_in_figure(fig, matrix) if stand_in else fig.model_copy(update={"matrix": matrix})  # matrix@hash too
         result = reproduce(used, table) if not table.empty else {
             "mean": math.nan, "std": math.nan, "n": 0, "paired": None, "reported": fig.value}
         cells = _metric_rows(table, used, used.cells.select)
@@ -296,7 +295,7 @@ def table_frame(rows: list[FigureRow]) -> pd.DataFrame:
         mean = res["mean"] * 100 if n else math.nan
         std = res["std"] * 100 if n else math.nan
         reported = fig.value * 100
-        text = "—" if not n else f"{mean:.2f} ± {std:.2f} (n={n})" + (" from means" if res.get("paired") is False else "")
+        text = "—" if not n else (f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})") + (" from means" if res.get("paired") is False else "")
         ids = list(dict.fromkeys(row.cells["id"])) if "id" in row.cells else []
         base_ids = list(dict.fromkeys(row.baseline_cells["id"])) if "id" in row.baseline_cells else []
         records.append({
@@ -396,7 +395,7 @@ def _save(fig: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
-    write_file(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -708,7 +707,7 @@ def build_report(table: pd.DataFrame, target: Target, out: Path) -> list[Path]:
         header.append("No paper: the matrix names no `paper`, so there are no reported figures to compare; "
                       "only the cells table follows.")
     else:
-        stand_in = paper.matrix != target.matrix
+        stand_in = paper.matrix != base_matrix_name(target.matrix)
         header.append(f"Paper: **{paper.paper}** — {paper.title} (from {target.paper_reason}).")
         if stand_in:
             from bench.paper_figures import STAND_IN_IGNORED_KEYS
@@ -731,7 +730,7 @@ def build_report(table: pd.DataFrame, target: Target, out: Path) -> list[Path]:
                 continue
             frame = table_frame(trows)
             csv_path = out / f"{slug(name)}.csv"
-            write_file(csv_path, frame.to_csv(index=False).encode())
+            atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
             written.append(csv_path)
             images = []
             title = f"{paper.paper} {name}: reported vs reproduced ({target.matrix})"
@@ -765,15 +764,15 @@ def build_report(table: pd.DataFrame, target: Target, out: Path) -> list[Path]:
 
     cells = cells_frame(mine) if not mine.empty else pd.DataFrame()
     cells_csv = out / "cells.csv"
-    write_file(cells_csv, cells.to_csv(index=False).encode())
+    atomic_write_bytes(cells_csv, cells.to_csv(index=False).encode())
     written.append(cells_csv)
     sections.append(Section("All cells", ["Every done cell of the matrix; accuracies in %, throughput as measured by the run."],
                             display_cells(cells) if not cells.empty else None, cells_csv, [], []))
 
     md, page = _render(target, paper, header, sections, out)
     md_path, html_path = out / "report.md", out / "report.html"
-    write_file(md_path, md.encode())
-    write_file(html_path, page.encode())
+    atomic_write_bytes(md_path, md.encode())
+    atomic_write_bytes(html_path, page.encode())
     return [md_path, html_path, *written]
 
 

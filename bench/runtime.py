@@ -5,7 +5,9 @@ on the CPU.
 """
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,4 +50,20 @@ class Runtime:
             "cuda": torch.version.cuda or "",
             "threads": torch.get_num_threads(),
             "host": os.uname().nodename,
+            "git_commit": source_commit(),
         }
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str:
+    """HEAD of the git checkout holding the ``bench`` package, or ``"unknown"``. Computed once."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
+        return "unknown"  # not a checkout, or bench installed inside somebody else's repository
+    return lines[1]

@@ -24,6 +24,8 @@ from typing import Any, BinaryIO, Callable, Iterator
 from bench.errors import BenchError
 
 DONE = "DONE"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -31,6 +33,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     then fsync the folder: a reader sees the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results folders are shared with colleagues
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -119,8 +122,17 @@ class Store:
     def plan_path(self, matrix_name: str) -> Path:
         return self.root / "plans" / f"{matrix_name}.json"
 
-    def write_plan(self, matrix_name: str, source: str, cells: list[dict[str, Any]], sets: list[str] | None = None) -> None:
-        atomic_write_json(self.plan_path(matrix_name), {"matrix": matrix_name, "source": source, "sets": sets or [], "cells": cells})
+    def write_plan(self, matrix_name: str, source: str, paper: str | None, cells: list[dict[str, Any]], sets: list[str] | None = None) -> None:
+        atomic_write_json(self.plan_path(matrix_name), {"matrix": matrix_name, "source": source, "paper": paper,
+                                                        "sets": sets or [], "cells": cells})
+
+    def membership(self) -> dict[str, list[tuple[str, int]]]:
+        """cell id -> the (matrix, position in its plan) of every plan that has it."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        for name, plan in self.plans().items():
+            for position, entry in enumerate(plan["cells"]):
+                out.setdefault(entry["id"], []).append((name, position))
+        return out
 
     def plans(self) -> dict[str, dict[str, Any]]:
         folder = self.root / "plans"

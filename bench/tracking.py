@@ -75,11 +75,9 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import hashlib
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -203,7 +201,7 @@ def _tags(cell: _Cell, matrix: str, describe: str | None) -> dict[str, str]:
     teacher = (cell.config.get("deps") or {}).get("teacher")
     if teacher:
         tags["bench.teacher_id"] = str(teacher)
-    commit = source_commit()
+    commit = str(cell.result.get("git_commit") or "unknown")  # recorded when the cell ran, not now
     tags["bench.git_commit"] = commit
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit
@@ -237,21 +235,6 @@ def _metrics(cell: _Cell) -> list[Metric]:
         if _is_number(cell.result.get(key)):
             metrics.append(Metric(key, float(cell.result[key]), cell.end_ms, 0))
     return metrics
-
-
-@functools.lru_cache(maxsize=1)
-def source_commit() -> str:
-    """HEAD of the git checkout holding the ``bench`` package, or ``"unknown"``. Computed once."""
-    root = Path(bench.cli.__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    lines = out.stdout.split()
-    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
-        return "unknown"  # not a checkout, or bench installed inside somebody else's repository
-    return lines[1]
 
 
 # ---------------------------------------------------------------- MLflow plumbing
@@ -467,7 +450,7 @@ def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
     ``tracking_uri`` defaults to ``sqlite:///<abs root>/mlflow.db``. Raises :class:`BenchError`
     (one line) when a server cannot be reached; the cells on disk are never modified.
     """
-    from bench.store import Store  # imports torch: not at module level, bench imports us on every start
+    from bench.store import Store
 
     root = Path(root)
     if not root.is_dir():

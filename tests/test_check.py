@@ -59,7 +59,7 @@ def test_update_writes_baseline_then_check_passes(results: Path, baseline: Path,
     assert len(frame) == 4 and set(frame["matrix"]) == {"tiny"}
     assert {"matrix", "id", "stage", "arch", "seed", "teacher.arch", "metric", "value", "n"} <= set(frame.columns)
     assert set(frame["id"]) == set(_cells(results))
-    assert (frame["metric"] == "test_acc").all() and (frame["n"] == 1).all()
+    assert (frame["check_metric"] == "test_acc").all() and (frame["metric"] == "final").all() and (frame["n"] == 1).all()
     teacher = _cell(results, "teacher").name
     assert frame.set_index("id").loc[teacher, "value"] == pytest.approx(read_json(results / "cells" / teacher / "result.json")["test_acc"])
     capsys.readouterr()
@@ -150,3 +150,11 @@ def test_mean_over_seeds_with_standard_error_allowance() -> None:
     single = _baseline(_table({0: 0.80}))
     assert compare(single, _table({0: 0.785}), "test_acc", 0.02)["failures"] == []
     assert len(compare(single, _table({0: 0.775}), "test_acc", 0.02)["failures"]) == 1
+
+
+def test_new_seeds_missing_from_the_baseline_cannot_hide_a_regression() -> None:
+    base = _baseline(_table({0: 0.80}))
+    now = _table({0: 0.70, 1: 0.83, 2: 0.83, 3: 0.83, 4: 0.83})  # seed 0 regressed; seeds 1-4 are new
+    result = compare(base, now, "test_acc", 0.02)
+    assert len(result["failures"]) == 1 and "REGRESSED" in result["failures"][0] and "teacher0" in result["failures"][0]
+    assert any("not in the baseline" in note for note in result["notes"])

@@ -1,6 +1,8 @@
 """The command line as a user meets it: one-line errors with exit 2, plan, run, skip, collect."""
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +80,10 @@ def test_rerun_skips_done_cells_and_collect_writes_tables(tiny_results: Path, ca
                    "train_images_per_s", "infer_images_per_s", "params", "teacher.arch"):
         assert column in table, column
     assert pd.read_csv(tiny_results / "results.csv").shape == table.shape
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (tiny_results / "results.csv", next((tiny_results / "cells").glob("*/result.json"))):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # readable by colleagues as the umask allows
 
 
 def test_only_selects_a_cell_and_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -332,3 +332,15 @@ def test_prefetch_refuses_datasets_that_cannot_be_downloaded(tmp_path: Path) -> 
         prefetch_dataset("openimages", tmp_path)
     prefetch_dataset("digits", tmp_path)  # ships with scikit-learn: nothing to do
     assert set(DATASETS.names()) == set(ds.PREFETCHERS.names())
+
+
+def test_corrupt_gzip_idx_is_a_one_line_error(tmp_path: Path) -> None:
+    import gzip
+
+    from bench.data.idx import read_idx
+
+    path = tmp_path / "broken-idx1-ubyte.gz"
+    data = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]))
+    path.write_bytes(data[:12] + bytes(b ^ 0xFF for b in data[12:]))  # a valid header, a garbled deflate stream
+    with pytest.raises(BenchError, match="corrupt gzip file"):
+        read_idx(path)

@@ -132,3 +132,24 @@ def test_own_matrix_is_not_a_stand_in(tmp_path: Path) -> None:
     assert frame.loc["khose2021/sec4.1/mnet->mnet/10/val_gain", "reproduced"] == pytest.approx(17.5)
     assert frame.loc["khose2021/sec4.1/mnet->mnet/10/val_gain", "data"] == "same data as paper (stand-in matrix)"
     assert written
+
+
+def test_a_set_variant_of_a_papers_own_matrix_is_not_a_stand_in() -> None:
+    """menghani2019@<hash> (a run with --set) keeps the dataset in its selectors: Tables 3 and 4
+    must not average the Caltech-256 and ImageNet teachers together."""
+    import pandas as pd
+
+    from bench.paper_figures import load_paper
+    from bench.report import figure_rows
+
+    paper = load_paper("menghani2019")
+    for name in ("menghani2019", "menghani2019@1a2b3c4d"):
+        table = pd.DataFrame([
+            {"matrix": name, "id": "c", "stage": "teacher", "method": "supervised", "arch": "mobilenetv2_100",
+             "dataset": "caltech256", "unlabeled": "", "label_fraction": 1.0, "seed": 0, "test_acc": 0.70},
+            {"matrix": name, "id": "i", "stage": "teacher", "method": "supervised", "arch": "mobilenetv2_100",
+             "dataset": "imagenet", "unlabeled": "", "label_fraction": 1.0, "seed": 0, "test_acc": 0.40},
+        ])
+        rows = {r.figure.id: r for r in figure_rows(table, name, paper)}
+        assert rows["menghani2019/table3/teacher"].result["mean"] == 0.70
+        assert not rows["menghani2019/table3/teacher"].stand_in

@@ -17,7 +17,8 @@ import pytest
 
 from bench.errors import BenchError
 from bench.tracking import (CELL_TAG, EPOCH_PREFIX, FINAL_METRICS, HTTP_LIMITS, QUIET, SHA_TAG, batches,
-                            flatten_config, ingest, source_commit)
+                            flatten_config, ingest)
+from bench.runtime import source_commit
 
 TINY = Path(__file__).resolve().parent / "data" / "tiny.yaml"
 ARTIFACTS = {"config.json", "metrics.json", "result.json"}

@@ -10,6 +10,7 @@ uint32 sizes, then the data in C order, big-endian.
 from __future__ import annotations
 
 import gzip
+import zlib
 import struct
 from pathlib import Path
 
@@ -33,11 +34,14 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def _read_bytes(path: Path) -> bytes:
     """Whole file, gunzipped when it is gzip (sniffed from the magic, not the suffix)."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read ({exc.strerror})") from None
     if raw[:2] == _GZIP_MAGIC:
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise BenchError(f"{path}: corrupt gzip file ({exc})") from None
     return raw
 
