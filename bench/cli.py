@@ -26,8 +26,9 @@ def command(name: str) -> Callable[[Command], Command]:
     return COMMANDS.register(name)
 
 
-def results_dir(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "results", None) or os.environ.get("BENCH_RESULTS") or DEFAULT_RESULTS)
+def results_dir(args: argparse.Namespace | None = None, given: str | None = None) -> Path:
+    """--results (or ``given``), else $BENCH_RESULTS, else ./runs."""
+    return Path(given or getattr(args, "results", None) or os.environ.get("BENCH_RESULTS") or DEFAULT_RESULTS)
 
 
 def planned_cells(args: argparse.Namespace):
@@ -88,43 +89,42 @@ def plan_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_device(name: str):
+    """``torch.device(name)``, or a one-line error (not a failure per cell)."""
+    import torch
+
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise BenchError(f"--device {name}: {str(error).splitlines()[0]}") from None
+
+
 def checked_device(name: str | None) -> str:
-    """A device torch knows and this machine has, or a one-line error (not a failure per cell)."""
+    """A device torch knows and this machine has."""
     import torch
 
     from bench.runtime import default_device
 
     if name is None:
         return default_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise BenchError(f"--device {name}: {str(error).splitlines()[0]}") from None
+    device = parse_device(name)
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise BenchError(f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} visible)")
     return name
 
 
-def runtime_from(args: argparse.Namespace):
+def runtime_from(args: argparse.Namespace, local: bool = True):
+    """This run's Runtime. For a cluster the device is chosen on the compute node, so only the
+    syntax of --device is checked on the login node."""
     from bench.runtime import Runtime
 
-    data_root = args.data_root or None
-    return Runtime(device=checked_device(args.device), amp=args.amp, workers=args.workers,
-                   data_root=Path(data_root) if data_root else None)
-
-
-def runtime_from_for_cluster(args: argparse.Namespace):
-    """On a login node the device is chosen on the compute node; only its syntax is checked here."""
-    import torch
-
-    from bench.runtime import Runtime
-
-    if args.device:
-        try:
-            torch.device(args.device)
-        except RuntimeError as error:
-            raise BenchError(f"--device {args.device}: {str(error).splitlines()[0]}") from None
-    return Runtime(device="cpu", amp=args.amp, workers=args.workers, data_root=Path(args.data_root) if args.data_root else None)
+    if local:
+        device = checked_device(args.device)
+    else:
+        device = "cpu"
+        if args.device:
+            parse_device(args.device)
+    return Runtime(device=device, amp=args.amp, workers=args.workers, data_root=Path(args.data_root) if args.data_root else None)
 
 
 def plan_name(matrix, args: argparse.Namespace) -> str:
@@ -155,7 +155,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.data_root is None and matrix.data_root:
         args.data_root = matrix.data_root
     name = plan_name(matrix, args)
-    runtime = runtime_from(args) if args.executor == "local" else runtime_from_for_cluster(args)
+    runtime = runtime_from(args, local=args.executor == "local")
     record_plan(store, name, matrix, all_cells, args.set or [])
     from bench.preflight import check_inputs
 

@@ -46,7 +46,7 @@ def collect(root: str | Path) -> pd.DataFrame:
         if not cell.is_done():
             continue
         base = {"id": cell_id, **_row(store, cell_id, seen), **read_json(cell.result)}
-        for matrix, position in membership.get(cell_id, [("", 0)]):
+        for matrix, position, _ in membership.get(cell_id, [("", 0, None)]):
             rows.append({"matrix": matrix, "plan_order": position, **base})
     frame = pd.DataFrame(rows)
     if frame.empty:

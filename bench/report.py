@@ -33,7 +33,6 @@ import argparse
 import base64
 import html
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -121,7 +120,9 @@ def resolve_targets(arg: str, results: str | None) -> list[Target]:
     from bench.matrix import load_matrix
 
     matrix = load_matrix(path)
-    root = Path(results or os.environ.get("BENCH_RESULTS") or "runs")
+    from bench.cli import results_dir
+
+    root = results_dir(given=results)
     plans = Store(root).plans()
     if matrix.name not in plans:
         raise BenchError(f"{root}: no results for matrix {matrix.name!r} (run `bench run {arg} --results {root}` first)")

@@ -126,12 +126,12 @@ class Store:
         atomic_write_json(self.plan_path(matrix_name), {"matrix": matrix_name, "source": source, "paper": paper,
                                                         "sets": sets or [], "cells": cells})
 
-    def membership(self) -> dict[str, list[tuple[str, int]]]:
-        """cell id -> the (matrix, position in its plan) of every plan that has it."""
-        out: dict[str, list[tuple[str, int]]] = {}
+    def membership(self) -> dict[str, list[tuple[str, int, str | None]]]:
+        """cell id -> (matrix, position in its plan, one-line description) for every plan that has it."""
+        out: dict[str, list[tuple[str, int, str | None]]] = {}
         for name, plan in self.plans().items():
-            for position, entry in enumerate(plan["cells"]):
-                out.setdefault(entry["id"], []).append((name, position))
+            for position, entry in enumerate(plan.get("cells", [])):
+                out.setdefault(entry["id"], []).append((name, position, entry.get("describe")))
         return out
 
     def plans(self) -> dict[str, dict[str, Any]]:

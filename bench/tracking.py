@@ -435,15 +435,6 @@ def _update(client: MlflowClient, experiment_id: str, run: Run, cell: _Cell, tag
     return run_id
 
 
-def _membership(store: Store) -> dict[str, list[tuple[str, str | None]]]:
-    """cell id -> [(matrix, one-line description)], as in ``bench collect``."""
-    members: dict[str, list[tuple[str, str | None]]] = {}
-    for name, plan in store.plans().items():
-        for entry in plan.get("cells", []):
-            members.setdefault(entry["id"], []).append((name, entry.get("describe")))
-    return members
-
-
 def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
     """Log every finished cell of ``root`` into MLflow; safe to repeat (unchanged cells are skipped).
 
@@ -458,13 +449,13 @@ def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
     uri = resolve_tracking_uri(root, tracking_uri)
     summary = IngestSummary(tracking_uri=uri)
     store = Store(root)
-    members = _membership(store)
+    members = store.membership()
     done = [cell_id for cell_id in store.cell_ids() if store.cell(cell_id).is_done()]
     if not done:
         return summary
     by_matrix: dict[str, list[tuple[str, str | None]]] = {}
     for cell_id in done:
-        for matrix, describe in members.get(cell_id, [(NO_MATRIX, None)]):
+        for matrix, _, describe in members.get(cell_id, [(NO_MATRIX, 0, None)]):
             by_matrix.setdefault(matrix, []).append((cell_id, describe))
     cells = {cell_id: _load_cell(store, cell_id) for cell_id in done}
     with _ingest_lock(root), _client_env(uri):
