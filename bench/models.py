@@ -282,34 +282,79 @@ def check_pretrained_available(name: str) -> None:
     _find_cached_weights(name)
 
 
-def prefetch_weights(name: str) -> str:
-    """Download ``name``'s timm weights into the local cache (needs internet); returns the file path.
+def cached_weights(name: str) -> str:
+    """The local file ``create_model(name, pretrained=True)`` would load, else its DataNotFoundError."""
+    return _find_cached_weights(name).path
 
-    Meant for a login node: afterwards ``create_model(name, ..., pretrained=True)`` works offline
-    with the same HF_HOME / TORCH_HOME.
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """huggingface_hub failures that are not OSError (its httpx HTTP base, Xet); names vary by version."""
+    import huggingface_hub.errors as hub_errors
+
+    found = (getattr(hub_errors, n, None) for n in ("HTTPError", "XetDownloadError"))
+    return tuple(e for e in found if isinstance(e, type) and issubclass(e, BaseException))
+
+
+def _file_not_in_repo(exc: BaseException) -> bool:
+    """The Hub answered that this file is not in the repo: its next filename is worth a try.
+
+    Any other failure (offline, DNS, HTTP 5xx, no such repo) would repeat for every file of the
+    repo, each after huggingface_hub's own retries.
     """
-    candidates = _weight_candidates(name)
-    if not candidates:
-        raise BenchError(f"timm architecture {name!r} has no pretrained weights")
-    errors: list[str] = []
-    for cand in candidates:
-        cached = cand.cached_path()
-        if cached is not None:
-            return cached
-        try:
-            if cand.where == "hf":
-                from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-                return hf_hub_download(cand.ref, cand.filename, revision=cand.revision,
-                                       cache_dir=hf_hub_cache_dir())
-            if cand.where == "url":
-                dst = os.path.join(torch_hub_checkpoint_dir(), cand.filename)
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                torch.hub.download_url_to_file(cand.ref, dst, progress=False)
-                return dst
-        except Exception as exc:  # noqa: BLE001 - try the next source, report all at the end
-            errors.append(f"{cand.describe()}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    raise DataNotFoundError(f"could not download weights for architecture {name!r}: " + " | ".join(errors))
+    return isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError)
+
+
+def _download(cand: _Candidate) -> str | None:
+    """Fetch one candidate into its cache; None for a local ``file`` source, which cannot be fetched."""
+    if cand.where == "hf":
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(cand.ref, cand.filename, revision=cand.revision, cache_dir=hf_hub_cache_dir())
+    if cand.where == "url":
+        dst = os.path.join(torch_hub_checkpoint_dir(), cand.filename)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        torch.hub.download_url_to_file(cand.ref, dst, progress=False)
+        return dst
+    return None
+
+
+def prefetch_weights(name: str) -> str:
+    """Make ``name``'s timm weights loadable offline; returns the file path.
+
+    A file :func:`cached_weights` already finds (from any source timm would use) is not
+    downloaded again. Otherwise each source is tried in timm's order (needs internet); if none
+    works, one BenchError line names the architecture, why, and what to do. Afterwards
+    ``create_model(name, ..., pretrained=True)`` works offline with the same HF_HOME / TORCH_HOME.
+    """
+    from bench.data.datasets import DOWNLOAD_ERRORS, download_failed, short_reason
+
+    try:
+        return cached_weights(name)
+    except DataNotFoundError:
+        pass
+    candidates = _weight_candidates(name)
+    reasons: list[str] = []
+    unreachable: set[str] = set()  # after a network failure, the same kind of source is not retried
+    for cand in candidates:
+        if cand.where in unreachable:
+            continue
+        try:
+            path = _download(cand)
+        except DOWNLOAD_ERRORS + _hub_errors() as exc:
+            reasons.append(short_reason(exc))
+            if not _file_not_in_repo(exc):
+                unreachable.add(cand.where)
+            continue
+        if path is not None:
+            return path
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        reasons.append("HF_HUB_OFFLINE is set: unset it to download")
+    looked = "; ".join(c.describe() for c in candidates)
+    reason = "; ".join(dict.fromkeys(reasons)) or "no downloadable source"
+    raise download_failed(f"weights for architecture {name}", reason,
+                          f"set HF_HOME / TORCH_HOME to a cache that has them (looked for {looked})")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -5,6 +5,7 @@ import gzip
 import pickle
 import struct
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -330,8 +331,61 @@ def test_prefetch_refuses_datasets_that_cannot_be_downloaded(tmp_path: Path) -> 
         prefetch_dataset("imagenet", tmp_path)
     with pytest.raises(BenchError, match="openimages.*cannot be downloaded"):
         prefetch_dataset("openimages", tmp_path)
-    prefetch_dataset("digits", tmp_path)  # ships with scikit-learn: nothing to do
-    assert set(DATASETS.names()) == set(ds.PREFETCHERS.names())
+    # digits ships with scikit-learn: nothing to do, and prefetch says where it is.
+    import sklearn.datasets
+
+    bundled = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+    assert prefetch_dataset("digits", tmp_path) == {"train": bundled, "test": bundled}
+    assert list(tmp_path.iterdir()) == []
+    names = set(DATASETS.names())
+    assert names == set(ds.PREFETCHERS.names()) == set(ds.LOCATORS.names()) == set(ds.DATASET_SPLITS.names())
+    assert ds.dataset_splits("openimages") == ("train",) and ds.dataset_splits("cifar10") == ("train", "test")
+
+
+def _nothing(root: Path) -> None:
+    """No files at all."""
+
+
+def _marker_only(root: Path) -> None:
+    """A half-extracted CIFAR-10: its folder, none of its batches."""
+    (root / "cifar10" / "cifar-10-batches-py").mkdir(parents=True)
+
+
+def _class_folder_without_images(root: Path) -> None:
+    (root / "imagenet" / "train" / "n01").mkdir(parents=True)
+    (root / "imagenet" / "train" / "n01" / "readme.txt").write_text("no image")
+
+
+def _pool_without_images(root: Path) -> None:
+    (root / "openimages" / "x").mkdir(parents=True)
+    (root / "openimages" / "x" / "notes.txt").write_text("no image")
+
+
+@pytest.mark.parametrize(("name", "split", "make"), [
+    ("mnist", "train", _nothing),
+    ("cifar10", "test", _marker_only),
+    ("caltech256", "train", _nothing),
+    ("imagenet", "train", _class_folder_without_images),
+    ("openimages", "train", _pool_without_images),
+])
+def test_locate_fails_exactly_where_load_fails(tmp_path: Path, name: str, split: str, make: Callable[[Path], None]) -> None:
+    """`bench prefetch` decides "missing" by the loader's own search: same error, same places."""
+    make(tmp_path)
+    with pytest.raises(DataNotFoundError) as by_load:
+        load_dataset(name, split, tmp_path, image_size=8)
+    with pytest.raises(ds.MissingData) as by_locate:
+        ds.locate_dataset(name, tmp_path, [split])
+    assert str(by_locate.value) == str(by_load.value)
+    assert by_locate.value.places and all(str(place) in str(by_load.value) for place in by_locate.value.places)
+
+
+def test_locate_finds_what_load_reads(tmp_path: Path) -> None:
+    _write_png(tmp_path / "openimages" / "deep" / "a.png", (9, 9))
+    assert ds.locate_dataset("openimages", tmp_path) == {"train": tmp_path / "openimages"}
+    assert len(load_dataset("openimages", "train", tmp_path, image_size=8)) == 1
+    assert ds.locate_dataset("fashion_mnist", tmp_path) == {"train": DEBIAN_FASHION, "test": DEBIAN_FASHION}
+    with pytest.raises(BenchError, match="only a 'train' split"):  # as load_dataset says, not "not found"
+        ds.locate_dataset("openimages", tmp_path, ["test"])
 
 
 def test_corrupt_gzip_idx_is_a_one_line_error(tmp_path: Path) -> None:

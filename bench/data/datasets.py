@@ -6,7 +6,11 @@ Rules every loader keeps:
   fixed, deterministic, stratified split documented at the loader (``digits``, ``caltech256``).
 * Nothing is ever downloaded at load time. Missing data raises :class:`DataNotFoundError` with
   one line naming the dataset, the places searched and how to get it. Downloading is the
-  separate, explicit :func:`prefetch_dataset` (for ``bench prefetch``).
+  separate, explicit :func:`prefetch_dataset` (for ``bench prefetch``), which downloads only
+  what :func:`locate_dataset` does not find.
+* Every loader first runs its dataset's locator (the path search, and for torchvision sets the
+  torchvision constructor's own checks), so "found by ``bench prefetch``" and "found by
+  ``bench run``" are one and the same search.
 * Small datasets (digits, MNIST, Fashion-MNIST, CIFAR) load into memory at their native size
   unless ``image_size`` is given; large ones stream from disk as RGB resized to ``image_size``
   (default 224) with Resize + CenterCrop.
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import functools
 import os
+import tarfile
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +44,16 @@ from bench.errors import BenchError, DataNotFoundError
 from bench.registry import Registry
 
 DatasetLoader = Callable[[str, Path, int | None], ImageSet]
+Locator = Callable[[str, Path], Path]
+"""``(split, root) -> where the loader reads that split from``, else :class:`MissingData`."""
 Prefetcher = Callable[[Path], None]
 
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
-# How to put each dataset on disk; filled alongside DATASETS so every dataset has one.
+# Filled alongside DATASETS so every dataset has one of each: where it is found, how to put it
+# on disk, and which of SPLITS it has (an unlabeled pool has only "train").
+LOCATORS: Registry[Locator] = Registry("dataset")
 PREFETCHERS: Registry[Prefetcher] = Registry("dataset")
+DATASET_SPLITS: Registry[tuple[str, ...]] = Registry("dataset")
 
 SPLITS = ("train", "test")
 DEFAULT_STREAM_SIZE = 224
@@ -50,6 +61,21 @@ DEFAULT_ROOT = Path("~/.cache/bench/data")
 PREFETCH_HINT = "get it with `bench prefetch MATRIX` on a machine with internet"
 # Fixed split for datasets without an official one (see _stratified_split).
 SPLIT_SEED = 0
+# What a failed download raises: urllib's URLError/HTTPError, socket timeouts and resets, a disk
+# error (all OSError), torchvision's RuntimeError on a failed integrity check, and truncated or
+# garbled archives. Anything else is a bug and keeps its traceback.
+DOWNLOAD_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, RuntimeError, EOFError, ValueError, tarfile.TarError, zipfile.BadZipFile,
+)
+REASON_LIMIT = 160
+
+
+class MissingData(DataNotFoundError):
+    """A dataset not found, with the places searched (so a failed download can say where to put it)."""
+
+    def __init__(self, message: str, places: Sequence[Path]) -> None:
+        super().__init__(message)
+        self.places = tuple(places)
 
 
 # --------------------------------------------------------------------------- public API
@@ -87,13 +113,61 @@ def clear_cache() -> None:
     _load_cached.cache_clear()
 
 
-def prefetch_dataset(name: str, root: str | Path | None = None) -> None:
-    """Download ``name`` into ``root`` where :func:`load_dataset` will find it (needs internet).
+def dataset_splits(name: str) -> tuple[str, ...]:
+    """The splits ``name`` has: ``SPLITS``, or only ``("train",)`` for an unlabeled pool."""
+    return DATASET_SPLITS.get(name)
 
-    Raises BenchError for datasets that cannot be downloaded automatically, saying where to put them.
+
+def locate_dataset(name: str, root: str | Path | None = None, splits: Sequence[str] | None = None) -> dict[str, Path]:
+    """Where :func:`load_dataset` finds each of ``splits`` (default: all the dataset has), without loading it.
+
+    Runs the loader's own search, so it raises the very :class:`DataNotFoundError` (a
+    :class:`MissingData`) that ``load_dataset`` would. It decodes no image, but for torchvision
+    sets it runs the torchvision constructor (its integrity checks; CIFAR reads its batches).
     """
-    DATASETS.get(name)
-    PREFETCHERS.get(name)(resolve_root(root))
+    locate = LOCATORS.get(name)
+    resolved = resolve_root(root)
+    return {split: locate(split, resolved) for split in (dataset_splits(name) if splits is None else splits)}
+
+
+def prefetch_dataset(name: str, root: str | Path | None = None, splits: Sequence[str] | None = None) -> dict[str, Path]:
+    """Make ``splits`` of ``name`` loadable from ``root``; returns where each is found.
+
+    Data :func:`locate_dataset` already finds (under ``root``, in Debian's package, bundled with
+    scikit-learn) is not downloaded again. Otherwise it is downloaded where the loader looks
+    (needs internet). A failed download, or a dataset that cannot be downloaded automatically,
+    is one BenchError line naming the dataset and what to do.
+    """
+    resolved = resolve_root(root)
+    try:
+        return locate_dataset(name, resolved, splits)
+    except MissingData as missing:
+        places = missing.places
+    try:
+        PREFETCHERS.get(name)(resolved)
+    except DOWNLOAD_ERRORS as exc:
+        where = ", ".join(str(p) for p in places)
+        raise download_failed(f"dataset {name}", short_reason(exc), f"put the files under {where}") from None
+    try:
+        return locate_dataset(name, resolved, splits)
+    except DataNotFoundError as still:
+        raise BenchError(f"dataset {name}: downloaded, but bench still does not find it: {still}") from None
+
+
+def short_reason(exc: BaseException) -> str:
+    """``Type: first sentence of the message``, bounded; a URLError shows its reason, not ``<urlopen error ...>``."""
+    from urllib.error import HTTPError, URLError
+
+    detail = exc.reason if isinstance(exc, URLError) and not isinstance(exc, HTTPError) else exc
+    first = str(detail).strip().split("\n")[0].split(". ")[0]
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 3] + "..."
+
+
+def download_failed(what: str, reason: str, alternative: str) -> BenchError:
+    """The one line for a failed download: what, why, and the two ways to get it (shared with weights)."""
+    return BenchError(f"{what}: download failed ({reason}); download it on a machine with internet with "
+                      f"`bench prefetch MATRIX`, or {alternative}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -101,18 +175,21 @@ def _load_cached(name: str, split: str, root: Path, image_size: int | None) -> I
     return DATASETS.get(name)(split, root, image_size)
 
 
-def _register(name: str, loader: DatasetLoader, prefetch: Prefetcher) -> None:
+def _register(name: str, loader: DatasetLoader, locate: Locator, prefetch: Prefetcher,
+              splits: tuple[str, ...] = SPLITS) -> None:
     DATASETS.register(name)(loader)
+    LOCATORS.register(name)(locate)
     PREFETCHERS.register(name)(prefetch)
+    DATASET_SPLITS.register(name)(splits)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _not_found(name: str, places: Sequence[Path], how: str, detail: str = "") -> DataNotFoundError:
+def _not_found(name: str, places: Sequence[Path], how: str, detail: str = "") -> MissingData:
     where = ", ".join(str(p) for p in places)
     extra = f" ({detail})" if detail else ""
-    return DataNotFoundError(f"dataset {name!r} not found under {where}{extra} (set BENCH_DATA or data_root); {how}")
+    return MissingData(f"dataset {name!r} not found under {where}{extra} (set BENCH_DATA or data_root); {how}", places)
 
 
 def _stratified_split(targets: np.ndarray, test_size: float, split: str) -> np.ndarray:
@@ -173,6 +250,7 @@ def _load_digits(split: str, root: Path, image_size: int | None) -> ImageSet:
     """
     from sklearn.datasets import load_digits
 
+    _locate_digits(split, root)
     bunch = load_digits()
     pixels = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     keep = _stratified_split(bunch.target, 0.25, split)
@@ -180,11 +258,21 @@ def _load_digits(split: str, root: Path, image_size: int | None) -> ImageSet:
     return _in_memory("digits", images, torch.from_numpy(bunch.target[keep]).long(), 10, image_size)
 
 
+def _locate_digits(split: str, root: Path) -> Path:
+    """The ``digits.csv.gz`` inside scikit-learn that ``load_digits`` reads (``root`` is unused)."""
+    from importlib.resources import files
+
+    path = Path(str(files("sklearn.datasets.data") / "digits.csv.gz"))
+    if not path.is_file():
+        raise _not_found("digits", [path], "reinstall scikit-learn, which ships it")
+    return path
+
+
 def _prefetch_nothing(root: Path) -> None:
     """digits ships with scikit-learn."""
 
 
-_register("digits", _load_digits, _prefetch_nothing)
+_register("digits", _load_digits, _locate_digits, _prefetch_nothing)
 
 
 # --------------------------------------------------------------------------- MNIST-style IDX files
@@ -219,14 +307,21 @@ class _IdxSpec:
         how = f"{PREFETCH_HINT}, or torchvision.datasets.{self.torchvision_class}(<root>, download=True)"
         return f"{how}{self.extra_hint}"
 
-    def load(self, split: str, root: Path, image_size: int | None) -> ImageSet:
+    def find(self, split: str, root: Path) -> tuple[Path, Path]:
+        """The (images, labels) files of ``split``: from the first of :meth:`places` that has both."""
         image_stem, label_stem = _IDX_STEMS[split]
         places = self.places(root)
         for folder in places:
             images_file, labels_file = _idx_file(folder, image_stem), _idx_file(folder, label_stem)
             if images_file is not None and labels_file is not None:
-                return self._from_files(images_file, labels_file, image_size)
+                return images_file, labels_file
         raise _not_found(self.name, places, self.hint(), f"no {image_stem}[.gz] with {label_stem}[.gz]")
+
+    def locate(self, split: str, root: Path) -> Path:
+        return self.find(split, root)[0].parent
+
+    def load(self, split: str, root: Path, image_size: int | None) -> ImageSet:
+        return self._from_files(*self.find(split, root), image_size)
 
     def _from_files(self, images_file: Path, labels_file: Path, image_size: int | None) -> ImageSet:
         images, labels = read_idx(images_file), read_idx(labels_file)
@@ -257,7 +352,7 @@ _IDX_SPECS = (
     ),
 )
 for _spec in _IDX_SPECS:
-    _register(_spec.name, _spec.load, _spec.prefetch)
+    _register(_spec.name, _spec.load, _spec.locate, _spec.prefetch)
 
 
 # --------------------------------------------------------------------------- torchvision datasets
@@ -310,6 +405,11 @@ class _VisionSpec:
             dataset = Subset(dataset, keep.tolist())
         return dataset
 
+    def locate(self, split: str, root: Path) -> Path:
+        """Found exactly when :meth:`build` succeeds (a marker alone could be a half-extracted archive)."""
+        self.build(split, root, None)
+        return self.folder(root)
+
     def num_classes(self, dataset: Dataset) -> int:
         while isinstance(dataset, (ConcatDataset, Subset)):
             dataset = dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset.dataset
@@ -355,7 +455,7 @@ _VISION_SPECS = (
     _VisionSpec("oxford_pets", "OxfordIIITPet", "oxford-iiit-pet/images", {"train": ({"split": "trainval"},), "test": ({"split": "test"},)}),
 )
 for _spec in _VISION_SPECS:
-    _register(_spec.name, _spec.load, _spec.prefetch)
+    _register(_spec.name, _spec.load, _spec.locate, _spec.prefetch)
 
 
 # --------------------------------------------------------------------------- image folders
@@ -364,7 +464,7 @@ for _spec in _VISION_SPECS:
 class ImageFiles(Dataset):
     """Every image file under a folder, at any depth, sorted by path; label -1 (an unlabeled pool)."""
 
-    def __init__(self, folder: Path, transform: Callable[[Any], torch.Tensor]) -> None:
+    def __init__(self, folder: Path, transform: Callable[[Any], torch.Tensor] | None) -> None:
         from torchvision.datasets.folder import IMG_EXTENSIONS
 
         self.folder = folder
@@ -384,7 +484,7 @@ class ImageFiles(Dataset):
         from PIL import Image
 
         with Image.open(self.files[index]) as image:
-            return self.transform(image), -1
+            return (image.copy() if self.transform is None else self.transform(image)), -1
 
 
 @dataclass(frozen=True)
@@ -400,31 +500,40 @@ class _FolderSpec:
     splits: Mapping[str, str] | None
     how: str
 
-    def load(self, split: str, root: Path, image_size: int | None) -> ImageSet:
-        size = image_size or DEFAULT_STREAM_SIZE
-        transform = stream_transform(size)
+    def folder(self, split: str, root: Path) -> Path:
         if self.splits is None:
-            return self._load_pool(split, root / self.name, size, transform)
+            if split != "train":
+                raise BenchError(f"dataset {self.name!r} is an unlabeled pool: it has only a 'train' split, not {split!r}")
+            return root / self.name
+        return root / self.name / self.splits[split]
+
+    def build(self, split: str, root: Path, transform: Callable | None) -> Dataset:
+        """The ImageFolder (or pool) of ``split``; missing folder, classes or images -> DataNotFoundError."""
+        folder = self.folder(split, root)
+        if not folder.is_dir():
+            raise _not_found(self.name, [folder], self.how)
+        if self.splits is None:
+            pool = ImageFiles(folder, transform)
+            if len(pool) == 0:
+                raise _not_found(self.name, [folder], self.how, "no image files")
+            return pool
         from torchvision.datasets import ImageFolder
 
-        folder = root / self.name / self.splits[split]
-        if not folder.is_dir():
-            raise _not_found(self.name, [folder], self.how)
         try:
-            dataset = ImageFolder(str(folder), transform=transform)
+            return ImageFolder(str(folder), transform=transform)
         except FileNotFoundError as exc:  # no class folders, or class folders without images
             raise _not_found(self.name, [folder], self.how, str(exc).split(".")[0]) from None
-        return StreamedImageSet(dataset, _targets_of(dataset), len(dataset.classes), 3, size, self.name)
 
-    def _load_pool(self, split: str, folder: Path, size: int, transform: Callable) -> ImageSet:
-        if split != "train":
-            raise BenchError(f"dataset {self.name!r} is an unlabeled pool: it has only a 'train' split, not {split!r}")
-        if not folder.is_dir():
-            raise _not_found(self.name, [folder], self.how)
-        dataset = ImageFiles(folder, transform)
-        if len(dataset) == 0:
-            raise _not_found(self.name, [folder], self.how, "no image files")
-        return StreamedImageSet(dataset, _targets_of(dataset), 0, 3, size, self.name)
+    def locate(self, split: str, root: Path) -> Path:
+        """Found exactly when :meth:`build` succeeds: it lists the files, as ``bench run`` does."""
+        self.build(split, root, None)
+        return self.folder(split, root)
+
+    def load(self, split: str, root: Path, image_size: int | None) -> ImageSet:
+        size = image_size or DEFAULT_STREAM_SIZE
+        dataset = self.build(split, root, stream_transform(size))
+        num_classes = 0 if self.splits is None else len(dataset.classes)
+        return StreamedImageSet(dataset, _targets_of(dataset), num_classes, 3, size, self.name)
 
     def prefetch(self, root: Path) -> None:
         raise BenchError(f"dataset {self.name!r}: {self.how} (data root {root})")
@@ -445,7 +554,7 @@ def register_image_folder(name: str, *, splits: Mapping[str, str] | None = None,
         else f"<root>/{name} (any nested layout)"
     )
     spec = _FolderSpec(name, None if splits is None else dict(splits), how or f"put the images under {layout}")
-    _register(name, spec.load, spec.prefetch)
+    _register(name, spec.load, spec.locate, spec.prefetch, SPLITS if splits is not None else ("train",))
 
 
 register_image_folder(

@@ -81,20 +81,63 @@ def cancel_command(args: argparse.Namespace) -> int:
 
 @command("prefetch")
 def prefetch_command(args: argparse.Namespace) -> int:
-    """Download every dataset and pretrained weight file a matrix needs (on a node with internet)."""
-    from bench.data.datasets import prefetch_dataset
-    from bench.models import prefetch_weights
+    """Put every dataset split and pretrained weight file a matrix needs where `bench run` looks.
+
+    What `bench run` would already find is skipped, so the command is cheap to repeat and works
+    offline once everything is there. A failure does not stop the others: every item is tried,
+    so one run on the login node reports every problem, each on its own line; then exit 2.
+    """
+    import functools
+    import sys
+    from collections.abc import Callable
+
+    from bench.data.datasets import SPLITS, locate_dataset, prefetch_dataset
+    from bench.errors import DataNotFoundError
+    from bench.models import cached_weights, prefetch_weights
+    from bench.preflight import needed_inputs
 
     matrix, cells = planned_cells(args)
     root = args.data_root or matrix.data_root
-    datasets = sorted({c.config.dataset for c in cells} | {c.config.unlabeled for c in cells if c.config.unlabeled})
-    weights = sorted({c.config.arch for c in cells if c.config.pretrained})
-    for name in datasets:
-        print(f"dataset {name} ...", flush=True)
-        prefetch_dataset(name, root)
-    for arch in weights:
-        print(f"weights {arch} -> {prefetch_weights(arch)}", flush=True)
-    print(f"prefetched {len(datasets)} dataset(s) and {len(weights)} weight file(s); compute nodes can now run with HF_HUB_OFFLINE=1")
+
+    def places(find: Callable[..., dict[str, Path]], name: str, wanted: list[str]) -> str:
+        """One path when every split is in the same place, else ``path (split), ...``."""
+        where = find(name, root, wanted)
+        if len(set(where.values())) == 1:
+            return str(next(iter(where.values())))
+        return ", ".join(f"{path} ({split})" for split, path in where.items())
+
+    def one(what: str, look: Callable[[], str], fetch: Callable[[], str]) -> tuple[str, bool]:
+        """(the line to print, whether it was downloaded): what `bench run` already finds is only reported."""
+        try:
+            return f"{what}: found at {look()}", False
+        except DataNotFoundError:
+            pass
+        return f"{what}: downloaded to {fetch()}", True
+
+    datasets, weights = needed_inputs(cells)  # the very splits and weight files `bench run` checks
+    needed = {(name, split) for name, split, _ in datasets}
+    splits = {name: [s for s in SPLITS if (name, s) in needed] for name in sorted({name for name, _ in needed})}
+    items: list[tuple[str, Callable[[], str], Callable[[], str]]] = [
+        (f"dataset {name}", functools.partial(places, locate_dataset, name, wanted),
+         functools.partial(places, prefetch_dataset, name, wanted))
+        for name, wanted in splits.items()
+    ] + [(f"weights {arch}", functools.partial(cached_weights, arch), functools.partial(prefetch_weights, arch))
+         for arch in sorted(weights)]
+    downloaded = failed = 0
+    for what, look, fetch in items:
+        try:
+            line, fetched = one(what, look, fetch)
+        except BenchError as error:
+            failed += 1
+            print(f"bench: {error}", file=sys.stderr, flush=True)
+            continue
+        print(line, flush=True)
+        downloaded += fetched
+    if failed:
+        raise BenchError(f"prefetch: {failed} of {len(items)} failed (see above), {len(items) - failed} ready; "
+                         "fix those and run `bench prefetch` again")
+    print(f"prefetch: {len(splits)} dataset(s) and {len(weights)} weight file(s) ready "
+          f"({len(items) - downloaded} found, {downloaded} downloaded); compute nodes can now run with HF_HUB_OFFLINE=1")
     return 0
 
 
@@ -105,7 +148,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--set", action="append", metavar="KEY=VALUE")
         p.add_argument("--only", metavar="PATTERN")
         p.add_argument("--results")
-    p = sub.add_parser("prefetch", help="download the datasets and pretrained weights a matrix needs (login node)")
+    p = sub.add_parser("prefetch", help="download the datasets and pretrained weights a matrix needs and `bench run` "
+                                         "does not find yet (login node)")
     p.add_argument("matrix")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.add_argument("--data-root")
+    p.add_argument("--data-root", help="dataset root, as for `bench run` (default: the matrix's data_root, "
+                                       "${BENCH_DATA}, ~/.cache/bench/data)")
