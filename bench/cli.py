@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import importlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.plan import DEFAULT_MAX_CELLS, plan_name, select  # noqa: F401  (select: also used by the cluster commands)
 from bench.registry import Registry
 
 DEFAULT_RESULTS = "runs"
@@ -36,28 +38,8 @@ def planned_cells(args: argparse.Namespace):
     from bench.plan import expand, parse_sets
 
     matrix = load_matrix(args.matrix)
-    cells = expand(matrix, parse_sets(args.set or []))
+    cells = expand(matrix, parse_sets(args.set or []), getattr(args, "max_cells", DEFAULT_MAX_CELLS))
     return matrix, cells
-
-
-def select(cells, pattern: str | None):
-    """Cells whose id, stage, method or arch matches ``pattern`` (glob), plus what they need."""
-    if not pattern:
-        return cells
-    from bench.plan import describe_cell
-
-    wanted = {c.id for c in cells if fnmatch.fnmatch(describe_cell(c), f"*{pattern}*")
-              or any(fnmatch.fnmatch(v, pattern) for v in (c.id, c.stage, c.config.method, c.config.arch))}
-    if not wanted:
-        raise BenchError(f"--only {pattern!r} matches no cell")
-    by_id = {c.id: c for c in cells}
-    stack = list(wanted)
-    while stack:
-        for dep in by_id[stack.pop()].config.deps.values():
-            if dep not in wanted:
-                wanted.add(dep)
-                stack.append(dep)
-    return [c for c in cells if c.id in wanted]
 
 
 def plan_table(cells) -> pd.DataFrame:
@@ -127,16 +109,6 @@ def runtime_from(args: argparse.Namespace, local: bool = True):
     return Runtime(device=device, amp=args.amp, workers=args.workers, data_root=Path(args.data_root) if args.data_root else None)
 
 
-def plan_name(matrix, args: argparse.Namespace) -> str:
-    """The matrix's name, or name@hash for a run with --set, so a variant never replaces the
-    matrix's own plan (and its cells stay in the matrix's tables and baselines)."""
-    import hashlib
-
-    if not args.set:
-        return matrix.name
-    return f"{matrix.name}@{hashlib.sha256(' '.join(sorted(args.set)).encode()).hexdigest()[:8]}"
-
-
 def record_plan(store, name: str, matrix, cells, sets: list[str]) -> None:
     from bench.plan import describe_cell
 
@@ -154,12 +126,14 @@ def run_command(args: argparse.Namespace) -> int:
     store = Store(results_dir(args))
     if args.data_root is None and matrix.data_root:
         args.data_root = matrix.data_root
-    name = plan_name(matrix, args)
+    name = plan_name(matrix.name, args.set)
     runtime = runtime_from(args, local=args.executor == "local")
     record_plan(store, name, matrix, all_cells, args.set or [])
-    from bench.preflight import check_inputs
+    from bench.preflight import check_inputs, check_parents
 
-    check_inputs([c for c in cells if not store.cell(c.id).is_done()], runtime.data_root)
+    to_run = [c for c in cells if not store.cell(c.id).is_done()]
+    check_inputs(to_run, runtime.data_root)
+    check_parents(to_run, store)
     where = f"{runtime.device} (local executor)" if args.executor == "local" else f"SLURM (profile {args.profile})"
     print(f"{name}: {len(cells)} cells -> {store.root}/ on {where}", file=sys.stderr)
     executor = get_executor(args.executor)(**executor_options(args))
@@ -211,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("matrix", help="matrix YAML file (matrices/*.yaml)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field for every cell (epochs=2) or one stage (teacher.epochs=2)")
         p.add_argument("--only", metavar="PATTERN", help="only cells whose id, stage, method or arch matches (glob), plus what they need")
+        p.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, metavar="N",
+                       help=f"refuse a matrix expanding to more cells (default {DEFAULT_MAX_CELLS:,})")
 
     p = sub.add_parser("plan", help="print every cell of a matrix without running")
     matrix_args(p)
@@ -236,17 +212,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system's end of time) ends a run like Ctrl-C: same hint."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return COMMANDS.get(args.command)(args)
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"bench: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}; run the same command again to resume",
+              file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m bench.cli: run the imported module, where the commands registered
+    from bench.cli import main as _main
+
+    sys.exit(_main())

@@ -3,14 +3,47 @@
 A cell's id is a hash of this config (see ``bench.plan``), so anything that changes what a cell
 computes must be a field here, and anything that only changes how fast it runs (device,
 number of workers) must not.
+
+Ids are a promise: a result computed today keeps its id tomorrow. The fields of the first release
+(``ID_FIELDS_V1``) are always hashed; a field added since is hashed only when it differs from its
+default, so a new field whose default keeps today's behaviour changes no existing id. Give every
+new field such a default (the neutral value), and never change a default once it is released.
 """
 from __future__ import annotations
 
-from typing import Literal, Union
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 NPerClass = Union[int, Literal["all"], None]
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def safe_name(value: str) -> str:
+    """Names that reach a file path or an sbatch script (matrix, stage, role, dataset, arch):
+    letters, digits and ``_ . + -``, no ``..``; so no ``/``, newline, space or shell character."""
+    if not _SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ValueError("must be a plain name (letters, digits and _ . + -, at most 100, no '..'): "
+                         "no '/', spaces, newlines or shell characters")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(safe_name)]
+CELL_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def cell_id_text(value: str) -> str:
+    """A cell id as the planner makes it (12 hex digits): ids from a results folder name folders."""
+    if not CELL_ID.fullmatch(value):
+        raise ValueError(f"not a cell id (12 hexadecimal digits): {value[:40]!r}")
+    return value
+
+
+CellId = Annotated[str, AfterValidator(cell_id_text)]
 
 
 class CellConfig(BaseModel):
@@ -18,12 +51,12 @@ class CellConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stage: str = Field(description="the matrix stage this cell belongs to")
-    method: str = Field(description="training method (bench.methods registry)")
-    arch: str = Field(description="architecture (bench.models registry or any timm name)")
+    stage: SafeName = Field(description="the matrix stage this cell belongs to")
+    method: SafeName = Field(description="training method (bench.methods registry)")
+    arch: SafeName = Field(description="architecture (bench.models registry or any timm name)")
     pretrained: bool = False
-    dataset: str = Field(description="labeled dataset (bench.data.datasets registry)")
-    unlabeled: str | None = Field(None, description="unlabeled pool; the labeled train split minus its labels when null")
+    dataset: SafeName = Field(description="labeled dataset (bench.data.datasets registry)")
+    unlabeled: SafeName | None = Field(None, description="unlabeled pool; the labeled train split minus its labels when null")
     unlabeled_limit: int | None = Field(None, gt=0, description="use a seeded random subset of this many unlabeled-pool images")
     image_size: int | None = Field(None, gt=0, description="resize images to this side length at load time")
     protocol: Literal["official", "resplit_4_1_1"] = "official"
@@ -44,7 +77,7 @@ class CellConfig(BaseModel):
     augment: tuple[Literal["crop", "flip"], ...] = ()
     crop_padding: int = Field(4, ge=0)
     metric: Literal["final", "best_val"] = "final"
-    deps: dict[str, str] = Field(default_factory=dict, description="role -> cell id of the cells this one needs")
+    deps: dict[SafeName, CellId] = Field(default_factory=dict, description="role -> cell id of the cells this one needs")
 
     @field_validator("n_per_class")
     @classmethod
@@ -55,3 +88,26 @@ class CellConfig(BaseModel):
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(CellConfig.model_fields)
+
+ID_FIELDS_V1: frozenset[str] = frozenset({
+    "stage", "method", "arch", "pretrained", "dataset", "unlabeled", "unlabeled_limit", "image_size", "protocol",
+    "val_fraction", "label_fraction", "n_per_class", "seed", "epochs", "batch_size", "optimizer", "lr", "momentum",
+    "weight_decay", "schedule", "step_gamma", "temperature", "alpha", "augment", "crop_padding", "metric", "deps",
+})
+"""The fields of the first release: always part of the id (frozen; never add to it)."""
+
+
+def id_payload(config: CellConfig) -> dict[str, Any]:
+    """What a cell's id hashes: every first-release field, and later fields off their default."""
+    full = config.model_dump(mode="json")
+    changed = config.model_dump(mode="json", exclude_defaults=True)
+    return {name: value for name, value in full.items() if name in ID_FIELDS_V1 or name in changed}
+
+
+ID_LENGTH = 12
+
+
+def cell_id(config: CellConfig) -> str:
+    """Stable id: sha256 of the canonical JSON of ``id_payload(config)``."""
+    canonical = json.dumps(id_payload(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]

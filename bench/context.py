@@ -4,6 +4,7 @@ Everything is loaded lazily and once, so a method only pays for what it uses.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +21,7 @@ from bench.methods import Batch
 from bench.methods.distill import TeacherFn
 from bench.models import create_model, normalization
 from bench.runtime import Runtime
-from bench.store import Store, atomic_torch_save, read_json
+from bench.store import Store, UnreadableFile, atomic_torch_save, load_tensors, read_json
 
 
 class Normalized(nn.Module):
@@ -125,7 +126,11 @@ class CellContext:
         data = self.labeled_train
         dep_config = self.dependency_config(role)
         model = build_model(dep_config.model_copy(update={"pretrained": False}), self.num_classes, data.channels, data.size)
-        model.inner.load_state_dict(torch.load(dep.model, map_location="cpu", weights_only=True))
+        try:
+            model.inner.load_state_dict(load_tensors(dep.model))
+        except UnreadableFile as error:
+            raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is done but {error}; rerun the {role}: "
+                             f"rm {dep.done_marker} and run the matrix again (it rewrites model.pt from its checkpoint)") from None
         model.requires_grad_(trainable)
         return model.train(trainable)
 
@@ -159,7 +164,8 @@ class CellContext:
         key = hashlib.sha256(f"{source.name}|{len(source)}|{source.channels}|{source.size}".encode() + items.numpy().tobytes()).hexdigest()[:16]
         path: Path = self.store.cell(self._dep_id(role)).artifacts / f"logits-{key}.pt"
         if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=True)
+            with contextlib.suppress(UnreadableFile):  # a damaged cache is recomputed and replaced
+                return load_tensors(path)
         logits = predict(teacher, source, items, self.config.batch_size, self.runtime)
         atomic_torch_save(path, logits)
         return logits

@@ -21,10 +21,11 @@ from torch import nn
 from bench.config import CellConfig
 from bench.data.augment import augment
 from bench.data.images import ImageSet
+from bench.errors import BenchError
 from bench.methods import Batch, Training
 from bench.runtime import Runtime
 from bench.seeding import derived_generator
-from bench.store import CellDir, atomic_torch_save, atomic_write_json
+from bench.store import CellDir, UnreadableFile, atomic_torch_save, atomic_write_json, load_tensors
 
 Progress = Callable[[str], None]
 
@@ -91,7 +92,16 @@ SCHEDULES: dict[str, Callable[[CellConfig], Callable[[int], float]]] = {
 
 
 def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """Global RNG states as tensors, numbers and lists only, so the checkpoint loads with
+    ``weights_only=True`` (numpy's key array becomes a tensor, Python's state a list)."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(mt), gauss],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -99,10 +109,46 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(cell: CellDir, progress: Progress) -> dict[str, Any] | None:
+    """The latest readable checkpoint of a cell, or None when it has none.
+
+    Loaded with ``weights_only=True``: a results folder is shared, and a planted pickle must not
+    run as whoever types ``bench run`` next. An unreadable ``checkpoint.pt`` (truncated by a
+    failing disk, or not ours) falls back to ``checkpoint.prev.pt``, the epoch before; when
+    neither loads, one line names the file and how to restart the cell.
+    """
+    problems: list[str] = []
+    for path in (cell.checkpoint, cell.previous_checkpoint):
+        if not path.exists():
+            continue
+        try:
+            state = load_tensors(path)
+        except UnreadableFile as error:
+            problems.append(str(error).removeprefix(f"{path.parent}/"))
+            continue
+        if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "rng"} <= set(state):
+            problems.append(f"{path.name}: not a bench checkpoint")
+            continue
+        if problems:
+            progress(f"  {problems[0]}; resuming from {path.name} (epoch {state['epoch'] + 1})")
+        return state
+    if problems:
+        raise BenchError(f"cell {cell.id}: {'; '.join(problems)}; delete {cell.checkpoint} and "
+                         f"{cell.previous_checkpoint.name} to restart the cell from scratch")
+    return None
+
+
+def save_checkpoint(cell: CellDir, state: dict[str, Any]) -> None:
+    """Keep the previous epoch's checkpoint as a fallback, then write the new one atomically."""
+    atomic_torch_save(cell.checkpoint, state, previous=cell.previous_checkpoint)
 
 
 @dataclass
@@ -137,8 +183,8 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     start_epoch = 0
     train_seconds = wall_before = 0.0
     segment_start = time.perf_counter()
-    if cell.checkpoint.exists():
-        state = torch.load(cell.checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(cell, progress)
+    if state is not None:
         model.inner.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -184,7 +230,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         metrics.append(row)
         if config.metric == "best_val" and select_epoch(metrics, config.metric) is row:  # the weights of the reported epoch
             best_state = {k: v.detach().cpu().clone() for k, v in model.inner.state_dict().items()}
-        atomic_torch_save(cell.checkpoint, {
+        save_checkpoint(cell, {
             "epoch": epoch, "model": model.inner.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "metrics": metrics,
             "best": best_state, "train_seconds": train_seconds, "rng": _rng_state(),

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bench.config import FIELD_NAMES, CellConfig
-from bench.errors import ConfigError, first_validation_error
+from bench.config import FIELD_NAMES, CellConfig, SafeName
+from bench.errors import ConfigError, first_validation_error, plain, short
+from bench.yaml_input import load_yaml, validate
 
 Rule = dict[str, Any]  # field (or role.field) -> value or list of accepted values
 
@@ -26,7 +26,7 @@ class Stage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     method: str
-    needs: dict[str, str] = Field(default_factory=dict, description="role -> stage name")
+    needs: dict[SafeName, SafeName] = Field(default_factory=dict, description="role -> stage name")
     set: dict[str, Any] = Field(default_factory=dict)
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     include: list[Rule] = Field(default_factory=list)
@@ -37,40 +37,24 @@ class Matrix(BaseModel):
     """A whole matrix file. Matrix-level ``axes`` apply to stages that need nothing."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str
-    paper: str | None = None
+    name: SafeName
+    paper: SafeName | None = None
     description: str = ""
     data_root: str | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)
     axes: dict[str, list[Any]] = Field(default_factory=dict)
-    stages: dict[str, Stage]
+    stages: dict[SafeName, Stage]
     overrides: list[Override] = Field(default_factory=list)
     source: str = Field("", exclude=True)
 
 
 def load_matrix(path: str | Path) -> Matrix:
     """Read and validate a matrix file; every problem is a ConfigError naming file and field."""
-    path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(source, "", "no such file") from None
-    except OSError as error:
-        raise ConfigError(source, "", f"cannot read: {error.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(source, where, f"not valid YAML ({getattr(error, 'problem', error)})") from None
+    raw = load_yaml(path, "matrix")
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "a matrix must be a YAML mapping with 'name' and 'stages'")
-    try:
-        matrix = Matrix.model_validate(raw)
-    except ValidationError as error:
-        field, message = first_validation_error(error)
-        raise ConfigError(source, field, message) from None
+    matrix = validate(Matrix, raw, source, "matrix")
     matrix.source = source
     validate_matrix(matrix)
     return matrix
@@ -79,13 +63,13 @@ def load_matrix(path: str | Path) -> Matrix:
 def validate_field(source: str, where: str, name: str, value: Any) -> None:
     """Check one field value against CellConfig, naming where in the file it came from."""
     if name not in FIELD_NAMES or name in ("stage", "deps"):
-        raise ConfigError(source, where, f"unknown field {name!r}; known: {', '.join(f for f in FIELD_NAMES if f not in ('stage', 'deps'))}")
+        raise ConfigError(source, where, f"unknown field {short(name)}; known: {', '.join(f for f in FIELD_NAMES if f not in ('stage', 'deps'))}")
     probe = {"stage": "x", "method": "x", "arch": "x", "dataset": "x", name: value}
     try:
         CellConfig.model_validate(probe)
     except ValidationError as error:
         _, message = first_validation_error(error)
-        raise ConfigError(source, where, f"{value!r}: {message}") from None
+        raise ConfigError(source, where, f"{short(value)}: {message}") from None
     _check_registered(source, where, name, value)
 
 
@@ -95,16 +79,16 @@ def _check_registered(source: str, where: str, name: str, value: Any) -> None:
 
     check = NAME_CHECKS.get(name)
     if check is not None and value is not None and not check(value):
-        raise ConfigError(source, where, f"unknown {name} {value!r}")
+        raise ConfigError(source, where, f"unknown {name} {short(value)}")
 
 
 def _check_rule_keys(matrix: Matrix, where: str, rule: Rule, roles: set[str]) -> None:
     for key in rule:
         role, _, field = key.rpartition(".")
         if role and role.split(".")[0] not in roles:
-            raise ConfigError(matrix.source, f"{where}.{key}", f"no role {role!r} (known: {', '.join(sorted(roles)) or 'none'})")
+            raise ConfigError(matrix.source, f"{where}.{plain(key)}", f"no role {plain(role)!r} (known: {', '.join(sorted(roles)) or 'none'})")
         if field not in FIELD_NAMES:
-            raise ConfigError(matrix.source, f"{where}.{key}", f"unknown field {field!r}")
+            raise ConfigError(matrix.source, f"{where}.{plain(key)}", f"unknown field {plain(field)!r}")
 
 
 def stage_order(matrix: Matrix) -> list[str]:

@@ -54,10 +54,10 @@ from typing import Any, Literal, Union
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bench.errors import BenchError, ConfigError, first_validation_error
+from bench.errors import BenchError, ConfigError
+from bench.yaml_input import parse_yaml, validate
 
 PAPERS_PACKAGE = "bench.papers"
 
@@ -191,18 +191,7 @@ class Paper(_Strict):
 
 def parse_paper(text: str, source: str = "<string>") -> Paper:
     """Validate one paper file's YAML text; errors name the file and the field."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(source, "", f"not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(source, "", "expected a mapping at the top level")
-    try:
-        return Paper.model_validate(data)
-    except ValidationError as err:
-        field, message = first_validation_error(err)
-        more = f" (and {err.error_count() - 1} more errors)" if err.error_count() > 1 else ""
-        raise ConfigError(source, field, f"{message}{more}") from None
+    return validate(Paper, parse_yaml(text, source), source, "paper figures file")
 
 
 def paper_names() -> list[str]:

@@ -6,29 +6,26 @@ teacher's does (the teacher's id is part of the student's config).
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import itertools
-import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from bench.config import CellConfig
-from bench.errors import ConfigError, first_validation_error
+from bench.config import CellConfig, cell_id
+from bench.errors import BenchError, ConfigError, first_validation_error, short
 from bench.matrix import Matrix, Rule, stage_order, validate_field
+from bench.yaml_input import parse_yaml
 
-ID_LENGTH = 12
+DEFAULT_MAX_CELLS = 100_000
+
 # A dependant sees its parents' inputs: the same images, and the same train/val/test split (which
 # the dataset, protocol, val_fraction and seed define). Otherwise a teacher could have trained on
 # its student's test images.
 SHARED_WITH_PARENTS = ("dataset", "image_size", "protocol", "val_fraction", "seed")
-
-
-def cell_id(config: CellConfig) -> str:
-    """Stable id: sha256 of the canonical JSON of the resolved config."""
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
 
 
 @dataclass(eq=False)
@@ -95,25 +92,21 @@ def _product(axes: dict[str, list[Any]]) -> Iterable[dict[str, Any]]:
 
 def parse_sets(assignments: Iterable[str], source: str = "--set") -> dict[str, Any]:
     """``key=value`` pairs from the command line; values are parsed as YAML scalars/lists."""
-    import yaml
-
     parsed: dict[str, Any] = {}
     for item in assignments:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ConfigError(source, item, "expected key=value (e.g. epochs=2 or teacher.epochs=2)")
-        try:
-            parsed[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(source, key, f"cannot parse value {value!r}") from None
+            raise ConfigError(source, short(item, 80), "expected key=value (e.g. epochs=2 or teacher.epochs=2)")
+        parsed[key.strip()] = parse_yaml(value, f"{source} {short(key.strip(), 60)}")
     return parsed
 
 
 class Planner:
     """Expands one matrix (plus command-line ``--set`` values) into cells in dependency order."""
 
-    def __init__(self, matrix: Matrix, sets: dict[str, Any] | None = None) -> None:
+    def __init__(self, matrix: Matrix, sets: dict[str, Any] | None = None, max_cells: int = DEFAULT_MAX_CELLS) -> None:
         self.matrix = matrix
+        self.max_cells = max_cells
         self.global_sets: dict[str, Any] = {}
         self.stage_sets: dict[str, dict[str, Any]] = {}
         for key, value in (sets or {}).items():
@@ -123,7 +116,29 @@ class Planner:
             validate_field("--set", key, name, value)
             (self.stage_sets.setdefault(stage, {}) if dot else self.global_sets)[name] = value
 
+    def check_size(self) -> None:
+        """Fail before expanding when the axes alone would make more than ``max_cells`` cells.
+
+        Per stage: its own axes' product times the cells of its parents (roles that are ancestors
+        of another role are paired by lineage, so they do not multiply). Include/exclude rules
+        may keep fewer, but the planner would still have to enumerate these.
+        """
+        counts: dict[str, int] = {}
+        for stage_name in stage_order(self.matrix):
+            stage = self.matrix.stages[stage_name]
+            axes = dict(stage.axes) if stage.needs else {**self.matrix.axes, **stage.axes}
+            parents = set(stage.needs.values())
+            leaves = {p for p in parents if not any(p != q and p in _ancestors(self.matrix, q) for q in parents)}
+            count = math.prod(counts[p] for p in leaves) * math.prod(len(v) for v in axes.values())
+            counts[stage_name] = count
+            if count > self.max_cells:
+                factors = [f"{counts[p]:,} {p} cells" for p in sorted(leaves)] + [f"{name} {len(v)}" for name, v in axes.items()]
+                raise ConfigError(self.matrix.source, f"stages.{stage_name}",
+                                  f"expands to {count:,} cells ({' x '.join(factors)}), more than the limit of "
+                                  f"{self.max_cells:,}; shrink its axes or raise --max-cells")
+
     def cells(self) -> list[Cell]:
+        self.check_size()
         by_stage: dict[str, list[Cell]] = {}
         ordered: list[Cell] = []
         seen: dict[str, Cell] = {}
@@ -134,6 +149,9 @@ class Planner:
                     seen[cell.id] = cell
                     stage_cells.append(cell)
                     ordered.append(cell)
+                    if len(ordered) > self.max_cells:
+                        raise ConfigError(self.matrix.source, f"stages.{stage_name}",
+                                          f"more than {self.max_cells:,} cells; shrink the axes or raise --max-cells")
             if not stage_cells:
                 raise ConfigError(self.matrix.source, f"stages.{stage_name}", "expands to no cells (check its include/exclude rules and its parents' axes)")
             by_stage[stage_name] = stage_cells
@@ -197,6 +215,9 @@ class Planner:
         for name in needs.fields if needs else ():
             if getattr(c, name) is None:
                 raise ConfigError(self.matrix.source, where, f"method {c.method!r} needs the field {name!r}")
+        if c.epochs == 0 and not c.pretrained:
+            raise ConfigError(self.matrix.source, f"{where}.epochs", "0 trains nothing: a cell with epochs 0 evaluates "
+                              "pretrained weights as they are (set pretrained: true), otherwise use epochs >= 1")
         if c.metric == "best_val" and c.protocol == "official" and c.val_fraction == 0:
             raise ConfigError(self.matrix.source, where, "metric 'best_val' needs a validation split: set val_fraction > 0 or protocol resplit_4_1_1")
 
@@ -227,9 +248,45 @@ def _merge_axis_values(values: list[dict[str, Any]]) -> dict[str, Any] | None:
     return merged
 
 
-def expand(matrix: Matrix, sets: dict[str, Any] | None = None) -> list[Cell]:
+def _ancestors(matrix: Matrix, stage: str) -> set[str]:
+    """Stages that ``stage`` depends on, directly or through its parents."""
+    found: set[str] = set()
+    for parent in matrix.stages[stage].needs.values():
+        found |= {parent} | _ancestors(matrix, parent)
+    return found
+
+
+def expand(matrix: Matrix, sets: dict[str, Any] | None = None, max_cells: int = DEFAULT_MAX_CELLS) -> list[Cell]:
     """All cells of a matrix, parents before children, each id once."""
-    return Planner(matrix, sets).cells()
+    return Planner(matrix, sets, max_cells).cells()
+
+
+def select(cells: list[Cell], pattern: str | None) -> list[Cell]:
+    """Cells whose id, stage, method or arch matches ``pattern`` (a glob; an id may be given by
+    its first characters), plus every cell they need. Free text (descriptions) is not matched:
+    ``--only teacher`` means the teacher stage, not every cell whose description names one."""
+    if not pattern:
+        return cells
+    wanted = {c.id for c in cells if c.id.startswith(pattern)
+              or any(fnmatch.fnmatchcase(v, pattern) for v in (c.id, c.stage, c.config.method, c.config.arch))}
+    if not wanted:
+        raise BenchError(f"--only {short(pattern, 60)} matches no cell's id, stage, method or arch")
+    by_id = {c.id: c for c in cells}
+    stack = list(wanted)
+    while stack:
+        for dep in by_id[stack.pop()].config.deps.values():
+            if dep not in wanted:
+                wanted.add(dep)
+                stack.append(dep)
+    return [c for c in cells if c.id in wanted]
+
+
+def plan_name(matrix_name: str, sets: list[str] | None) -> str:
+    """The matrix's name, or name@hash for a run with --set, so a variant never replaces the
+    matrix's own plan (and its cells stay in the matrix's tables and baselines)."""
+    if not sets:
+        return matrix_name
+    return f"{matrix_name}@{hashlib.sha256(' '.join(sorted(sets)).encode()).hexdigest()[:8]}"
 
 
 def describe_cell(cell: Cell) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from bench.errors import BenchError
 from bench.plan import Cell
+from bench.store import Store
 
 
 def needed_inputs(cells: Iterable[Cell]) -> tuple[set[tuple[str, str, int | None]], set[str]]:
@@ -36,3 +38,14 @@ def check_inputs(cells: Iterable[Cell], data_root: Path | None) -> None:
         load_dataset(name, split, root=data_root, image_size=size)
     for arch in sorted(weights):
         check_pretrained_available(arch)
+
+
+def check_parents(cells: Iterable[Cell], store: Store) -> None:
+    """A done parent whose ``model.pt`` is gone (deleted, or lost with a disk) cannot serve its
+    dependants: say so before anything runs, with how to have it rewritten."""
+    for cell in cells:
+        for role, dep_id in sorted(cell.config.deps.items()):
+            dep = store.cell(dep_id)
+            if dep.is_done() and not dep.model.exists():
+                raise BenchError(f"cell {cell.id} needs its {role} {dep_id}, which is marked done but has no {dep.model.name} "
+                                 f"({dep.model}); rerun it: rm {dep.done_marker} and run again (it resumes from its checkpoint)")

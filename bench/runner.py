@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.config import CellConfig
+from pydantic import ValidationError
+
+from bench.config import CellConfig, cell_id as cell_id_of
 from bench.context import CellContext
 from bench.engine import EvalSets, Progress, describe_epoch, stderr_progress, train
 from bench.errors import BenchError
@@ -21,14 +23,22 @@ RESULT_METRICS = ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", 
 
 
 def prepare_cell(store: Store, cell_id: str, config: CellConfig) -> None:
-    """Write the config (once; a different config under the same id is an error)."""
+    """Write the config (once; a config under the same id that hashes differently is an error).
+
+    An existing config is compared by what the id hashes, so one written before a field was added
+    (which lacks it) is still the same cell.
+    """
     cell = store.cell(cell_id)
-    resolved = config.model_dump(mode="json")
     if cell.config.exists():
-        if read_json(cell.config) != resolved:
-            raise BenchError(f"{cell.config}: differs from the planned config of cell {cell_id}")
+        stored = read_json(cell.config)
+        try:
+            same = cell_id_of(CellConfig.model_validate(stored)) == cell_id_of(config)
+        except ValidationError:
+            same = False
+        if not same:
+            raise BenchError(f"{cell.config}: differs from the planned config of cell {cell_id}; move the folder aside to rerun it")
         return
-    atomic_write_json(cell.config, resolved)
+    atomic_write_json(cell.config, config.model_dump(mode="json"))
 
 
 def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, progress: Progress = stderr_progress) -> dict[str, Any]:
@@ -36,9 +46,7 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
     cell = store.cell(cell_id)
     if cell.is_done():
         return read_json(cell.result)
-    with cell.lock() as acquired:
-        if not acquired:
-            raise BenchError(f"cell {cell_id} is being run by another process (lock {cell.path / '.lock'})")
+    with cell.lock(wait=True, echo=progress):  # another process running it: wait, then find it done
         if cell.is_done():
             return read_json(cell.result)
         for leftover in cell.path.rglob(".*.tmp"):  # from a write cut short by a kill; never read

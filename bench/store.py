@@ -5,64 +5,149 @@ Layout under ``<results>/``::
     cells/<id>/config.json     resolved config (written before training starts)
     cells/<id>/metrics.json    per-epoch metrics (rewritten atomically every epoch)
     cells/<id>/checkpoint.pt   latest epoch: model, optimizer, scheduler, RNG states
+    cells/<id>/checkpoint.prev.pt  the epoch before (fallback when checkpoint.pt is unreadable)
     cells/<id>/model.pt        the selected weights (final or best-on-val) for dependants
     cells/<id>/result.json     final metrics and throughput
     cells/<id>/DONE            written last: a cell without it is not done
+    cells/<id>/failure.json    why the last attempt failed (removed when it succeeds)
     plans/<matrix>.json        which cells a matrix has (for collect, status and reports)
     splits/<key>.json          split manifests, written once and verified on reuse
+
+A results folder is shared and untrusted: paths are built only from names the planner
+validated (cell ids are 12 hex digits, plan names plain names) and checked to stay inside the
+folder; JSON is strict (NaN is written as null); nothing here is ever unpickled.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
+import io
 import json
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from bench.errors import BenchError
+from bench.config import CELL_ID
+from bench.errors import BenchError, StorageError
+from bench.locks import Echo, exclusive
 
 DONE = "DONE"
+_PLAN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}(@[0-9a-f]{8})?")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(path: Path, error: OSError) -> StorageError | None:
+    """A one-line StorageError for a write refused by the file system (full, read-only), else None."""
+    if error.errno in _FULL:
+        return StorageError(f"{path}: no space left on the device (disk full or quota exceeded); free some "
+                            "and run the same command again: cells resume from their last checkpoint")
+    if error.errno in _READ_ONLY:
+        return StorageError(f"{path}: cannot write ({error.strerror}): the results folder is read-only for you; "
+                            "pass --results with a folder you can write")
+    return None
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        translated = storage_error(path, error)
+        if translated is None:
+            raise
+        raise translated from None
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write through ``write`` to a temp file in the same folder, fsync, rename over the target,
     then fsync the folder: a reader sees the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results folders are shared with colleagues
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    with _translated(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results folders are shared with colleagues
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda handle: handle.write(data))
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, so strict JSON readers accept the file."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def json_bytes(value: Any) -> bytes:
+    return (json.dumps(strict_json(value), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n").encode()
+
+
 def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(value))
 
 
-def atomic_torch_save(path: Path, value: Any) -> None:
+def atomic_torch_save(path: Path, value: Any, previous: Path | None = None) -> None:
+    """torch.save into memory first, then an atomic write: a full disk is then our one-line
+    StorageError, not torch's ``[enforce fail at inline_container.cc]``. With ``previous``, the
+    file being replaced is kept there (a fallback should the new one be damaged later)."""
     import torch  # not at module level: commands that only read JSON should not pay for torch
 
-    _atomic_write(path, lambda handle: torch.save(value, handle))
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    if previous is not None and path.exists():
+        with _translated(path):
+            os.replace(path, previous)
+    atomic_write_bytes(path, buffer.getbuffer())
+
+
+class UnreadableFile(BenchError):
+    """A file of the results folder that is missing, truncated, or not what bench writes."""
+
+
+def load_tensors(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only.
+
+    Never unpickle anything else from a results folder: it is shared, and a planted pickle
+    would run as whoever reads it. A refused, truncated or missing file is an UnreadableFile.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UnreadableFile(f"{path}: missing") from None
+    except Exception as error:  # pickle.UnpicklingError (refused), RuntimeError (truncated zip), EOFError, ...
+        lines = str(error).strip().splitlines()
+        reason = "refused to unpickle (not tensors only)" if "weights_only" in str(error).lower() or "Unsupported global" in str(error) \
+            else (lines[0][:160] if lines else type(error).__name__)
+        raise UnreadableFile(f"{path}: cannot be loaded ({reason})") from None
 
 
 def read_json(path: Path) -> Any:
@@ -76,6 +161,8 @@ class CellDir:
     """Files of one cell."""
 
     def __init__(self, root: Path, cell_id: str) -> None:
+        if not isinstance(cell_id, str) or not CELL_ID.fullmatch(cell_id):
+            raise BenchError(f"{root}: {str(cell_id)[:40]!r} is not a cell id (12 hexadecimal digits)")
         self.id = cell_id
         self.path = root / "cells" / cell_id
 
@@ -85,7 +172,9 @@ class CellDir:
     model = property(lambda self: self.path / "model.pt")
     result = property(lambda self: self.path / "result.json")
     done_marker = property(lambda self: self.path / DONE)
+    previous_checkpoint = property(lambda self: self.path / "checkpoint.prev.pt")
     log = property(lambda self: self.path / "log.txt")
+    failure = property(lambda self: self.path / "failure.json")
     artifacts = property(lambda self: self.path / "artifacts")
 
     def is_done(self) -> bool:
@@ -94,20 +183,11 @@ class CellDir:
     def mark_done(self) -> None:
         atomic_write_bytes(self.done_marker, b"")
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[bool]:
-        """Exclusive, non-blocking lock: yields False when another process runs this cell."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def lock(self, wait: bool = True, echo: Echo | None = None) -> contextlib.AbstractContextManager[bool]:
+        """Exclusive lock on this cell (``bench.locks``): waits for another process running it."""
+        with _translated(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+        return exclusive(self.path / ".lock", f"cell {self.id}", wait=wait, echo=echo)
 
 
 class Store:
@@ -115,16 +195,29 @@ class Store:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise BenchError(f"{self.root}: is a file, not a results folder; pass --results with a folder")
 
     def cell(self, cell_id: str) -> CellDir:
         return CellDir(self.root, cell_id)
 
     def plan_path(self, matrix_name: str) -> Path:
-        return self.root / "plans" / f"{matrix_name}.json"
+        if not _PLAN_NAME.fullmatch(matrix_name) or ".." in matrix_name:
+            raise BenchError(f"{matrix_name[:60]!r} is not a plan name (a matrix name, optionally @hash)")
+        path = self.root / "plans" / f"{matrix_name}.json"
+        if not path.resolve().is_relative_to((self.root / "plans").resolve()):
+            raise BenchError(f"{path}: outside the results folder {self.root}")
+        return path
 
     def write_plan(self, matrix_name: str, source: str, paper: str | None, cells: list[dict[str, Any]], sets: list[str] | None = None) -> None:
-        atomic_write_json(self.plan_path(matrix_name), {"matrix": matrix_name, "source": source, "paper": paper,
-                                                        "sets": sets or [], "cells": cells})
+        """Write the plan unless the same one is there (a rerun of a done matrix writes nothing,
+        so it works on a read-only results folder)."""
+        path = self.plan_path(matrix_name)
+        data = json_bytes({"matrix": matrix_name, "source": source, "paper": paper, "sets": sets or [], "cells": cells})
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                return
+        atomic_write_bytes(path, data)
 
     def membership(self) -> dict[str, list[tuple[str, int, str | None]]]:
         """cell id -> (matrix, position in its plan, one-line description) for every plan that has it."""
@@ -139,5 +232,6 @@ class Store:
         return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
 
     def cell_ids(self) -> list[str]:
+        """Folders under cells/ named like a cell id (anything else planted there is ignored)."""
         folder = self.root / "cells"
-        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and CELL_ID.fullmatch(p.name)) if folder.is_dir() else []

@@ -36,7 +36,7 @@ def test_bad_matrix_is_one_line_exit_2_and_nothing_done(tmp_path: Path, content:
 
 def test_missing_matrix_file(tmp_path: Path) -> None:
     result = run_cli("plan", str(tmp_path / "nope.yaml"))
-    assert result.returncode == 2 and result.stderr.strip() == f"bench: {tmp_path / 'nope.yaml'}: no such file"
+    assert result.returncode == 2 and result.stderr.strip() == f"bench: {tmp_path / 'nope.yaml'}: no such matrix file"
 
 
 def test_missing_dataset_fails_with_where_to_get_it_and_marks_nothing_done(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_bad_matrices_name_file_and_field(tmp_path: Path, label: str, content, e
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(ConfigError, match="no such matrix file"):
         load_matrix(tmp_path / "nope.yaml")
 
 

@@ -1,27 +1,31 @@
 """Run cells one after another in this process, parents first, skipping what is done."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from pathlib import Path
 import traceback
 from typing import Callable
 
-from bench.errors import BenchError
+from bench.errors import BenchError, StorageError
 from bench.executors import EXECUTORS, RunSummary
 from bench.plan import Cell, describe_cell
 from bench.runner import run_cell
 from bench.runtime import Runtime
-from bench.store import Store, atomic_write_json
+from bench.store import Store, atomic_write_json, storage_error
 
 
-def tee(log_path, echo: Callable[[str], None]) -> Callable[[str], None]:
+def tee(log_path: Path, echo: Callable[[str], None]) -> Callable[[str], None]:
     """Progress that goes to the terminal and is appended to the cell's log."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-
     def emit(message: str) -> None:
         echo(message)
-        with open(log_path, "a") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a") as handle:
+                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        except OSError as error:
+            raise storage_error(log_path, error) or error from None
 
     return emit
 
@@ -31,9 +35,11 @@ def _echo(message: str) -> None:
 
 
 def record_failure(store: Store, cell_id: str, error: BaseException) -> str:
-    reason = str(error) if isinstance(error, BenchError) else f"{type(error).__name__}: {error}"
-    cell = store.cell(cell_id)
-    atomic_write_json(cell.path / "failure.json", {"reason": reason, "traceback": traceback.format_exc(), "time": time.time()})
+    """Write why a cell failed (for ``bench status``); the reason is one line."""
+    text = str(error) if isinstance(error, BenchError) else f"{type(error).__name__}: {error}"
+    reason = (text.strip().splitlines() or [type(error).__name__])[0][:500]
+    with contextlib.suppress(StorageError):  # the failure itself may be a full disk: the reason still reaches the user
+        atomic_write_json(store.cell(cell_id).failure, {"reason": reason, "traceback": traceback.format_exc(), "time": time.time()})
     return reason
 
 
@@ -64,13 +70,15 @@ class LocalExecutor:
             except KeyboardInterrupt:
                 progress("  interrupted; rerun to resume from the last checkpoint")
                 raise
+            except StorageError:  # a full or read-only results folder fails every cell alike: stop here
+                raise
             except Exception as error:  # one cell's failure must not stop its siblings
                 reason = record_failure(store, cell.id, error)
                 progress(f"  FAILED: {reason}")
                 summary.failed[cell.id] = reason
                 bad.add(cell.id)
                 continue
-            (handle.path / "failure.json").unlink(missing_ok=True)
+            handle.failure.unlink(missing_ok=True)
             summary.done.append(cell.id)
         return summary
 

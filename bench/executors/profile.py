@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from bench.errors import ConfigError, first_validation_error
+from bench.errors import ConfigError
+from bench.yaml_input import load_yaml, validate
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm"
 
@@ -65,15 +64,8 @@ def profile_path(name: str) -> Path:
 def load_profile(name: str) -> Profile:
     path = profile_path(name)
     source = str(path)
-    try:
-        raw: Any = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(source, "", f"no such cluster profile (--profile {name})") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(source, "", f"not valid YAML ({getattr(error, 'problem', error)})") from None
-    try:
-        profile = Profile.model_validate(raw or {})
-    except ValidationError as error:
-        raise ConfigError(source, *first_validation_error(error)) from None
+    if not path.exists():
+        raise ConfigError(source, "", f"no such cluster profile (--profile {name})")
+    profile = validate(Profile, load_yaml(path, "cluster profile") or {}, source, "cluster profile")
     profile.source = source
     return profile
