@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -279,7 +278,3 @@ def describe_epoch(row: dict[str, float], epochs: int) -> str:
             parts.append(f"{name} {row[f'{name}_acc']:.4f}")
     parts.append(f"{row['train_images_per_s']:.0f} img/s")
     return " ".join(parts)
-
-
-def stderr_progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

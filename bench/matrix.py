@@ -75,7 +75,7 @@ def validate_field(source: str, where: str, name: str, value: Any) -> None:
 
 def _check_registered(source: str, where: str, name: str, value: Any) -> None:
     """Names of methods, architectures and datasets must exist in their registries."""
-    from bench.registries import NAME_CHECKS
+    from bench.name_checks import NAME_CHECKS
 
     check = NAME_CHECKS.get(name)
     if check is not None and value is not None and not check(value):

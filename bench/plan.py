@@ -52,15 +52,6 @@ class Cell:
             return parent.lookup(rest) if parent is not None else _MISSING
         return getattr(self.config, key, _MISSING)
 
-    def flat(self) -> dict[str, Any]:
-        """Own fields plus ``role.field`` for every role's own fields (for tables and selection)."""
-        row: dict[str, Any] = self.config.model_dump(mode="json", exclude={"deps"})
-        for role, parent in sorted(self.parents.items()):
-            for name, value in parent.config.model_dump(mode="json", exclude={"deps"}).items():
-                row[f"{role}.{name}"] = value
-            row[f"{role}.id"] = parent.id
-        return row
-
 
 _MISSING = object()
 

@@ -12,12 +12,13 @@ from pydantic import ValidationError
 
 from bench.config import CellConfig, cell_id as cell_id_of
 from bench.context import CellContext
-from bench.engine import EvalSets, Progress, describe_epoch, stderr_progress, train
+from bench.console import echo
+from bench.engine import EvalSets, Progress, describe_epoch, train
 from bench.errors import BenchError
 from bench.methods import METHODS
 from bench.runtime import Runtime
 from bench.store import Store, atomic_write_json, read_json
-from bench.throughput import model_costs, peak_memory, reset_peak
+from bench.costs import model_costs, peak_memory, reset_peak
 
 RESULT_METRICS = ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "epoch")
 
@@ -41,7 +42,7 @@ def prepare_cell(store: Store, cell_id: str, config: CellConfig) -> None:
     atomic_write_json(cell.config, config.model_dump(mode="json"))
 
 
-def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, progress: Progress = stderr_progress) -> dict[str, Any]:
+def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, progress: Progress = echo) -> dict[str, Any]:
     """Train one cell to completion (resuming if a checkpoint exists) and mark it done."""
     cell = store.cell(cell_id)
     if cell.is_done():

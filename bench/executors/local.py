@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
-from pathlib import Path
 import traceback
-from typing import Callable
+from pathlib import Path
 
+from bench.console import Echo, echo
 from bench.errors import BenchError, StorageError
 from bench.executors import EXECUTORS, RunSummary
 from bench.plan import Cell, describe_cell
@@ -16,7 +15,7 @@ from bench.runtime import Runtime
 from bench.store import Store, atomic_write_json, storage_error
 
 
-def tee(log_path: Path, echo: Callable[[str], None]) -> Callable[[str], None]:
+def tee(log_path: Path, echo: Echo) -> Echo:
     """Progress that goes to the terminal and is appended to the cell's log."""
     def emit(message: str) -> None:
         echo(message)
@@ -30,10 +29,6 @@ def tee(log_path: Path, echo: Callable[[str], None]) -> Callable[[str], None]:
     return emit
 
 
-def _echo(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def record_failure(store: Store, cell_id: str, error: BaseException) -> str:
     """Write why a cell failed (for ``bench status``); the reason is one line."""
     text = str(error) if isinstance(error, BenchError) else f"{type(error).__name__}: {error}"
@@ -44,7 +39,7 @@ def record_failure(store: Store, cell_id: str, error: BaseException) -> str:
 
 
 class LocalExecutor:
-    def __init__(self, echo: Callable[[str], None] = _echo) -> None:
+    def __init__(self, echo: Echo = echo) -> None:
         self.echo = echo
 
     def run(self, cells: list[Cell], store: Store, runtime: Runtime) -> RunSummary:

@@ -11,15 +11,15 @@ cancels a dependant whose parent failed instead of leaving it pending forever, a
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import submitit
 
 from bench.config import CellConfig
+from bench.console import Echo, echo
 from bench.errors import BenchError, ConfigError
 from bench.executors import EXECUTORS, RunSummary
 from bench.executors.local import record_failure, tee
@@ -59,7 +59,7 @@ class CellJob(submitit.helpers.Checkpointable):
         except Exception as error:
             progress(f"  FAILED: {record_failure(store, cell_id, error)}")
             raise
-        (cell.path / "failure.json").unlink(missing_ok=True)
+        cell.failure.unlink(missing_ok=True)
         return result
 
 
@@ -138,7 +138,7 @@ def make_executor(folder: Path, profile: Profile, stage: str, name: str, depende
 
 class SlurmExecutor:
     def __init__(self, profile: str = "local", wait: bool = True, device: str | None = None, poll_seconds: float = 5.0,
-                 echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> None:
+                 echo: Echo = echo) -> None:
         self.profile = load_profile(profile)
         self.wait = wait
         self.device = device  # None: chosen on the compute node (cuda there if it has one)
@@ -215,7 +215,7 @@ class SlurmExecutor:
                     if state.startswith("CANCELLED") and any(d in summary.failed or d in summary.blocked for d in by_id[cell_id].config.deps.values()):
                         summary.blocked.append(cell_id)
                         continue
-                    failure = store.cell(cell_id).path / "failure.json"
+                    failure = store.cell(cell_id).failure
                     reason = read_json(failure)["reason"] if failure.exists() else f"SLURM state {state} without a DONE marker"
                     summary.failed[cell_id] = reason
         return summary

@@ -35,14 +35,14 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
             state, record = states[cell.id]
             job = record.job_id
             status = state.lower()
-        elif (handle.path / "failure.json").exists():
+        elif handle.failure.exists():
             status = "failed"
         elif handle.checkpoint.exists():
             status = "interrupted"
         else:
             status = "not started"
         if status in ("failed", "cancelled", "timeout", "out_of_memory", "node_fail", "preempted"):
-            failure = handle.path / "failure.json"
+            failure = handle.failure
             reason = read_json(failure)["reason"] if failure.exists() else ""
             stderr = _tail(Path(states[cell.id][1].job().paths.stderr)) if cell.id in states else ""
             detail = "; ".join(x for x in (reason, _tail(handle.log), stderr) if x)
