@@ -22,8 +22,19 @@ RESULTS; std uses ddof=1, and is 0 for one seed), the allowed drop is::
 i.e. the absolute tolerance plus two standard errors of the difference of the two means (with one
 seed on each side it is just the tolerance). ``c < b - allowed`` is a REGRESSION (failure, every
 cell of the group is named); ``c > b + allowed`` an improvement (a note, not a failure; consider
-``--update``). Cells of RESULTS not in the baseline are noted and ignored. Cells whose baseline
-value is empty (metric not measured) are only checked for presence.
+``--update``). Cells of RESULTS not in the baseline are noted and ignored.
+
+The current cells of a baseline group are the baseline's own (matrix, id) pairs, never a group
+recomputed from RESULTS: a config field added later (with a default, so ids are unchanged) adds a
+column to RESULTS that the baseline lacks and would change every recomputed group. A done cell of
+the baseline whose files cannot be read (see :mod:`bench.collect`), or whose metric is null, is
+MISSING with the reason. No group is ever left out: each is compared, or all its cells are MISSING.
+
+Baselines come from shared folders, so the gate cannot pass on garbage: an empty or non-numeric
+``value`` (or one outside [0, 1]: every metric is an accuracy), an empty ``matrix``, ``id``,
+``group`` or ``check_metric``, a ragged or duplicated row is a one-line error naming the file, the
+CSV line and the column (exit 2), and a baseline without rows for the metric asked is an error
+too. ``--update`` refuses to write a cell without a value for the metric.
 
 Exit codes: 0 all within tolerance (one summary line), 1 regressions or missing cells (each
 listed: baseline, now, delta), 2 user errors (e.g. no baseline file: run with ``--update``).
@@ -31,7 +42,9 @@ listed: baseline, now, delta), 2 user errors (e.g. no baseline file: run with ``
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
+import io
 import json
 import math
 import sys
@@ -117,26 +130,46 @@ def describe(row: pd.Series | dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- baseline I/O
 
 
-def _collect(results: Path) -> pd.DataFrame:
-    from bench.collect import collect
+def _collect(results: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The collected table and, per done cell that cannot be read, why (warned about on stderr)."""
+    from bench.collect import read_cells, warn_unreadable
+    from bench.store import Store
 
     if not results.is_dir():
         raise BenchError(f"{results}: no such results folder")
-    return collect(results)
+    table, unreadable = read_cells(results)
+    warn_unreadable(Store(results), unreadable)
+    return table, unreadable
+
+
+def _accuracy_problem(value: float) -> str | None:
+    """Why ``value`` cannot be a baseline metric (every gate metric is an accuracy), or None."""
+    if math.isnan(value):
+        return "no value"
+    if not 0.0 <= value <= 1.0:
+        return f"{value:g} is not an accuracy in [0, 1]"
+    return None
 
 
 def build_baseline(table: pd.DataFrame, matrix: str, metric: str) -> pd.DataFrame:
-    """Baseline rows (one per done cell of ``matrix``) from a collected table."""
+    """Baseline rows (one per done cell of ``matrix``) from a collected table; every cell needs a value."""
     mine = table[table["matrix"] == matrix] if not table.empty else table
     if mine.empty:
         raise BenchError(f"no finished cells of matrix {matrix!r} to write a baseline from")
-    if metric not in mine or pd.to_numeric(mine[metric], errors="coerce").isna().all():
+    values = pd.to_numeric(mine[metric], errors="coerce") if metric in mine else pd.Series(math.nan, index=mine.index)
+    if values.isna().all():
         raise BenchError(f"metric {metric} is empty for every cell of {matrix!r}; choose another --metric")
+    bad = [f"{cell_id} ({problem})" for cell_id, value in zip(mine["id"], values)
+           if (problem := _accuracy_problem(float(value))) is not None]
+    if bad:
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise BenchError(f"{metric} of {len(bad)} cell(s) of {matrix!r} cannot be a baseline: {', '.join(bad[:10])}{more}; "
+                         f"rerun them, or choose another --metric")
     mine = _with_groups(mine.reset_index(drop=True))
     columns = config_columns(mine)
     out = mine[["matrix", "id", "group", *columns]].copy()
     out[GATE_METRIC] = metric
-    out["value"] = pd.to_numeric(mine[metric], errors="coerce")
+    out["value"] = values.to_numpy()
     out["n"] = out.groupby("group")["id"].transform("count")
     return out
 
@@ -145,67 +178,142 @@ def write_baseline(frame: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, frame.to_csv(index=False, float_format="%.10g").encode())
 
 
+KEY_COLUMNS = ("matrix", "id", "group", GATE_METRIC)
+
+
+def _shown(text: str) -> str:
+    """Text from a baseline file as it is when short and on one line, else a bounded repr."""
+    return text if len(text) <= 60 and text.isprintable() else repr(text[:40])
+
+
+def _number(text: str) -> tuple[float, str | None]:
+    """A baseline value and what is wrong with it (None when it is an accuracy)."""
+    text = text.strip()
+    if not text:
+        return math.nan, "empty"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        return math.nan, f"{text[:40]!r} is not a number"
+    return value, _accuracy_problem(value)
+
+
+def _records(text: str, path: Path, rerun: str) -> list[tuple[int, list[str]]]:
+    """(CSV line where it starts, fields) of every non-blank record; a quoted field may span lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records = []
+    try:
+        while True:
+            line = reader.line_num + 1
+            record = next(reader, None)
+            if record is None:
+                return records
+            if record:
+                records.append((line, record))
+    except csv.Error as error:
+        raise BenchError(f"{path}: line {reader.line_num}: not a readable baseline CSV ({error}); {rerun}") from None
+
+
+def parse_baseline(text: str, path: Path) -> pd.DataFrame:
+    """Baseline rows indexed by their CSV line number, ``value`` as floats; :class:`BenchError` naming
+    the line and column of the first thing that is not a usable baseline."""
+    rerun = f"fix it or rewrite it with `bench check RESULTS --baseline {path} --update`"
+    records = _records(text, path, rerun)
+    if not records:
+        raise BenchError(f"{path}: empty file, not a baseline; {rerun}")
+    (header_line, header), body = records[0], records[1:]
+    missing = [c for c in (*KEY_COLUMNS, "value") if c not in header]
+    if missing:
+        raise BenchError(f"{path}: not a baseline file (missing columns: {', '.join(missing)}); rewrite it with --update")
+    doubled = sorted({c for c in header if header.count(c) > 1})
+    if doubled:
+        raise BenchError(f"{path}: line {header_line}: column(s) {', '.join(doubled)} appear twice; {rerun}")
+    for line, record in body:
+        if len(record) != len(header):
+            raise BenchError(f"{path}: line {line}: {len(record)} fields, but the header has {len(header)}; {rerun}")
+    rows = [record for _, record in body]
+    lines = [line for line, _ in body]
+    frame = pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=str)
+    first: dict[tuple[str, str, str], int] = {}
+    values = []
+    for line, row in frame.iterrows():
+        for column in KEY_COLUMNS:
+            if not row[column].strip():
+                raise BenchError(f"{path}: line {line}, column {column}: empty; {rerun}")
+        key = (row["matrix"], row["id"], row[GATE_METRIC])
+        if key in first:
+            raise BenchError(f"{path}: line {line}: cell {_shown(key[0])}/{_shown(key[1])} ({_shown(key[2])}) again, "
+                             f"first at line {first[key]}; {rerun}")
+        first[key] = line
+        value, problem = _number(row["value"])
+        if problem is not None:
+            raise BenchError(f"{path}: line {line}, column value: {problem}; {rerun}")
+        values.append(value)
+    frame["value"] = pd.Series(values, index=frame.index, dtype=float)
+    return frame
+
+
 def read_baseline(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise BenchError(f"{path}: no baseline file; create it with `bench check RESULTS --baseline {path} --update`")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise BenchError(f"{path}: not a readable baseline CSV ({str(error).strip().splitlines()[0]})") from None
-    missing = [c for c in ("matrix", "id", "group", GATE_METRIC, "value") if c not in frame.columns]
-    if missing:
-        raise BenchError(f"{path}: not a baseline file (missing columns: {', '.join(missing)}); rewrite it with --update")
-    frame["value"] = pd.to_numeric(frame["value"].replace("", np.nan), errors="coerce")
-    return frame
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as error:
+        raise BenchError(f"{path}: unreadable ({error.strerror or type(error).__name__})") from None
+    except UnicodeDecodeError:
+        raise BenchError(f"{path}: not a readable baseline CSV (not UTF-8 text)") from None
+    return parse_baseline(text, path)
 
 
 # --------------------------------------------------------------------------- comparison
 
 
-def _stats(values: pd.Series) -> tuple[float, float, int]:
-    values = pd.to_numeric(values, errors="coerce").dropna().astype(float)
+def _stats(values: pd.Series | list[float]) -> tuple[float, float, int]:
+    values = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").dropna().astype(float)
     n = len(values)
     if n == 0:
         return math.nan, math.nan, 0
     return float(values.mean()), float(values.std(ddof=1)) if n > 1 else 0.0, n
 
 
-def compare(baseline: pd.DataFrame, table: pd.DataFrame, metric: str, tolerance: float) -> dict[str, list[str]]:
+def compare(baseline: pd.DataFrame, table: pd.DataFrame, metric: str, tolerance: float,
+            unreadable: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Problems and notes of ``table`` (collected RESULTS) against ``baseline`` rows of ``metric``.
 
+    ``unreadable``: cell id -> why a done cell of RESULTS could not be read (its MISSING reason).
     Returns ``failures`` (MISSING / REGRESSED lines), ``notes`` (improvements, extra cells) and
     ``checked`` (one entry per compared group), all as text lines.
     """
+    unreadable = unreadable or {}
     matrices = sorted(set(baseline["matrix"]))
     current = table[table["matrix"].isin(matrices)] if not table.empty else table
-    current = _with_groups(current.reset_index(drop=True)) if not current.empty else current
-    done = set(zip(current["matrix"], current["id"])) if not current.empty else set()
+    values = pd.to_numeric(current[metric], errors="coerce") if metric in current else [math.nan] * len(current)
+    now: dict[tuple[str, str], float] = dict(zip(zip(current["matrix"], current["id"]), values)) if not current.empty else {}
     failures: list[str] = []
     notes: list[str] = []
     checked: list[str] = []
-
-    for _, row in baseline.iterrows():
-        if (row["matrix"], row["id"]) not in done:
-            value = "—" if math.isnan(row["value"]) else f"{row['value']:.4f}"
-            failures.append(f"MISSING   {row['matrix']}/{row['id']} {describe(row.to_dict())}: baseline {value}, "
-                            f"now not a done cell of {row['matrix']}'s plan in RESULTS")
+    if baseline.empty:
+        failures.append(f"NOTHING   compared: the baseline has no {metric} rows")
 
     for (matrix, group), base in baseline.groupby(["matrix", "group"], sort=False):
+        found: list[float] = []  # by (matrix, id): cells the baseline doesn't know (new seeds) must not dilute it
+        for _, row in base.iterrows():
+            value = now.get((matrix, row["id"]))
+            if value is not None and not math.isnan(value):
+                found.append(value)
+                continue
+            why = (unreadable.get(row["id"]) or f"not a done cell of {matrix}'s plan in RESULTS") if value is None \
+                else f"done, but its result.json has no {metric}"
+            failures.append(f"MISSING   {matrix}/{row['id']} {describe(row.to_dict())}: baseline {row['value']:.4f}, now {why}")
+        if not found:
+            continue  # every cell of the group is reported MISSING just above
         b_mean, b_std, b_n = _stats(base["value"])
-        if b_n == 0:
-            continue
-        now = current[(current["matrix"] == matrix) & (current["group"] == group) & current["id"].isin(base["id"])] \
-            if not current.empty else current  # cells the baseline doesn't know (new seeds) must not dilute it
-        if now.empty or metric not in now:
-            continue  # every cell of the group is already reported MISSING
-        c_mean, c_std, c_n = _stats(now[metric])
-        if c_n == 0:
-            failures.append(f"MISSING   {matrix}/{' '.join(now['id'])} {describe(base.iloc[0].to_dict())}: "
-                            f"no {metric} in RESULTS")
-            continue
+        c_mean, c_std, c_n = _stats(found)
         allowed = tolerance + 2 * math.sqrt(b_std**2 / b_n + c_std**2 / c_n)
         delta = c_mean - b_mean
-        ids = " ".join(dict.fromkeys(list(base["id"]) + list(now["id"])))
+        ids = " ".join(dict.fromkeys(base["id"]))
         what = describe({k: v for k, v in base.iloc[0].to_dict().items() if k != "seed"} if b_n > 1 or c_n > 1
                         else base.iloc[0].to_dict())
         seeds = f" (mean over seeds: baseline n={b_n}, now n={c_n})" if b_n > 1 or c_n > 1 else ""
@@ -264,8 +372,8 @@ def check_command(args: argparse.Namespace) -> int:
     results, path = Path(args.results), Path(args.baseline)
     if not args.tolerance >= 0:
         raise BenchError(f"--tolerance must be >= 0, not {args.tolerance}")
-    table = _collect(results)
     if args.update:
+        table, _ = _collect(results)
         matrix = _update_matrix(table, path, args.matrix)
         frame = build_baseline(table, matrix, args.metric)
         write_baseline(frame, path)
@@ -281,12 +389,13 @@ def check_command(args: argparse.Namespace) -> int:
               f"{args.metric}")
         return 0
 
-    baseline = read_baseline(path)
+    baseline = read_baseline(path)  # before collecting: a garbage baseline fails first, and fast
     rows = baseline[baseline[GATE_METRIC] == args.metric]
     if rows.empty:
-        have = ", ".join(sorted(set(baseline[GATE_METRIC]))) or "none"
+        have = ", ".join(_shown(m) for m in sorted(set(baseline[GATE_METRIC]))) or "none"
         raise BenchError(f"{path}: no {args.metric} baseline (it has: {have}); use --metric or --update")
-    outcome = compare(rows, table, args.metric, args.tolerance)
+    table, unreadable = _collect(results)
+    outcome = compare(rows, table, args.metric, args.tolerance, unreadable)
     for note in outcome["notes"]:
         print(f"note: {note}")
     where = f"{path} ({args.metric}, tolerance {args.tolerance:g})"

@@ -2,62 +2,230 @@
 
 One row per (matrix, cell): every resolved config field as a column, each dependency's fields
 as ``role.field``, then the final metrics, wall time, throughput and parameter count.
+
+Results folders live on shared file systems that anyone can write to. A cell marked done whose
+``config.json`` or ``result.json`` is missing, unreadable, not JSON, not a JSON object, or holds a
+non-number where a metric belongs is left out of the table with one warning line on stderr naming
+the cell and how to rerun it, so one broken cell does not hide everyone's results;
+:func:`read_cells` also returns the reasons (``bench check`` reports such cells as MISSING). A
+metric that was not measured may be ``null`` (strict JSON) or ``NaN`` (older files): both are NaN.
 """
 from __future__ import annotations
 
+import io
+import json
+import math
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.store import Store, atomic_write_bytes, read_json
+from bench.errors import BenchError
+from bench.store import Store, atomic_write_bytes
+
+# result.json fields that are numbers, or null when not measured (val_acc without a validation split)
+NUMERIC_RESULTS = ("test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss", "selected_epoch",
+                   "epochs_run", "wall_seconds", "train_seconds", "train_images_per_s", "infer_images_per_s",
+                   "params", "flops", "peak_memory_mb")
+RESERVED = ("matrix", "id", "plan_order")  # columns collect sets itself; a cell's files cannot override them
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+              float: "a number", type(None): "null"}
 
 
-def _row(store: Store, cell_id: str, seen: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Config fields of a cell with its dependencies' fields prefixed by role."""
-    if cell_id in seen:
-        return seen[cell_id]
-    config = read_json(store.cell(cell_id).config)
+class FileProblem(Exception):
+    """What is wrong with one file of a cell, as a phrase ("result.json is missing")."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path.name} {problem}")
+
+
+class UnreadableCell(BenchError):
+    """A cell marked done whose files cannot be used; the message says what is wrong and how to rerun it."""
+
+    def __init__(self, cell_id: str, problem: str, fix: str) -> None:
+        self.cell_id = cell_id
+        super().__init__(f"{problem}; {fix}")
+
+
+def read_json_file(path: Path) -> Any:
+    """The JSON value in ``path``, or :class:`FileProblem` (missing, unreadable, not UTF-8, corrupt)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise FileProblem(path, "is missing") from None
+    except OSError as error:
+        raise FileProblem(path, f"is unreadable ({error.strerror or type(error).__name__})") from None
+    except UnicodeDecodeError:
+        raise FileProblem(path, "is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise FileProblem(path, f"is corrupt JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:
+        raise FileProblem(path, "is nested too deeply to read") from None
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    value = read_json_file(path)
+    if not isinstance(value, dict):
+        raise FileProblem(path, f"is not a JSON object (it holds {JSON_TYPES.get(type(value), 'something else')})")
+    return value
+
+
+def _config(path: Path) -> dict[str, Any]:
+    config = _json_object(path)
+    deps = config.get("deps", {})
+    if not isinstance(deps, dict) or not all(isinstance(v, str) for v in deps.values()):
+        raise FileProblem(path, "has deps that are not a mapping of role to cell id")
+    return config
+
+
+def _result(path: Path) -> dict[str, Any]:
+    """result.json with its metrics as floats (NaN where null)."""
+    result = _json_object(path)
+    for key in NUMERIC_RESULTS:
+        value = result.get(key)
+        if value is None:
+            result[key] = math.nan
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FileProblem(path, f"has {key} = {json.dumps(value)[:40]}, not a number or null")
+    return result
+
+
+def _printable(value: Any) -> bool:
+    """A plan's text that can go into a one-line command (a plan file is as untrusted as the rest)."""
+    return isinstance(value, str) and 0 < len(value) <= 1000 and value.isprintable()
+
+
+def rerun_command(store: Store, cell_id: str, *remove: str, what: str = "it") -> str:
+    """``rerun it with: rm <the cell's files> && bench run <its matrix> --results <root>``, from a plan that has the cell."""
+    try:
+        plans = [p for p in store.plans().values() if isinstance(p, dict)]
+    except BenchError:  # a corrupt plan file: still say what to remove
+        plans = []
+    plan = next((p for p in plans if any(isinstance(c, dict) and c.get("id") == cell_id for c in p.get("cells") or [])), {})
+    source, sets = plan.get("source"), plan.get("sets") or []
+    run = ["bench", "run", source if _printable(source) else "MATRIX", "--results", str(store.root)]
+    for assignment in sets if isinstance(sets, list) else []:
+        run += ["--set", assignment] if _printable(assignment) else []
+    files = [str(store.cell(cell_id).path / name) for name in remove]
+    return f"rerun {what} with: {shlex.join(['rm', '-f', *files])} && {shlex.join(run)}"
+
+
+def read_cell_files(store: Store, cell_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, result) of a done cell, or :class:`UnreadableCell` saying which file is wrong and how to rerun."""
+    cell = store.cell(cell_id)
+    try:
+        return _config(cell.config), _result(cell.result)
+    except FileProblem as problem:
+        remove = ("DONE", "config.json") if problem.path == cell.config else ("DONE",)  # a bad config is not rewritten
+        raise UnreadableCell(cell_id, f"marked done but {problem}", rerun_command(store, cell_id, *remove)) from None
+
+
+def read_cell(store: Store, cell_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config fields with the dependencies' fields as ``role.field``, result) of a done cell.
+
+    Raises :class:`UnreadableCell`. A dependency whose config.json is absent (a partial copy of a
+    folder) leaves its columns empty; one whose config.json is damaged makes this cell unreadable.
+    """
+    config, result = read_cell_files(store, cell_id)
     deps: dict[str, str] = config.pop("deps", {})
-    row: dict[str, Any] = dict(config)
+    row = {k: v for k, v in config.items() if k not in RESERVED}
     for role, dep_id in sorted(deps.items()):
         row[f"{role}.id"] = dep_id
-        dep = store.cell(dep_id)
-        if dep.config.exists():
-            for key, value in read_json(dep.config).items():
-                if key != "deps":
-                    row[f"{role}.{key}"] = value
-    seen[cell_id] = row
-    return row
+        try:
+            dep = store.cell(dep_id)
+        except BenchError:  # not a cell id (the store refuses names that could leave the folder)
+            raise UnreadableCell(cell_id, f"marked done but config.json has deps.{role} = {json.dumps(dep_id)[:40]}, "
+                                 "not a cell id", rerun_command(store, cell_id, "DONE", "config.json")) from None
+        if not dep.config.exists():
+            continue
+        try:
+            dep_config = _config(dep.config)
+        except FileProblem as problem:
+            raise UnreadableCell(cell_id, f"its {role} cell {dep_id}: {problem}",
+                                 rerun_command(store, dep_id, "DONE", "config.json", what="that cell")) from None
+        row.update({f"{role}.{key}": value for key, value in dep_config.items() if key != "deps"})
+    return row, result
+
+
+_PRINTED: set[tuple[str, str]] = set()  # (cell folder, message) printed and not yet repeated by an ingest
+
+
+def warn_unreadable(store: Store, problems: dict[str, str], ingest: bool = False) -> None:
+    """One ``bench: warning:`` line per unreadable cell. ``ingest``: leave out a line printed since the
+    last ingest (``bench collect`` ingests right after collecting: one warning per cell, not two)."""
+    for cell_id, message in problems.items():
+        key = (str(store.cell(cell_id).path), message)
+        if ingest and key in _PRINTED:
+            _PRINTED.discard(key)
+            continue
+        print(f"bench: warning: cell {cell_id}: {message}", file=sys.stderr)
+        if not ingest:
+            _PRINTED.add(key)
 
 
 def _normalise(value: Any) -> Any:
-    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
 
 
-def collect(root: str | Path) -> pd.DataFrame:
-    """All done cells; a cell in several matrices gets one row per matrix."""
+def _one_type_per_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns mixing kinds of values (``"cpu"`` and ``5`` from a hand-edited file) as text, which parquet can hold."""
+    for column in frame.columns[frame.dtypes == object]:
+        kinds = {type(v) for v in frame[column] if not (v is None or (isinstance(v, float) and math.isnan(v)))}
+        if len(kinds) > 1:
+            frame[column] = frame[column].map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return frame
+
+
+def read_cells(root: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(all readable done cells, one row per matrix they are in; unreadable done cell id -> why and how to rerun it)."""
     store = Store(root)
     membership = store.membership()
-    seen: dict[str, dict[str, Any]] = {}
     rows = []
+    problems: dict[str, str] = {}
     for cell_id in store.cell_ids():
-        cell = store.cell(cell_id)
-        if not cell.is_done():
+        if not store.cell(cell_id).is_done():
             continue
-        base = {"id": cell_id, **_row(store, cell_id, seen), **read_json(cell.result)}
+        try:
+            row, result = read_cell(store, cell_id)
+        except UnreadableCell as error:
+            problems[cell_id] = str(error)
+            continue
+        base = {**row, **{k: v for k, v in result.items() if k not in row and k not in RESERVED}, "id": cell_id}
         for matrix, position, _ in membership.get(cell_id, [("", 0, None)]):
             rows.append({"matrix": matrix, "plan_order": position, **base})
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return frame
-    frame = frame.map(_normalise)
+        return frame, problems
+    frame = _one_type_per_column(frame.map(_normalise))
     if "n_per_class" in frame:
-        frame["n_per_class"] = frame["n_per_class"].map(lambda v: v if pd.isna(v) or v == "all" else str(int(v)))
+        frame["n_per_class"] = frame["n_per_class"].map(_n_per_class)
     leading = ["matrix", "id", "stage", "method", "arch", "dataset", "unlabeled", "label_fraction", "n_per_class", "seed", "test_acc", "val_acc", "train_acc"]
     ordered = [c for c in leading if c in frame] + [c for c in frame.columns if c not in leading]
     frame = frame.sort_values(["matrix", "plan_order", "id"], kind="stable").reset_index(drop=True)
-    return frame[[c for c in ordered if c != "plan_order"]]
+    return frame[[c for c in ordered if c != "plan_order"]], problems
+
+
+def _n_per_class(value: Any) -> Any:
+    if pd.isna(value) or value == "all":
+        return value
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def collect(root: str | Path) -> pd.DataFrame:
+    """All readable done cells (a cell in several matrices gets one row per matrix); warns about the others."""
+    frame, problems = read_cells(root)
+    warn_unreadable(Store(root), problems)
+    return frame
 
 
 def write_tables(frame: pd.DataFrame, root: str | Path) -> tuple[Path, Path]:
@@ -65,8 +233,6 @@ def write_tables(frame: pd.DataFrame, root: str | Path) -> tuple[Path, Path]:
     root = Path(root)
     csv_path, parquet_path = root / "results.csv", root / "results.parquet"
     atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
-    import io
-
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     atomic_write_bytes(parquet_path, buffer.getvalue())

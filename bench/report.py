@@ -685,8 +685,11 @@ class Section:
     notes: list[str]
 
 
-def build_report(table: pd.DataFrame, target: Target, out: Path) -> list[Path]:
-    """Write the report of ``target`` (rows of ``table`` with matrix == target.matrix) into ``out``."""
+def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dict[str, str] | None = None) -> list[Path]:
+    """Write the report of ``target`` (rows of ``table`` with matrix == target.matrix) into ``out``.
+
+    ``unreadable``: done cells that ``bench collect`` could not read, and why; the planned ones are
+    named in the header, so a reader does not take them for cells that never ran."""
     from bench.paper_figures import load_paper
 
     out.mkdir(parents=True, exist_ok=True)
@@ -703,6 +706,10 @@ def build_report(table: pd.DataFrame, target: Target, out: Path) -> list[Path]:
                       + (f"; not done: {', '.join(c['id'] for c in missing)}." if missing else "."))
     else:
         header.append(f"Cells: {len(done)} done.")
+    planned = {c["id"] for c in target.planned}
+    broken = [f"`{cell_id}` ({why})" for cell_id, why in sorted((unreadable or {}).items()) if cell_id in planned]
+    if broken:
+        header.append(f"Left out, marked done but unreadable: {'; '.join(broken)}.")
 
     if paper is None:
         header.append("No paper: the matrix names no `paper`, so there are no reported figures to compare; "
@@ -845,10 +852,11 @@ def _inline(text: str) -> str:
 
 def report(arg: str, results: str | None = None, out: str | None = None) -> list[Path]:
     """Reports of every target of ``arg``; returns the files written."""
-    from bench.collect import collect
+    from bench.collect import read_cells, warn_unreadable
 
     targets = resolve_targets(arg, results)
-    table = collect(targets[0].results)
+    table, unreadable = read_cells(targets[0].results)
+    warn_unreadable(Store(targets[0].results), unreadable)
     written: list[Path] = []
     for target in targets:
         mine = table[table["matrix"] == target.matrix] if not table.empty else table
@@ -858,7 +866,7 @@ def report(arg: str, results: str | None = None, out: str | None = None) -> list
             print(f"bench report: {target.matrix}: no finished cells, skipped", file=sys.stderr)
             continue
         folder = Path(out) if out else target.results / REPORT_DIR
-        written += build_report(table, target, folder / target.matrix)
+        written += build_report(table, target, folder / target.matrix, unreadable)
     return written
 
 

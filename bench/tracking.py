@@ -29,7 +29,8 @@ Layout in MLflow (chosen to be easy to read in the UI)
   ``epoch/lr``, ...): MLflow shows the value at the highest step as a run's metric, so sharing one
   key between a curve and the final value would show the last epoch instead of the selected one
   (and mix two meanings in one history); the ``epoch/`` prefix also groups the curves in one chart
-  section. NaN and infinite values are skipped.
+  section. NaN, infinite and ``null`` values (a metric not measured, e.g. ``val_acc`` without a
+  validation split) are skipped.
 * **Tags** ``bench.matrix, bench.cell_id, bench.stage, bench.method, bench.arch, bench.teacher_id``
   (``deps.teacher``, when the cell has one), ``bench.git_commit`` (of the bench source tree doing the
   ingest, ``"unknown"`` when that is not a git checkout; computed once), ``bench.host,
@@ -49,7 +50,9 @@ are append-only, so an updated run keeps superseded values in its metric history
 params would change (impossible while cell ids hash the config) cannot be updated in place: it is
 deleted and created again. A run left half-written by an interrupted ingest has no matching sha and
 is completed by the next one. Concurrent ingests of one results folder wait for each other (a lock
-file in the folder).
+file in the folder). A done cell whose config.json or result.json cannot be read is skipped with
+the warning ``bench collect`` gives (once, when ``bench collect`` ingests); a damaged metrics.json
+only loses the curves.
 
 Tracking URIs
 -------------
@@ -64,7 +67,9 @@ For http(s) URIs the MLflow client would retry a down server for ~4 minutes, so 
 set ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=1`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` unless the user set
 them (restored afterwards; likewise ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true``, which saves a
 "View run at" line and a request per run); a connection failure is a one-line :class:`BenchError`
-(~0.2 s for a refused connection, ~22 s for a host that accepts but never answers). We use
+(~0.2 s for a refused connection, ~22 s for a host that accepts but never answers). A sqlite file
+that sqlite cannot read (overwritten, truncated) is a one-line :class:`BenchError` too, saying to
+move it aside and ingest again: the database is only a copy of the results folder. We use
 ``MlflowClient`` (``log_batch`` in chunks within MLflow's limits), never the fluent API, so no
 active-run state leaks into the process. mlflow is imported lazily: ``bench`` imports this module
 for its subcommands on every start.
@@ -78,6 +83,7 @@ import fcntl
 import hashlib
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -116,13 +122,15 @@ class IngestSummary:
     skipped: int = 0
     experiments: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> experiment id
     runs: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (matrix, cell) -> run id
+    unreadable: list[str] = dataclasses.field(default_factory=list)  # done cells whose files cannot be read
 
     @property
     def total(self) -> int:
         return self.created + self.updated + self.skipped
 
     def __str__(self) -> str:
-        return f"{self.created} created, {self.updated} updated, {self.skipped} skipped -> {self.tracking_uri}"
+        broken = f", {len(self.unreadable)} unreadable (not ingested)" if self.unreadable else ""
+        return f"{self.created} created, {self.updated} updated, {self.skipped} skipped{broken} -> {self.tracking_uri}"
 
 
 # ---------------------------------------------------------------- what a cell becomes
@@ -168,24 +176,39 @@ def _mtime_ms(path: Path, default: int) -> int:
         return default
 
 
+def _epochs(path: Path, cell_id: str) -> list[Any]:
+    """The per-epoch entries of metrics.json; when it is damaged, a warning and no curves (the final metrics
+    come from result.json)."""
+    from bench.collect import FileProblem, read_json_file
+
+    if not path.exists():
+        return []
+    try:
+        entries = read_json_file(path)
+        if not isinstance(entries, list):
+            raise FileProblem(path, "is not a JSON array")
+    except FileProblem as problem:
+        print(f"bench: warning: cell {cell_id}: {problem}; its per-epoch curves are left out of MLflow", file=sys.stderr)
+        return []
+    return entries
+
+
 def _load_cell(store: Store, cell_id: str) -> _Cell:
-    from bench.store import read_json
+    """A done cell's files; raises :class:`bench.collect.UnreadableCell` as ``bench collect`` would."""
+    from bench.collect import read_cell_files
 
     cell = store.cell(cell_id)
-    for required in (cell.config, cell.result):
-        if not required.is_file():
-            raise BenchError(f"{required}: missing although {cell.done_marker.name} is there")
-    files = {"config.json": cell.config, "metrics.json": cell.metrics, "result.json": cell.result}
+    config, result = read_cell_files(store, cell_id)
+    files: dict[str, Path] = {}
     digest = hashlib.sha256(f"bench-ingest-{FORMAT_VERSION}\n".encode())
-    for name, path in files.items():
+    for name, path in {"config.json": cell.config, "metrics.json": cell.metrics, "result.json": cell.result}.items():
         digest.update(f"{name}\n".encode())
-        if path.exists():
+        with contextlib.suppress(OSError):  # only metrics.json may be absent: the others were just read
             digest.update(path.read_bytes())
-    metrics = read_json(cell.metrics) if cell.metrics.exists() else []
+            files[name] = path
     end_ms = _mtime_ms(cell.done_marker, _mtime_ms(cell.result, int(time.time() * 1000)))
     start_ms = min(_mtime_ms(cell.config, end_ms), end_ms)
-    return _Cell(id=cell_id, config=read_json(cell.config), metrics=metrics if isinstance(metrics, list) else [],
-                 result=read_json(cell.result), files={k: v for k, v in files.items() if v.exists()},
+    return _Cell(id=cell_id, config=config, metrics=_epochs(cell.metrics, cell_id), result=result, files=files,
                  sha=digest.hexdigest(), start_ms=start_ms, end_ms=end_ms)
 
 
@@ -266,11 +289,18 @@ def _artifact_root(root: Path, uri: str) -> Path | None:
     scheme = _scheme(uri)
     if scheme in ("http", "https") or scheme.startswith("databricks"):
         return None
-    if scheme == "sqlite":
-        path = uri[len("sqlite:///"):].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
-        if path and path != ":memory:":
-            return Path(path).resolve().parent / "mlartifacts"
+    db = _sqlite_file(uri)
+    if db is not None:
+        return db.resolve().parent / "mlartifacts"
     return root.resolve() / "mlartifacts"
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for other URIs and in-memory databases)."""
+    if _scheme(uri) != "sqlite" or not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
 
 
 @contextlib.contextmanager
@@ -308,18 +338,56 @@ def _ingest_lock(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _is_unreachable(error: BaseException) -> bool:
-    import requests
-
+def _in_chain(error: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``types`` among ``error`` and its causes (MLflow and SQLAlchemy wrap them)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                                requests.exceptions.RetryError, ConnectionError, TimeoutError)):
-            return True
+        if isinstance(current, types):
+            return current
         current = current.__cause__ or current.__context__
-    return False
+    return None
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    import requests
+
+    return _in_chain(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                             requests.exceptions.RetryError, ConnectionError, TimeoutError)) is not None
+
+
+def _ingest_again(root: Path, uri: str) -> str:
+    return shlex.join(["bench", "ingest", str(root)] + ([] if uri == default_tracking_uri(root) else ["--tracking-uri", uri]))
+
+
+def _move_aside(db: Path, detail: str, root: Path, uri: str) -> BenchError:
+    aside = shlex.join(["mv", str(db), f"{db}.broken"])
+    return BenchError(f"{db}: not a usable MLflow database ({detail}); the results are safe on disk: move it aside "
+                      f"(`{aside}`) and run `{_ingest_again(root, uri)}` to rebuild it from the results folder")
+
+
+def _check_sqlite_file(uri: str, root: Path) -> None:
+    """A folder where the database should be: sqlite says so only after MLflow's ~100 s of retries."""
+    db = _sqlite_file(uri)
+    if db is not None and db.exists() and not db.is_file():
+        raise _move_aside(db, "not a file", root, uri)
+
+
+def _unusable_database(error: BaseException, uri: str, root: Path) -> BenchError | None:
+    """One line for a sqlite store that sqlite cannot use (overwritten, truncated, unopenable), or None."""
+    import sqlite3
+
+    found = _in_chain(error, (sqlite3.Error,))
+    db = _sqlite_file(uri)
+    if found is None or db is None:
+        return None
+    detail = (str(found).strip().splitlines() or [type(found).__name__])[0]
+    name = getattr(found, "sqlite_errorname", "")
+    if name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT") or type(found) is sqlite3.DatabaseError:
+        return _move_aside(db, detail, root, uri)
+    return BenchError(f"{db}: MLflow's database cannot be used ({detail}); the results stay on disk under {root}; "
+                      f"run `{_ingest_again(root, uri)}` once it can")
 
 
 def _batch_limits() -> tuple[int, int, int]:
@@ -439,8 +507,11 @@ def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
     """Log every finished cell of ``root`` into MLflow; safe to repeat (unchanged cells are skipped).
 
     ``tracking_uri`` defaults to ``sqlite:///<abs root>/mlflow.db``. Raises :class:`BenchError`
-    (one line) when a server cannot be reached; the cells on disk are never modified.
+    (one line) when a server cannot be reached or the sqlite file is damaged; the cells on disk are
+    never modified. Done cells whose files cannot be read are skipped with a warning, as by
+    ``bench collect`` (``summary.unreadable``).
     """
+    from bench.collect import UnreadableCell, warn_unreadable
     from bench.store import Store
 
     root = Path(root)
@@ -451,13 +522,22 @@ def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
     store = Store(root)
     members = store.membership()
     done = [cell_id for cell_id in store.cell_ids() if store.cell(cell_id).is_done()]
-    if not done:
-        return summary
-    by_matrix: dict[str, list[tuple[str, str | None]]] = {}
+    cells: dict[str, _Cell] = {}
+    unreadable: dict[str, str] = {}
     for cell_id in done:
+        try:
+            cells[cell_id] = _load_cell(store, cell_id)
+        except UnreadableCell as error:  # skipped, as bench collect skips it: one broken cell hides no others
+            unreadable[cell_id] = str(error)
+    warn_unreadable(store, unreadable, ingest=True)
+    summary.unreadable = sorted(unreadable)
+    if not cells:
+        return summary
+    _check_sqlite_file(uri, root)
+    by_matrix: dict[str, list[tuple[str, str | None]]] = {}
+    for cell_id in cells:
         for matrix, _, describe in members.get(cell_id, [(NO_MATRIX, 0, None)]):
             by_matrix.setdefault(matrix, []).append((cell_id, describe))
-    cells = {cell_id: _load_cell(store, cell_id) for cell_id in done}
     with _ingest_lock(root), _client_env(uri):
         try:
             from mlflow import MlflowClient
@@ -488,6 +568,9 @@ def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
         except Exception as error:
             from mlflow.exceptions import MlflowException
 
+            unusable = _unusable_database(error, uri, root)
+            if unusable is not None:
+                raise unusable from None
             if _is_unreachable(error):
                 raise BenchError(f"MLflow server at {uri} not reachable; results stay on disk under {root}; "
                                  f"run `bench ingest {root} --tracking-uri {uri}` later") from None
@@ -518,7 +601,8 @@ def ingest_and_print(root: Path, tracking_uri: str | None) -> None:
     """Ingest and tell the user where to look (used by ``bench ingest`` and ``bench collect``)."""
     summary = ingest(root, tracking_uri)
     if summary.total == 0:
-        print(f"{root}: no finished cells to ingest", file=sys.stderr)
+        broken = f" ({len(summary.unreadable)} unreadable, see above)" if summary.unreadable else ""
+        print(f"{root}: no finished cells to ingest{broken}", file=sys.stderr)
         return
     for name, experiment_id in sorted(summary.experiments.items()):
         where = f": {summary.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}" if _is_http(summary.tracking_uri) else ""

@@ -158,3 +158,42 @@ def test_new_seeds_missing_from_the_baseline_cannot_hide_a_regression() -> None:
     result = compare(base, now, "test_acc", 0.02)
     assert len(result["failures"]) == 1 and "REGRESSED" in result["failures"][0] and "teacher0" in result["failures"][0]
     assert any("not in the baseline" in note for note in result["notes"])
+
+
+# ----------------------------------------------------------------------- a config field added later
+
+
+def test_a_config_column_added_later_still_compares_every_group(results: Path, baseline: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """A new field with a neutral default keeps the cell ids, but gives RESULTS a config column the
+    baseline lacks (so a group recomputed from RESULTS would match no baseline group)."""
+    import bench.collect
+    import bench.config
+
+    read_cells = bench.collect.read_cells
+
+    def with_new_field(root: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+        table, unreadable = read_cells(root)
+        return table.assign(label_smoothing=0.0, **{"teacher.label_smoothing": 0.0}), unreadable
+
+    monkeypatch.setattr(bench.config, "FIELD_NAMES", (*bench.config.FIELD_NAMES, "label_smoothing"))
+    monkeypatch.setattr(bench.collect, "read_cells", with_new_field)
+    capsys.readouterr()
+    assert main(["check", str(results), "--baseline", str(baseline)]) == 0
+    assert "OK — 4 cells (4 configs)" in capsys.readouterr().out
+    worse = _cell(results, "student")
+    _shift(worse, -0.2)
+    assert main(["check", str(results), "--baseline", str(baseline)]) == 1
+    regressed = [line for line in capsys.readouterr().out.splitlines() if "REGRESSED" in line]
+    assert len(regressed) == 1 and worse.name in regressed[0]
+
+
+def test_compare_never_passes_on_nothing() -> None:
+    base = _baseline(_table({0: 0.80}))
+    result = compare(base.iloc[0:0], _table({0: 0.80}), "test_acc", 0.02)
+    assert result["checked"] == [] and len(result["failures"]) == 1 and "NOTHING" in result["failures"][0]
+    # a table without the metric column at all: MISSING, not skipped
+    result = compare(base, _table({0: 0.80}).drop(columns="test_acc"), "test_acc", 0.02)
+    assert result["checked"] == [] and len(result["failures"]) == 1
+    assert result["failures"][0].startswith("MISSING   m/teacher0") and "has no test_acc" in result["failures"][0]
