@@ -567,3 +567,25 @@ register_image_folder(
     "openimages",
     how="OpenImages cannot be downloaded automatically: put any images (any nested layout) under <root>/openimages",
 )
+# nguyen2021's TensorFlow datasets. TFDS gives both only a "train" split, so the test folder is
+# the user's held-out part; ImageFolder numbers classes per folder, hence "the same class folders".
+register_image_folder(
+    "tf_flowers",
+    splits={"train": "train", "test": "test"},
+    how="tf_flowers cannot be downloaded automatically: get flower_photos.tgz (the TFDS tf_flowers source, "
+    "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz; 3,670 photos in "
+    "daisy/ dandelion/ roses/ sunflowers/ tulips/) and put one folder per class under <root>/tf_flowers/train "
+    "and <root>/tf_flowers/test, the same 5 class folders in both. It has no official split: from the single "
+    "flower_photos folder, move the 5 class folders to <root>/tf_flowers/train and then move a held-out part "
+    "of each (e.g. 20% of its images) into <root>/tf_flowers/test/<class>",
+)
+register_image_folder(
+    "cats_vs_dogs",
+    splits={"train": "train", "test": "test"},
+    how="cats_vs_dogs cannot be downloaded automatically: get kagglecatsanddogs_5340.zip (the TFDS cats_vs_dogs "
+    "source, https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
+    "kagglecatsanddogs_5340.zip), delete its corrupt images (empty or undecodable files; TFDS drops 1,738) and "
+    "put its two class folders PetImages/Cat and PetImages/Dog under <root>/cats_vs_dogs/train, then move a "
+    "held-out part of each (e.g. 20% of its images) into <root>/cats_vs_dogs/test/Cat and "
+    "<root>/cats_vs_dogs/test/Dog: it has no official split",
+)
