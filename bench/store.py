@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
@@ -157,6 +158,15 @@ def read_json(path: Path) -> Any:
         raise BenchError(f"{path}: corrupt JSON ({error.msg} at line {error.lineno})") from None
 
 
+def _plan_problem(plan: Any) -> str | None:
+    if not isinstance(plan, dict) or not isinstance(plan.get("cells"), list):
+        return "not a plan (a JSON object with a list of cells)"
+    for entry in plan["cells"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not CELL_ID.fullmatch(entry["id"]):
+            return "a plan entry without a cell id"
+    return None
+
+
 class CellDir:
     """Files of one cell."""
 
@@ -223,13 +233,26 @@ class Store:
         """cell id -> (matrix, position in its plan, one-line description) for every plan that has it."""
         out: dict[str, list[tuple[str, int, str | None]]] = {}
         for name, plan in self.plans().items():
-            for position, entry in enumerate(plan.get("cells", [])):
+            for position, entry in enumerate(plan["cells"]):
                 out.setdefault(entry["id"], []).append((name, position, entry.get("describe")))
         return out
 
     def plans(self) -> dict[str, dict[str, Any]]:
+        """Every readable plan; a damaged plan file is skipped with one warning (it is rewritten by
+        the next ``bench run`` of its matrix), so it cannot hide everyone else's results."""
         folder = self.root / "plans"
-        return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+        found: dict[str, dict[str, Any]] = {}
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            try:
+                plan = read_json(path)
+                problem = _plan_problem(plan)
+            except (BenchError, OSError, UnicodeDecodeError) as error:
+                problem = str(error).removeprefix(f"{path}: ")
+            if problem:
+                print(f"bench: warning: {path}: {problem}; skipped (run its matrix again to rewrite it)", file=sys.stderr)
+                continue
+            found[path.stem] = plan
+        return found
 
     def cell_ids(self) -> list[str]:
         """Folders under cells/ named like a cell id (anything else planted there is ignored)."""

@@ -454,3 +454,19 @@ def test_a_config_written_before_a_field_existed_is_the_same_cell(tmp_path: Path
     assert (cell_dir / "config.json").read_bytes() == before
     with pytest.raises(BenchError, match="differs from the planned config"):
         prepare_cell(Store(results), cell_dir.name, config.model_copy(update={"lr": config.lr / 2}))
+
+
+def test_a_damaged_plan_file_is_skipped_with_a_warning(tmp_path: Path, tiny_results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.collect import collect
+
+    results = tmp_path / "r"
+    shutil.copytree(tiny_results, results)
+    good = len(collect(results))
+    for name, text in (("list", "[1]"), ("noid", '{"cells": [{"x": 1}]}'), ("escape", '{"cells": [{"id": "../../etc"}]}'), ("torn", "{bad")):
+        (results / "plans" / f"{name}.json").write_text(text)
+    capsys.readouterr()
+    table = collect(results)
+    err = capsys.readouterr().err
+    assert len(table) == good and set(table["matrix"]) == {"tiny"}
+    for name in ("list", "noid", "escape", "torn"):
+        assert f"plans/{name}.json" in err
