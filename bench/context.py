@@ -19,26 +19,9 @@ from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError
 from bench.methods import Batch
 from bench.methods.distill import TeacherFn
-from bench.models import create_model, normalization
+from bench.models import Normalized, create_model, normalization
 from bench.runtime import Runtime
 from bench.store import Store, UnreadableFile, atomic_torch_save, load_tensors, read_json
-
-
-class Normalized(nn.Module):
-    """A model that takes images in [0, 1] and normalises them with its own mean/std.
-
-    Teacher and student may expect different normalisation (timm pretrained_cfg); feeding each
-    the same [0, 1] tensor and letting each normalise is what keeps them both correct.
-    """
-
-    def __init__(self, inner: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.inner = inner
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.inner((images - self.mean) / self.std)
 
 
 def match_channels(images: ImageSet, channels: int) -> ImageSet:
@@ -134,6 +117,16 @@ class CellContext:
         model.requires_grad_(trainable)
         return model.train(trainable)
 
+    def artifact(self, role: str, name: str) -> object:
+        """A named artifact the cell this one needs as ``role`` left (tensors and containers only)."""
+        dep = self.store.cell(self._dep_id(role))
+        if not dep.is_done():
+            raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is not done; run the matrix in dependency order")
+        try:
+            return load_tensors(dep.artifacts / f"{name}.pt")
+        except UnreadableFile as error:
+            raise BenchError(f"cell {self.cell_id}: artifact {name!r} of its {role}: {error}") from None
+
     def teacher_logits(self, role: str, source: ImageSet, items: torch.Tensor) -> TeacherFn:
         """The teacher's logits for a batch.
 
@@ -161,7 +154,12 @@ class CellContext:
     def _cached_logits(self, role: str, teacher: nn.Module, source: ImageSet, items: torch.Tensor) -> torch.Tensor:
         from bench.engine import predict
 
-        key = hashlib.sha256(f"{source.name}|{len(source)}|{source.channels}|{source.size}".encode() + items.numpy().tobytes()).hexdigest()[:16]
+        # Everything that changes the logits: the teacher (its cell), the inputs (dataset, size,
+        # items), their transform (none: the cache serves only unaugmented students), and how
+        # they were computed (precision, device type: a CPU run must not reuse AMP logits).
+        r = self.runtime
+        described = f"{source.name}|{len(source)}|{source.channels}|{source.size}|transform=none|amp={r.use_amp}|{r.torch_device.type}"
+        key = hashlib.sha256(described.encode() + items.numpy().tobytes()).hexdigest()[:16]
         path: Path = self.store.cell(self._dep_id(role)).artifacts / f"logits-{key}.pt"
         if path.exists():
             with contextlib.suppress(UnreadableFile):  # a damaged cache is recomputed and replaced

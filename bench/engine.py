@@ -36,8 +36,26 @@ def to_device(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 def as_float(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     """uint8 -> float in [0, 1], channels_last on GPUs."""
-    x = images.float().div_(255.0)
+    return _layout(images.float().div_(255.0), runtime)
+
+
+def _layout(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if runtime.use_channels_last else x
+
+
+def view_generators(seed: int, epoch: int, views: int) -> list[torch.Generator]:
+    """One generator per view: view 0 keeps the stream of single-view cells (so their results
+    are unchanged), view v > 0 gets its own, all recomputable from (seed, epoch) on resume."""
+    return [derived_generator(seed, epoch, "augment", *((v,) if v else ())) for v in range(views)]
+
+
+def _crop_flip(config: CellConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The cell's own augmentation (``augment``: crop, flip) on uint8, then float in [0, 1]."""
+
+    def view(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment(images, config.augment, generator, config.crop_padding).float().div_(255.0)
+
+    return view
 
 
 @torch.no_grad()
@@ -171,12 +189,16 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     """Run (or resume) every epoch of a cell and return its per-epoch and selected metrics."""
     device = runtime.torch_device
     model = training.model.to(device)
+    for module in training.extra.values():
+        module.to(device)
     if runtime.use_channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    parameters = [p for module in training.modules() for p in module.parameters() if p.requires_grad]
+    optimizer = make_optimizer(config, parameters)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[config.schedule](config))
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.use_amp and device.type == "cuda")
     targets = training.visible_targets if training.visible_targets is not None else training.source.targets
+    view = training.augment or _crop_flip(config)
     metrics: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch = 0
@@ -185,6 +207,8 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     state = load_checkpoint(cell, progress)
     if state is not None:
         model.inner.load_state_dict(state["model"])
+        for name, module in training.extra.items():
+            module.load_state_dict(state["extra"][name])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:  # a disabled scaler (CPU, no AMP) saves {}: resuming with AMP starts a fresh one
@@ -196,19 +220,19 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         progress(f"  resuming from epoch {start_epoch}/{config.epochs}")
 
     for epoch in range(start_epoch, config.epochs):
-        model.train()
+        training.train_mode()
         order = training.indices[torch.randperm(len(training.indices), generator=derived_generator(config.seed, epoch, "order"))]
-        aug = derived_generator(config.seed, epoch, "augment")
+        generators = view_generators(config.seed, epoch, training.views)
         loss_sum, seen, last_print = 0.0, 0, time.monotonic()
         n_batches = math.ceil(len(order) / config.batch_size)
         _synchronize(runtime)
         epoch_start = time.perf_counter()
         for step, (images, _, idx) in enumerate(training.source.batches(order, config.batch_size, runtime.workers)):
             x = to_device(images, runtime)
-            x = as_float(augment(x, config.augment, aug, config.crop_padding), runtime)
-            batch = Batch(x, targets[idx].to(device, non_blocking=True), idx)
+            views = tuple(_layout(view(x, generator), runtime) for generator in generators)
+            batch = Batch(views, targets[idx].to(device, non_blocking=True), idx)
             with torch.autocast(device.type, enabled=runtime.use_amp):
-                loss = training.loss(model(x), batch)
+                loss = training.step(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -231,6 +255,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
             best_state = {k: v.detach().cpu().clone() for k, v in model.inner.state_dict().items()}
         save_checkpoint(cell, {
             "epoch": epoch, "model": model.inner.state_dict(), "optimizer": optimizer.state_dict(),
+            "extra": {name: module.state_dict() for name, module in training.extra.items()},
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "metrics": metrics,
             "best": best_state, "train_seconds": train_seconds, "rng": _rng_state(),
             "wall_seconds": wall_before + time.perf_counter() - segment_start,

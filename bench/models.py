@@ -49,17 +49,84 @@ def _flat_features(features: nn.Module, in_chans: int, image_size: int, arch: st
 
 
 class FeaturesThenLinear(nn.Module):
-    """A feature extractor, a flatten and one linear classifier (sized for the input)."""
+    """A feature extractor, a flatten and one linear classifier (sized for the input).
+
+    It keeps timm's backbone/head contract (``forward_features``, ``forward_head``,
+    ``reset_classifier``, ``num_features``), so a dependant can take its backbone and put a new
+    head on it as with any timm model.
+    """
 
     def __init__(self, features: nn.Module, num_classes: int, in_chans: int, image_size: int, arch: str,
                  dropout: float = 0.0) -> None:
         super().__init__()
         self.features = features
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.classifier = nn.Linear(_flat_features(features, in_chans, image_size, arch), num_classes)
+        self.num_features = _flat_features(features, in_chans, image_size, arch)
+        self.classifier = nn.Linear(self.num_features, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.features(x), 1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(x)
+        return x if pre_logits else self.classifier(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(torch.flatten(self.features(x), 1)))
+        return self.forward_head(self.forward_features(x))
+
+
+class SequentialClassifier(nn.Sequential):
+    """An ``nn.Sequential`` whose last layer is the classifier, with timm's backbone/head
+    contract. Subclassing Sequential keeps its state-dict keys (``0.weight`` ...), so weights
+    saved before the contract existed still load."""
+
+    @property
+    def num_features(self) -> int:
+        return self[-1].in_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in list(self)[:-1]:
+            x = layer(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self[-1](x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        features = self.num_features
+        self[-1] = nn.Linear(features, num_classes) if num_classes else nn.Identity()
+        if not num_classes:
+            self[-1].in_features = features  # type: ignore[attr-defined]
+
+
+class Normalized(nn.Module):
+    """A model that takes images in [0, 1] and normalises them with its own mean/std.
+
+    Teacher and student may expect different normalisation (timm pretrained_cfg); feeding each
+    the same [0, 1] tensor and letting each normalise is what keeps them both correct.
+    ``embed`` is the backbone's pooled embedding (timm's ``forward_head(pre_logits=True)``), the
+    input of a new head.
+    """
+
+    def __init__(self, inner: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.inner((images - self.mean) / self.std)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.inner.forward_features((images - self.mean) / self.std)
+        return self.inner.forward_head(features, pre_logits=True)
+
+    @property
+    def embedding_size(self) -> int:
+        return int(getattr(self.inner, "head_hidden_size", None) or self.inner.num_features)
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int) -> list[nn.Module]:
@@ -101,7 +168,7 @@ MENGHANI_MLP_HIDDEN = (100, 50)
 def menghani_mlp(num_classes: int, in_chans: int, image_size: int) -> nn.Module:
     """menghani2019 MLP: three fully connected layers on the flattened image."""
     h1, h2 = MENGHANI_MLP_HIDDEN
-    return nn.Sequential(
+    return SequentialClassifier(
         nn.Flatten(),
         nn.Linear(in_chans * image_size * image_size, h1),
         nn.ReLU(inplace=True),

@@ -10,14 +10,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bench.config import CellConfig, cell_id as cell_id_of
+from bench.config import CellConfig, safe_name
+from bench.config import cell_id as cell_id_of
 from bench.context import CellContext
 from bench.console import echo
 from bench.engine import EvalSets, Progress, describe_epoch, train
 from bench.errors import BenchError
 from bench.methods import METHODS
 from bench.runtime import Runtime
-from bench.store import Store, atomic_write_json, read_json
+from bench.store import Store, atomic_torch_save, atomic_write_json, read_json
 from bench.costs import model_costs, peak_memory, reset_peak
 
 RESULT_METRICS = ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "epoch")
@@ -76,6 +77,8 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
             **peak_memory(runtime),
             **runtime.describe(),
         )
+        for name, produce in training.artifacts.items():  # before DONE: a done cell has all its artifacts
+            atomic_torch_save(cell.artifacts / f"{safe_name(name)}.pt", produce())
         atomic_write_json(cell.result, result)
         cell.mark_done()
         progress(f"  done: {describe_epoch(outcome.selected | {'train_images_per_s': result['train_images_per_s']}, config.epochs)} ({config.metric})")

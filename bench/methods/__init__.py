@@ -1,18 +1,20 @@
 """Training methods, one module each, looked up by name in ``METHODS``.
 
 A method turns a cell's context (config, data, dependencies) into a ``Training``: which model
-is trained, on which items, with which loss. The engine does the rest (optimiser, schedule,
-epochs, evaluation, checkpoints), so methods stay short and comparable.
+is trained, on which items, with which step (its forwards and its loss) over how many augmented
+views. The engine does the rest (optimiser, schedule, epochs, evaluation, checkpoints, exact
+resume), so methods stay short and comparable: a loss-only method is ``classify(model, loss)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
 from bench.data.images import ImageSet
+from bench.models import Normalized
 from bench.registry import Registry
 
 if TYPE_CHECKING:
@@ -21,32 +23,76 @@ if TYPE_CHECKING:
 
 @dataclass
 class Batch:
-    """One training batch on the device: float images in [0, 1] (augmented), targets, item indices."""
+    """One training batch on the device: ``views`` independently augmented float views in
+    [0, 1] (as many as the method declares), the labels the loss may see (-1 = hidden) and the
+    items' indices in the training source."""
 
-    images: torch.Tensor
+    views: tuple[torch.Tensor, ...]
     targets: torch.Tensor
     indices: torch.Tensor
 
+    @property
+    def images(self) -> torch.Tensor:
+        """The first (for most methods the only) view."""
+        return self.views[0]
+
 
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
+StepFn = Callable[[Batch], torch.Tensor]
+ViewFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""uint8 batch on the device, generator -> one float view in [0, 1]."""
+
+
+def classify(model: nn.Module, loss: LossFn) -> StepFn:
+    """The step of a method that only chooses a loss: one forward of the first view."""
+
+    def step(batch: Batch) -> torch.Tensor:
+        return loss(model(batch.images), batch)
+
+    return step
 
 
 @dataclass
 class Training:
-    """What the engine trains: ``model`` on ``source[indices]`` minimising ``loss(logits, batch)``.
+    """What the engine trains, as a method describes it (USB's ``train_step`` shape).
 
-    ``train_eval`` names the items whose accuracy is reported as ``train_acc`` (items of the
-    training set whose true labels are known; None when the training set has no labels, as in
-    blind distillation on an out-of-distribution pool). ``visible_targets`` are the labels the
-    loss may see, indexed like ``source`` (-1 = hidden); None means all of ``source.targets``.
+    The method owns its step: ``step(batch)`` does its own forwards (a student and a teacher,
+    two views through an encoder) and returns the loss; the engine keeps the optimiser,
+    schedule, epochs, evaluation, checkpoints and exact resume. ``model`` is the network that
+    is evaluated each epoch (a classifier on [0, 1] images) and saved as ``model.pt`` for
+    dependants. ``views`` augmented views per batch are drawn, view v from its own generator of
+    (seed, epoch, v), by ``augment`` (default: the cell's crop/flip). Parameters of ``model``
+    and of ``extra`` (a projection head, say; checkpointed too) are optimised unless they have
+    ``requires_grad=False``; modules in ``frozen`` are kept in eval mode all the cell long, so
+    their BatchNorm statistics never move. ``artifacts`` are written to ``artifacts/<name>.pt``
+    beside the cell before it is marked done, for dependants to load by role.
+
+    ``train_eval`` names the items whose accuracy is reported as ``train_acc`` (None when the
+    training set has no labels, as in blind distillation). ``visible_targets`` are the labels
+    the loss may see, indexed like ``source`` (-1 = hidden); None means all of ``source.targets``.
     """
 
-    model: nn.Module
+    model: Normalized
     source: ImageSet
     indices: torch.Tensor
-    loss: LossFn
+    step: StepFn
     train_eval: tuple[ImageSet, torch.Tensor] | None
     visible_targets: torch.Tensor | None = None
+    views: int = 1
+    augment: ViewFn | None = None
+    extra: dict[str, nn.Module] = field(default_factory=dict)
+    frozen: tuple[nn.Module, ...] = ()
+    artifacts: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+    def modules(self) -> list[nn.Module]:
+        return [self.model, *self.extra.values()]
+
+    def train_mode(self) -> None:
+        """Train mode for what trains, eval mode for what is frozen (BatchNorm, dropout)."""
+        for module in self.modules():
+            module.train()
+        for module in self.frozen:
+            module.eval()
 
 
 Method = Callable[["CellContext"], Training]

@@ -2,14 +2,20 @@
 on ``n_per_class`` labeled samples per class (use a lower lr with decay, as the paper does)."""
 from __future__ import annotations
 
-from bench.methods import method, Training
+from typing import TYPE_CHECKING
+
+from bench.methods import Training, classify, method
 from bench.methods.distill import distillation_loss
+
+if TYPE_CHECKING:
+    from bench.context import CellContext
 
 
 @method("finetune", roles=("student", "teacher"), fields=("n_per_class",))
-def finetune(ctx) -> Training:
+def finetune(ctx: CellContext) -> Training:
     splits = ctx.splits()
     few = splits.few
     teacher = ctx.teacher_logits("teacher", splits.source, few)
     loss = distillation_loss(teacher, ctx.config.temperature, ctx.config.alpha)
-    return Training(ctx.dependency_model("student", trainable=True), splits.source, few, loss, (splits.source, few))
+    model = ctx.dependency_model("student", trainable=True)
+    return Training(model, splits.source, few, classify(model, loss), (splits.source, few))
