@@ -66,18 +66,52 @@ class CellConfig(BaseModel):
     seed: int = 0
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(128, gt=0)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "adamw", "lars"] = "sgd"
     lr: float = Field(0.01, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(5e-4, ge=0.0)
-    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    schedule: Literal["constant", "cosine", "step", "warmup_cosine"] = "cosine"
     step_gamma: float = Field(0.1, gt=0.0, le=1.0, description="step schedule: factor every third of the epochs")
     temperature: float = Field(1.0, gt=0.0)
     alpha: float = Field(0.0, ge=0.0, le=1.0, description="kd: weight of cross-entropy on labels (1-alpha on KL)")
-    augment: tuple[Literal["crop", "flip"], ...] = ()
+    augment: tuple[Literal["crop", "flip", "color"], ...] = Field(
+        (), description="training augmentation: pad-and-crop, horizontal flip, SimCLR colour distortion (color_strength)")
     crop_padding: int = Field(4, ge=0)
     metric: Literal["final", "best_val"] = "final"
+    # ---- added after the first release: each default keeps the first release's behaviour, and a
+    # field at its default is left out of the id (see the module docstring).
+    split_seed: int | None = Field(None, description="seed of the train/val/test and label split (default: seed); "
+                                   "lets students of one teacher vary their training seed")
+    warmup_epochs: int = Field(0, ge=0, description="warmup_cosine schedule: linear warm-up epochs")
+    views: tuple[Literal["crop", "color", "gray", "blur", "flip"], ...] = Field(
+        (), description="simclr: the augmentations of each of its two views (nguyen2021 Table 1's ablation)")
+    color_strength: float = Field(1.0, gt=0.0, description="simclr: colour distortion strength s")
+    crop_scale: float = Field(0.08, gt=0.0, le=1.0, description="simclr: smallest area fraction of a random resized crop")
+    projection: Literal["v1", "v2"] = Field("v1", description="simclr: projection head (v1: 2 layers, v2: 3 with BN)")
+    head: tuple[int, ...] | None = Field(None, description="a new head on the backbone's embedding: hidden widths "
+                                         "of its dense layers ([] = one linear layer); null = the architecture's own")
+    frozen_backbone: bool = Field(False, description="with head: keep the backbone frozen (eval mode, no gradient)")
+    encoder_file: str | None = Field(None, description="backbone weights from this local file (a converted SimCLR "
+                                     "release: a state dict of the architecture) instead of a dependency")
+    eval_every: int = Field(1, gt=0, description="evaluate every n epochs (and after the last); other epochs "
+                            "record null accuracies. metric best_val needs 1")
+    task_classes: int | None = Field(None, gt=1, description="keep only the first k classes of the dataset "
+                                     "(nguyen2021 Table 4: accuracy against the number of classes)")
+    knn_k: int = Field(200, gt=0, description="SSL evaluation: neighbours of the weighted kNN classifier")
+    knn_temperature: float = Field(0.1, gt=0.0, description="SSL evaluation: temperature of the kNN weights")
     deps: dict[SafeName, CellId] = Field(default_factory=dict, description="role -> cell id of the cells this one needs")
+
+    @field_validator("encoder_file")
+    @classmethod
+    def _plain_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "\n\r\0")):
+            raise ValueError("must be a path on one line")
+        return value
+
+    @property
+    def effective_split_seed(self) -> int:
+        """The seed the splits are drawn with."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @field_validator("n_per_class")
     @classmethod

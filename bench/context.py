@@ -17,9 +17,11 @@ from bench.data.datasets import load_dataset
 from bench.data.images import ImageSet, TensorImageSet
 from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError
+from bench.inference import predict
 from bench.methods import Batch
 from bench.methods.distill import TeacherFn
-from bench.models import Normalized, create_model, normalization
+from bench.methods.contrastive import dense_head
+from bench.models import Normalized, WithHead, create_backbone, create_model, normalization
 from bench.runtime import Runtime
 from bench.store import Store, UnreadableFile, atomic_torch_save, load_tensors, read_json
 
@@ -40,10 +42,48 @@ def match_channels(images: ImageSet, channels: int) -> ImageSet:
 
 
 def build_model(config: CellConfig, num_classes: int, in_chans: int, image_size: int) -> Normalized:
+    """The cell's network, initialised from its seed: the architecture as a classifier; with
+    ``head``, its backbone and a new dense head; with ``num_classes`` 0, the backbone alone (an
+    encoder, as a SimCLR cell trains). ``encoder_file`` loads the backbone's weights."""
     torch.manual_seed(config.seed)
-    inner = create_model(config.arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size, pretrained=config.pretrained)
+    if config.head is None and num_classes and config.encoder_file is None:
+        inner = create_model(config.arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size, pretrained=config.pretrained)
+    else:
+        backbone, size = create_backbone(config.arch, in_chans, image_size, config.pretrained)
+        if config.encoder_file is not None:
+            load_backbone(backbone, Path(config.encoder_file).expanduser())
+        inner = backbone if config.head is None else WithHead(backbone, dense_head(size, config.head, num_classes), size)
     mean, std = normalization(config.arch, in_chans)
     return Normalized(inner, mean, std)
+
+
+def load_backbone(backbone: nn.Module, path: Path) -> None:
+    """Backbone weights from a state dict file (``weights_only``), a classifier's keys ignored."""
+    try:
+        state = load_tensors(path)
+    except UnreadableFile as error:
+        raise BenchError(f"encoder_file: {error}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BenchError(f"encoder_file {path}: not a state dict")
+    missing, _ = backbone.load_state_dict(state, strict=False)
+    if missing:
+        raise BenchError(f"encoder_file {path}: {len(missing)} backbone weights missing (e.g. {missing[0]}); "
+                         "is it a converted release of this architecture?")
+
+
+def _first_classes(splits: Splits, k: int) -> Splits:
+    """A task of the dataset's first ``k`` classes: every index set keeps those items only."""
+    def keep(items: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor | None:
+        if items is None or len(items) == 0:
+            return items
+        return items[(targets[items] >= 0) & (targets[items] < k)]
+
+    s, t = splits.source.targets, splits.test_source.targets
+    # the unlabeled part keeps its items of those classes too (its labels are hidden from the loss)
+    return Splits(splits.source, splits.test_source, keep(splits.train, s), keep(splits.labeled, s), keep(splits.unlabeled, s),
+                  keep(splits.val, s), keep(splits.test, t), keep(splits.few, s))
 
 
 class CellContext:
@@ -64,7 +104,7 @@ class CellContext:
 
     @property
     def num_classes(self) -> int:
-        return self.labeled_train.num_classes
+        return self.config.task_classes or self.labeled_train.num_classes
 
     def splits(self) -> Splits:
         return self._splits
@@ -73,8 +113,9 @@ class CellContext:
     def _splits(self) -> Splits:
         c = self.config
         test = self._load(c.dataset, "test")
-        return make_splits(self.labeled_train, test, self.store.root / "splits", c.dataset, c.protocol,
-                           c.val_fraction, c.label_fraction, c.n_per_class, c.seed)
+        splits = make_splits(self.labeled_train, test, self.store.root / "splits", c.dataset, c.protocol,
+                             c.val_fraction, c.label_fraction, c.n_per_class, c.effective_split_seed)
+        return splits if c.task_classes is None else _first_classes(splits, c.task_classes)
 
     def unlabeled_pool(self) -> tuple[ImageSet, torch.Tensor]:
         """The out-of-distribution pool and the items of it this cell uses (``unlabeled_limit``)."""
@@ -91,6 +132,11 @@ class CellContext:
         data = self.labeled_train
         return build_model(self.config, self.num_classes, data.channels, data.size)
 
+    def new_encoder(self) -> Normalized:
+        """The cell's architecture without a classifier: its forward is the pooled embedding."""
+        data = self.labeled_train
+        return build_model(self.config, 0, data.channels, data.size)
+
     def dependency_config(self, role: str) -> CellConfig:
         dep_id = self._dep_id(role)
         return CellConfig.model_validate(read_json(self.store.cell(dep_id).config))
@@ -103,12 +149,22 @@ class CellContext:
 
     def dependency_model(self, role: str, trainable: bool = False) -> Normalized:
         """The selected weights of the cell this one needs as ``role`` (frozen unless trainable)."""
+        from bench.methods import REQUIREMENTS
+
         dep = self.store.cell(self._dep_id(role))
         if not dep.is_done():
             raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is not done; run the matrix in dependency order")
         data = self.labeled_train
         dep_config = self.dependency_config(role)
-        model = build_model(dep_config.model_copy(update={"pretrained": False}), self.num_classes, data.channels, data.size)
+        needs = REQUIREMENTS.get(dep_config.method)
+        if needs is not None and needs.encoder:
+            classes = 0  # its model.pt is a backbone without a classifier
+        elif dep_config.dataset == self.config.dataset and dep_config.task_classes == self.config.task_classes:
+            classes = self.num_classes
+        else:
+            classes = dep_config.task_classes or self._load(dep_config.dataset, "train").num_classes
+        rebuilt = dep_config.model_copy(update={"pretrained": False, "encoder_file": None})
+        model = build_model(rebuilt, classes, data.channels, data.size)
         try:
             model.inner.load_state_dict(load_tensors(dep.model))
         except UnreadableFile as error:
@@ -152,8 +208,6 @@ class CellContext:
         return cached
 
     def _cached_logits(self, role: str, teacher: nn.Module, source: ImageSet, items: torch.Tensor) -> torch.Tensor:
-        from bench.engine import predict
-
         # Everything that changes the logits: the teacher (its cell), the inputs (dataset, size,
         # items), their transform (none: the cache serves only unaugmented students), and how
         # they were computed (precision, device type: a CPU run must not reuse AMP logits).

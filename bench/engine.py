@@ -20,27 +20,21 @@ from torch import nn
 from bench.config import CellConfig
 from bench.data.augment import augment
 from bench.data.images import ImageSet
+from bench.data.views import random_color_distortion
 from bench.errors import BenchError
+from bench.inference import evaluate, inference_rate, layout, synchronize, to_device
 from bench.methods import Batch, Training
 from bench.runtime import Runtime
 from bench.seeding import derived_generator
-from bench.store import CellDir, UnreadableFile, atomic_torch_save, atomic_write_json, load_tensors
+from bench.store import (
+    CellDir,
+    UnreadableFile,
+    atomic_torch_save,
+    atomic_write_json,
+    load_tensors,
+)
 
 Progress = Callable[[str], None]
-
-
-def to_device(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """Copy a uint8 batch to the device without blocking (4x less traffic than float32)."""
-    return images.to(runtime.torch_device, non_blocking=True)
-
-
-def as_float(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """uint8 -> float in [0, 1], channels_last on GPUs."""
-    return _layout(images.float().div_(255.0), runtime)
-
-
-def _layout(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if runtime.use_channels_last else x
 
 
 def view_generators(seed: int, epoch: int, views: int) -> list[torch.Generator]:
@@ -50,61 +44,48 @@ def view_generators(seed: int, epoch: int, views: int) -> list[torch.Generator]:
 
 
 def _crop_flip(config: CellConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    """The cell's own augmentation (``augment``: crop, flip) on uint8, then float in [0, 1]."""
+    """The cell's own augmentation: ``augment``'s crop and flip on uint8, then float in [0, 1],
+    then its colour distortion (SimCLR's, strength ``color_strength``) when it names ``color``."""
+    geometric = tuple(name for name in config.augment if name != "color")
 
     def view(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return augment(images, config.augment, generator, config.crop_padding).float().div_(255.0)
+        x = augment(images, geometric, generator, config.crop_padding).float().div_(255.0)
+        return random_color_distortion(x, generator, config.color_strength) if "color" in config.augment else x
 
     return view
 
 
-@torch.no_grad()
-def predict(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size: int, runtime: Runtime) -> torch.Tensor:
-    """Logits (float32, CPU) for ``items`` in order, in eval mode, without augmentation."""
-    was_training = model.training
-    model.eval()
-    outputs = []
-    for images, _, _ in source.batches(items, batch_size, runtime.workers):
-        x = as_float(to_device(images, runtime), runtime)
-        with torch.autocast(runtime.torch_device.type, enabled=runtime.use_amp):
-            outputs.append(model(x).float().cpu())
-    model.train(was_training)
-    return torch.cat(outputs) if outputs else torch.empty(0)
+def _lars(params, c: CellConfig) -> torch.optim.Optimizer:
+    from timm.optim import Lars  # SimCLR's optimiser; timm's, not ours
+
+    return Lars(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size: int, runtime: Runtime) -> dict[str, float]:
-    """Accuracy and cross-entropy over the items with known labels, and images/s."""
-    items = items[source.targets[items] >= 0] if len(items) else items
-    if len(items) == 0:
-        return {"acc": math.nan, "loss": math.nan, "images_per_s": math.nan}
-    start = time.perf_counter()
-    logits = predict(model, source, items, batch_size, runtime)
-    _synchronize(runtime)
-    seconds = time.perf_counter() - start
-    targets = source.targets[items]
-    return {
-        "acc": (logits.argmax(1) == targets).float().mean().item(),
-        "loss": nn.functional.cross_entropy(logits, targets).item(),
-        "images_per_s": len(items) / max(seconds, 1e-9),
-    }
-
-
-def _synchronize(runtime: Runtime) -> None:
-    if runtime.torch_device.type == "cuda":
-        torch.cuda.synchronize(runtime.torch_device)
+OPTIMIZERS: dict[str, Callable[[Any, CellConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+    "lars": _lars,
+}
 
 
 def make_optimizer(config: CellConfig, params) -> torch.optim.Optimizer:
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return OPTIMIZERS[config.optimizer](params, config)
+
+
+def _warmup_cosine(c: CellConfig) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_epochs``, then cosine decay to 0 (SimCLR's schedule, per epoch)."""
+    def factor(e: int) -> float:
+        if e < c.warmup_epochs:
+            return (e + 1) / c.warmup_epochs
+        return 0.5 * (1 + math.cos(math.pi * (e - c.warmup_epochs) / max(1, c.epochs - c.warmup_epochs)))
+    return factor
 
 
 SCHEDULES: dict[str, Callable[[CellConfig], Callable[[int], float]]] = {
     "constant": lambda c: lambda e: 1.0,
     "cosine": lambda c: lambda e: 0.5 * (1 + math.cos(math.pi * e / max(1, c.epochs))),
     "step": lambda c: lambda e: c.step_gamma ** (e // max(1, c.epochs // 3)),
+    "warmup_cosine": _warmup_cosine,
 }
 
 
@@ -225,11 +206,11 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         generators = view_generators(config.seed, epoch, training.views)
         loss_sum, seen, last_print = 0.0, 0, time.monotonic()
         n_batches = math.ceil(len(order) / config.batch_size)
-        _synchronize(runtime)
+        synchronize(runtime)
         epoch_start = time.perf_counter()
         for step, (images, _, idx) in enumerate(training.source.batches(order, config.batch_size, runtime.workers)):
             x = to_device(images, runtime)
-            views = tuple(_layout(view(x, generator), runtime) for generator in generators)
+            views = tuple(layout(view(x, generator), runtime) for generator in generators)
             batch = Batch(views, targets[idx].to(device, non_blocking=True), idx)
             with torch.autocast(device.type, enabled=runtime.use_amp):
                 loss = training.step(batch)
@@ -243,12 +224,14 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
                 last_print = time.monotonic()
                 rate = seen / (time.perf_counter() - epoch_start)
                 progress(f"  epoch {epoch + 1}/{config.epochs} batch {step + 1}/{n_batches} loss {loss_sum / seen:.4f} {rate:.0f} img/s")
-        _synchronize(runtime)
+        synchronize(runtime)
         seconds = time.perf_counter() - epoch_start
         train_seconds += seconds
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        row = _epoch_metrics(model, training, evals, config, runtime)
+        last = epoch + 1 == config.epochs
+        row = _epoch_metrics(model, training, evals, config, runtime, final=last) \
+            if last or (epoch + 1) % config.eval_every == 0 else dict(_NOT_MEASURED)
         row.update(epoch=epoch + 1, train_loss=loss_sum / max(seen, 1), lr=lr, train_images_per_s=seen / max(seconds, 1e-9), epoch_seconds=seconds)
         metrics.append(row)
         if config.metric == "best_val" and select_epoch(metrics, config.metric) is row:  # the weights of the reported epoch
@@ -276,17 +259,25 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     if best_state is not None:
         model.inner.load_state_dict(best_state)
     test_set, test_items = evals.test
-    infer = evaluate(model, test_set, test_items, config.batch_size, runtime)["images_per_s"]
+    infer = inference_rate(model, test_set, test_items, config.batch_size, runtime)
     return Outcome(metrics, selected, train_seconds, infer, wall_before + time.perf_counter() - segment_start)
 
 
-def _epoch_metrics(model: nn.Module, training: Training, evals: EvalSets, config: CellConfig, runtime: Runtime) -> dict[str, float]:
+def _epoch_metrics(model: nn.Module, training: Training, evals: EvalSets, config: CellConfig, runtime: Runtime,
+                   final: bool = True) -> dict[str, float]:
+    if training.evaluate is not None:  # the method's own (SSL: kNN accuracy on the embeddings)
+        return {**_NOT_MEASURED, **training.evaluate(model, final)}
     row: dict[str, float] = {}
     named = {"train": training.train_eval, "val": evals.val, "test": evals.test}
     for name, where in named.items():
         result = evaluate(model, where[0], where[1], config.batch_size, runtime) if where is not None else {"acc": math.nan, "loss": math.nan}
         row[f"{name}_acc"], row[f"{name}_loss"] = result["acc"], result["loss"]
+    if training.more_metrics is not None:
+        row.update(training.more_metrics(model))
     return row
+
+
+_NOT_MEASURED = {f"{split}_{kind}": math.nan for split in ("train", "val", "test") for kind in ("acc", "loss")}
 
 
 def select_epoch(metrics: list[dict[str, float]], rule: str) -> dict[str, float]:

@@ -102,6 +102,35 @@ class SequentialClassifier(nn.Sequential):
             self[-1].in_features = features  # type: ignore[attr-defined]
 
 
+class WithHead(nn.Module):
+    """A backbone (its classifier removed: it returns its pooled embedding) and a new head, with
+    the same backbone/head contract, so a dependant can take this backbone in turn."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, embedding_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.num_features = embedding_size
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def create_backbone(name: str, in_chans: int, image_size: int, pretrained: bool = False) -> tuple[nn.Module, int]:
+    """``name`` without its classifier (its forward returns the pooled embedding) and the
+    embedding's size."""
+    model = create_model(name, num_classes=1 if name in MODELS else 0, in_chans=in_chans, image_size=image_size, pretrained=pretrained)
+    size = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    model.reset_classifier(0)
+    return model, size
+
+
 class Normalized(nn.Module):
     """A model that takes images in [0, 1] and normalises them with its own mean/std.
 
@@ -197,6 +226,26 @@ def menghani_cifar_cnn(num_classes: int, in_chans: int, image_size: int) -> nn.M
         cin = width
     return FeaturesThenLinear(nn.Sequential(*layers), num_classes, in_chans, image_size,
                               "menghani_cifar_cnn", dropout=MENGHANI_CIFAR_HEAD_DROPOUT)
+
+
+# A small CNN for analogs on our CPUs (SimCLR encoders, frozen-backbone students): three 3x3
+# conv-BN-ReLU blocks (16, 32, 64) with two 2x2 max-pools and a global average pool, so its
+# embedding is 64-d whatever the image size (~24k parameters, ~1.9 MFLOP per 28x28 image).
+SMALL_CNN_WIDTHS = (16, 32, 64)
+
+
+@MODELS.register("small_cnn")
+def small_cnn(num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """Not from a paper: a compact encoder for the CPU-sized analogs."""
+    layers: list[nn.Module] = []
+    cin = in_chans
+    for i, width in enumerate(SMALL_CNN_WIDTHS):
+        layers += _conv_bn_relu(cin, width, 3)
+        if i < len(SMALL_CNN_WIDTHS) - 1:
+            layers.append(nn.MaxPool2d(2))
+        cin = width
+    layers.append(nn.AdaptiveAvgPool2d(1))
+    return FeaturesThenLinear(nn.Sequential(*layers), num_classes, in_chans, image_size, "small_cnn")
 
 
 # --------------------------------------------------------------------------- lookup

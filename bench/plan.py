@@ -25,7 +25,8 @@ DEFAULT_MAX_CELLS = 100_000
 # A dependant sees its parents' inputs: the same images, and the same train/val/test split (which
 # the dataset, protocol, val_fraction and seed define). Otherwise a teacher could have trained on
 # its student's test images.
-SHARED_WITH_PARENTS = ("dataset", "image_size", "protocol", "val_fraction", "seed")
+SHARED_WITH_PARENTS = ("dataset", "image_size", "protocol", "val_fraction", "effective_split_seed")
+_LABELS = {"effective_split_seed": "split seed (split_seed, else seed)"}
 
 
 @dataclass(eq=False)
@@ -206,20 +207,30 @@ class Planner:
         for name in needs.fields if needs else ():
             if getattr(c, name) is None:
                 raise ConfigError(self.matrix.source, where, f"method {c.method!r} needs the field {name!r}")
-        if c.epochs == 0 and not c.pretrained:
+        if c.epochs == 0 and not (c.pretrained or c.encoder_file):
             raise ConfigError(self.matrix.source, f"{where}.epochs", "0 trains nothing: a cell with epochs 0 evaluates "
-                              "pretrained weights as they are (set pretrained: true), otherwise use epochs >= 1")
+                              "pretrained weights as they are (set pretrained: true or encoder_file), otherwise use epochs >= 1")
+        if c.metric == "best_val" and c.eval_every != 1:
+            raise ConfigError(self.matrix.source, f"{where}.eval_every", "metric 'best_val' compares every epoch: use eval_every 1")
         if c.metric == "best_val" and c.protocol == "official" and c.val_fraction == 0:
             raise ConfigError(self.matrix.source, where, "metric 'best_val' needs a validation split: set val_fraction > 0 or protocol resplit_4_1_1")
 
     def _check_inputs_match(self, cell: Cell, parents: dict[str, Cell]) -> None:
-        """A student is fed the inputs its teacher was trained on: same dataset and image size."""
+        """A student is fed the inputs its teacher was trained on: same dataset, image size and
+        split (so no parent trained on its dependant's test images). A role the method takes for
+        transfer (an encoder pretrained elsewhere) may be on another dataset; on the same dataset
+        the guard holds."""
+        from bench.methods import REQUIREMENTS
+
+        needs = REQUIREMENTS.get(cell.config.method)
         for role, parent in parents.items():
+            if needs and role in needs.transfer_roles and parent.config.dataset != cell.config.dataset:
+                continue
             for name in SHARED_WITH_PARENTS:
                 mine, theirs = getattr(cell.config, name), getattr(parent.config, name)
                 if mine != theirs:
                     raise ConfigError(self.matrix.source, f"stages.{cell.stage}",
-                                      f"{name} {mine!r} differs from its {role}'s {theirs!r} (stage {parent.stage}); set it in defaults")
+                                      f"{_LABELS.get(name, name)} {mine!r} differs from its {role}'s {theirs!r} (stage {parent.stage}); set it in defaults")
 
     def _validate(self, stage_name: str, fields: dict[str, Any]) -> CellConfig:
         try:

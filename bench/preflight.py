@@ -9,15 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from bench.errors import BenchError
+from bench.errors import BenchError, DataNotFoundError
 from bench.plan import Cell
 from bench.store import Store
 
 
-def needed_inputs(cells: Iterable[Cell]) -> tuple[set[tuple[str, str, int | None]], set[str]]:
-    """(dataset, split, image_size) triples and pretrained architectures the cells use."""
+def needed_inputs(cells: Iterable[Cell]) -> tuple[set[tuple[str, str, int | None]], set[str], set[str]]:
+    """(dataset, split, image_size) triples, pretrained architectures and weight files
+    (``encoder_file``) the cells use."""
     datasets: set[tuple[str, str, int | None]] = set()
     weights: set[str] = set()
+    files: set[str] = set()
     for cell in cells:
         c = cell.config
         datasets |= {(c.dataset, "train", c.image_size), (c.dataset, "test", c.image_size)}
@@ -25,7 +27,18 @@ def needed_inputs(cells: Iterable[Cell]) -> tuple[set[tuple[str, str, int | None
             datasets.add((c.unlabeled, "train", c.image_size))
         if c.pretrained:
             weights.add(c.arch)
-    return datasets, weights
+        if c.encoder_file:
+            files.add(c.encoder_file)
+    return datasets, weights, files
+
+
+def encoder_file_path(name: str) -> Path:
+    """Where an ``encoder_file`` is, or a one-line DataNotFoundError saying how to make it."""
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise DataNotFoundError(f"encoder_file {path}: not found; it cannot be downloaded: convert a SimCLR release "
+                                "(e.g. r50_1x_sk0) to a PyTorch state dict of the architecture and put it there")
+    return path
 
 
 def check_inputs(cells: Iterable[Cell], data_root: Path | None) -> None:
@@ -33,11 +46,13 @@ def check_inputs(cells: Iterable[Cell], data_root: Path | None) -> None:
     from bench.data.datasets import load_dataset
     from bench.models import check_pretrained_available
 
-    datasets, weights = needed_inputs(cells)
+    datasets, weights, files = needed_inputs(cells)
     for name, split, size in sorted(datasets, key=str):
         load_dataset(name, split, root=data_root, image_size=size)
     for arch in sorted(weights):
         check_pretrained_available(arch)
+    for name in sorted(files):
+        encoder_file_path(name)
 
 
 def check_parents(cells: Iterable[Cell], store: Store) -> None:

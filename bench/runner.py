@@ -22,6 +22,7 @@ from bench.store import Store, atomic_torch_save, atomic_write_json, read_json
 from bench.costs import model_costs, peak_memory, reset_peak
 
 RESULT_METRICS = ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "epoch")
+EPOCH_ONLY = ("lr", "train_images_per_s", "epoch_seconds")  # a method's own metrics (probe_test_acc, test_agreement) go to the result too
 
 
 def prepare_cell(store: Store, cell_id: str, config: CellConfig) -> None:
@@ -65,6 +66,7 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
         outcome = train(config, training, evals, cell, runtime, progress)
         data = ctx.labeled_train
         result: dict[str, Any] = {("selected_epoch" if k == "epoch" else k): outcome.selected[k] for k in RESULT_METRICS}
+        result.update({k: v for k, v in outcome.selected.items() if k not in RESULT_METRICS and k not in EPOCH_ONLY})
         result.update(
             cell_id=cell_id,
             selection=config.metric,

@@ -94,7 +94,7 @@ def prefetch_command(args: argparse.Namespace) -> int:
     from bench.data.datasets import SPLITS, locate_dataset, prefetch_dataset
     from bench.errors import DataNotFoundError
     from bench.models import cached_weights, prefetch_weights
-    from bench.preflight import needed_inputs
+    from bench.preflight import encoder_file_path, needed_inputs
 
     matrix, cells = planned_cells(args)
     root = args.data_root or matrix.data_root
@@ -114,7 +114,7 @@ def prefetch_command(args: argparse.Namespace) -> int:
             pass
         return f"{what}: downloaded to {fetch()}", True
 
-    datasets, weights = needed_inputs(cells)  # the very splits and weight files `bench run` checks
+    datasets, weights, files = needed_inputs(cells)  # the very splits and weight files `bench run` checks
     needed = {(name, split) for name, split, _ in datasets}
     splits = {name: [s for s in SPLITS if (name, s) in needed] for name in sorted({name for name, _ in needed})}
     items: list[tuple[str, Callable[[], str], Callable[[], str]]] = [
@@ -122,7 +122,9 @@ def prefetch_command(args: argparse.Namespace) -> int:
          functools.partial(places, prefetch_dataset, name, wanted))
         for name, wanted in splits.items()
     ] + [(f"weights {arch}", functools.partial(cached_weights, arch), functools.partial(prefetch_weights, arch))
-         for arch in sorted(weights)]
+         for arch in sorted(weights)] + [
+        (f"encoder file {name}", lambda name=name: str(encoder_file_path(name)),
+         lambda name=name: str(encoder_file_path(name))) for name in sorted(files)]
     downloaded = failed = 0
     for what, look, fetch in items:
         try:

@@ -65,7 +65,9 @@ class Training:
     and of ``extra`` (a projection head, say; checkpointed too) are optimised unless they have
     ``requires_grad=False``; modules in ``frozen`` are kept in eval mode all the cell long, so
     their BatchNorm statistics never move. ``artifacts`` are written to ``artifacts/<name>.pt``
-    beside the cell before it is marked done, for dependants to load by role.
+    beside the cell before it is marked done, for dependants to load by role. ``evaluate``
+    replaces the per-epoch classifier evaluation (an SSL cell reports kNN accuracy as its
+    ``*_acc``); ``more_metrics`` adds to it (a student's agreement with its teacher).
 
     ``train_eval`` names the items whose accuracy is reported as ``train_acc`` (None when the
     training set has no labels, as in blind distillation). ``visible_targets`` are the labels
@@ -83,6 +85,8 @@ class Training:
     extra: dict[str, nn.Module] = field(default_factory=dict)
     frozen: tuple[nn.Module, ...] = ()
     artifacts: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    evaluate: Callable[[nn.Module, bool], dict[str, float]] | None = None  # (model, last epoch?) -> metrics
+    more_metrics: Callable[[nn.Module], dict[str, float]] | None = None
 
     def modules(self) -> list[nn.Module]:
         return [self.model, *self.extra.values()]
@@ -105,19 +109,23 @@ class Requirement:
 
     roles: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()
+    transfer_roles: tuple[str, ...] = ()  # roles whose cell may be on another dataset (a pretrained encoder)
+    encoder: bool = False  # its model.pt is a backbone without a classifier (SimCLR)
 
 
 REQUIREMENTS: dict[str, Requirement] = {}
 
 
-def method(name: str, roles: tuple[str, ...] = (), fields: tuple[str, ...] = ()) -> Callable[[Method], Method]:
-    """Register a method with the dependency roles and config fields it cannot run without."""
-    REQUIREMENTS[name] = Requirement(roles, fields)
+def method(name: str, roles: tuple[str, ...] = (), fields: tuple[str, ...] = (),
+           transfer_roles: tuple[str, ...] = (), encoder: bool = False) -> Callable[[Method], Method]:
+    """Register a method with the dependency roles and config fields it cannot run without, the
+    roles it may take from another dataset (transfer learning), and whether it trains an encoder."""
+    REQUIREMENTS[name] = Requirement(roles, fields, transfer_roles, encoder)
     return METHODS.register(name)
 
 
 def _load_all() -> None:
-    from bench.methods import blind, finetune, kd, supervised  # noqa: F401  (registers)
+    from bench.methods import blind, finetune, kd, simclr, supervised, transfer  # noqa: F401  (registers)
 
 
 _load_all()

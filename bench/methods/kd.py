@@ -2,20 +2,29 @@
 
 Self-distillation when the student's architecture is the teacher's, compression when smaller.
 Labels of the unlabeled part are hidden from the loss (target -1) but used to report train_acc
-over the whole training set, as the paper evaluates the student on it.
+over the whole training set, as the paper evaluates the student on it. With ``head`` the student
+is a backbone (its ``backbone`` role's, pretrained, or fresh) with new dense layers, the backbone
+frozen with ``frozen_backbone`` (nguyen2021 Table 2). Every epoch also reports
+``test_agreement``: how often the student's prediction is the teacher's (nguyen2021's Table 2
+accuracy may be this).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
+import torch
+from torch import nn
+
+from bench.inference import predict
 from bench.methods import Training, classify, method
 from bench.methods.distill import distillation_loss
+from bench.methods.transfer import with_backbone
 
 if TYPE_CHECKING:
     from bench.context import CellContext
 
 
-@method("kd", roles=("teacher",))
+@method("kd", roles=("teacher",), transfer_roles=("backbone",))
 def kd(ctx: CellContext) -> Training:
     splits = ctx.splits()
     items = splits.train
@@ -23,5 +32,21 @@ def kd(ctx: CellContext) -> Training:
     hidden[splits.unlabeled] = -1
     teacher = ctx.teacher_logits("teacher", splits.source, items)
     loss = distillation_loss(teacher, ctx.config.temperature, ctx.config.alpha)
-    model = ctx.new_model()
-    return Training(model, splits.source, items, classify(model, loss), (splits.source, items), visible_targets=hidden)
+    model, frozen = with_backbone(ctx, ctx.config.frozen_backbone, role="backbone") if ctx.config.head is not None else (ctx.new_model(), ())
+    return Training(model, splits.source, items, classify(model, loss), (splits.source, items), visible_targets=hidden,
+                    frozen=frozen, more_metrics=agreement(ctx, "teacher"))
+
+
+def agreement(ctx: CellContext, role: str) -> Callable[[nn.Module], dict[str, float]]:
+    """``test_agreement``: the fraction of test images on which model and ``role`` predict alike."""
+    splits = ctx.splits()
+    source, items = splits.test_source, splits.test
+    cached: list[torch.Tensor] = []
+
+    def measure(model: nn.Module) -> dict[str, float]:
+        if not cached:
+            cached.append(predict(ctx.dependency_model(role).to(ctx.runtime.torch_device), source, items, ctx.config.batch_size, ctx.runtime).argmax(1))
+        mine = predict(model, source, items, ctx.config.batch_size, ctx.runtime).argmax(1)
+        return {"test_agreement": (mine == cached[0]).float().mean().item()}
+
+    return measure
