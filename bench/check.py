@@ -41,13 +41,11 @@ listed: baseline, now, delta), 2 user errors (e.g. no baseline file: run with ``
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +128,7 @@ def describe(row: pd.Series | dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- baseline I/O
 
 
-def _collect(results: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+def collect_results(results: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     """The collected table and, per done cell that cannot be read, why (warned about on stderr)."""
     from bench.collect import read_cells, warn_unreadable
     from bench.store import Store
@@ -181,7 +179,7 @@ def write_baseline(frame: pd.DataFrame, path: Path) -> None:
 KEY_COLUMNS = ("matrix", "id", "group", GATE_METRIC)
 
 
-def _shown(text: str) -> str:
+def shown(text: str) -> str:
     """Text from a baseline file as it is when short and on one line, else a bounded repr."""
     return text if len(text) <= 60 and text.isprintable() else repr(text[:40])
 
@@ -244,7 +242,7 @@ def parse_baseline(text: str, path: Path) -> pd.DataFrame:
                 raise BenchError(f"{path}: line {line}, column {column}: empty; {rerun}")
         key = (row["matrix"], row["id"], row[GATE_METRIC])
         if key in first:
-            raise BenchError(f"{path}: line {line}: cell {_shown(key[0])}/{_shown(key[1])} ({_shown(key[2])}) again, "
+            raise BenchError(f"{path}: line {line}: cell {shown(key[0])}/{shown(key[1])} ({shown(key[2])}) again, "
                              f"first at line {first[key]}; {rerun}")
         first[key] = line
         value, problem = _number(row["value"])
@@ -336,7 +334,7 @@ def compare(baseline: pd.DataFrame, table: pd.DataFrame, metric: str, tolerance:
 # --------------------------------------------------------------------------- command line
 
 
-def _update_matrix(table: pd.DataFrame, baseline_path: Path, requested: str | None) -> str:
+def matrix_to_update(table: pd.DataFrame, baseline_path: Path, requested: str | None) -> str:
     names = sorted(set(table["matrix"])) if not table.empty else []
     if requested:
         if requested not in names:
@@ -349,61 +347,3 @@ def _update_matrix(table: pd.DataFrame, baseline_path: Path, requested: str | No
         return named[0]
     raise BenchError(f"RESULTS holds {len(named)} matrices ({', '.join(named) or 'none'}) and none is named "
                      f"{baseline_path.stem!r}; pass --matrix NAME")
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "check", help="compare a results folder with a baseline CSV; exit 1 on regressions or missing cells",
-        description="Exit 0 when every baseline cell is done and within tolerance, 1 otherwise. Per group of seeds, "
-                    "a drop larger than tolerance + 2*sqrt(s_b^2/n_b + s_now^2/n_now) is a regression.")
-    p.add_argument("results", metavar="RESULTS", help="results folder")
-    p.add_argument("--baseline", required=True, help="baseline CSV (results/baselines/<matrix>.csv)")
-    p.add_argument("--tolerance", type=float, default=0.02, help="absolute tolerance on the metric (default 0.02)")
-    p.add_argument("--metric", default="test_acc", choices=METRICS, help="metric to compare (default test_acc)")
-    p.add_argument("--update", action="store_true", help="write/overwrite the baseline from RESULTS and exit 0")
-    p.add_argument("--matrix", help="--update: matrix to take (default: the baseline file's stem, or the only matrix)")
-
-
-from bench.cli import command  # noqa: E402  (bench.cli imports this module lazily)
-
-
-@command("check")
-def check_command(args: argparse.Namespace) -> int:
-    results, path = Path(args.results), Path(args.baseline)
-    if not args.tolerance >= 0:
-        raise BenchError(f"--tolerance must be >= 0, not {args.tolerance}")
-    if args.update:
-        table, _ = _collect(results)
-        matrix = _update_matrix(table, path, args.matrix)
-        frame = build_baseline(table, matrix, args.metric)
-        write_baseline(frame, path)
-        from bench.store import Store
-
-        plans = Store(results).plans()
-        planned = {c["id"] for c in plans.get(matrix, {}).get("cells", [])}
-        not_done = planned - set(frame["id"])
-        if not_done:
-            print(f"bench check: note: {len(not_done)} planned cell(s) of {matrix} are not done and not in the baseline: "
-                  f"{', '.join(sorted(not_done))}", file=sys.stderr)
-        print(f"bench check: wrote {path}: {len(frame)} cells ({frame['group'].nunique()} configs) of {matrix}, "
-              f"{args.metric}")
-        return 0
-
-    baseline = read_baseline(path)  # before collecting: a garbage baseline fails first, and fast
-    rows = baseline[baseline[GATE_METRIC] == args.metric]
-    if rows.empty:
-        have = ", ".join(_shown(m) for m in sorted(set(baseline[GATE_METRIC]))) or "none"
-        raise BenchError(f"{path}: no {args.metric} baseline (it has: {have}); use --metric or --update")
-    table, unreadable = _collect(results)
-    outcome = compare(rows, table, args.metric, args.tolerance, unreadable)
-    for note in outcome["notes"]:
-        print(f"note: {note}")
-    where = f"{path} ({args.metric}, tolerance {args.tolerance:g})"
-    if outcome["failures"]:
-        print(f"bench check: FAILED against {where}: {len(outcome['failures'])} problem(s)")
-        for line in outcome["failures"]:
-            print(f"  {line}")
-        return 1
-    print(f"bench check: OK — {len(rows)} cells ({len(outcome['checked'])} configs) of "
-          f"{', '.join(sorted(set(rows['matrix'])))} within tolerance of {where}")
-    return 0

@@ -45,6 +45,9 @@ class Matrix(BaseModel):
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     stages: dict[SafeName, Stage]
     overrides: list[Override] = Field(default_factory=list)
+    stand_in: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="bench report: for a matrix that runs a paper's design on other data or "
+        "models, figure id (a glob) -> the selector of this matrix's cells that stand in for it; data, never run")
     source: str = Field("", exclude=True)
 
 

@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from pydantic import ValidationError
 
@@ -21,6 +21,11 @@ from bench.matrix import Matrix, Rule, stage_order, validate_field
 from bench.yaml_input import parse_yaml
 
 DEFAULT_MAX_CELLS = 100_000
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bench.store import Store
 
 # A dependant sees its parents' inputs: the same images, and the same train/val/test split (which
 # the dataset, protocol, val_fraction and seed define). Otherwise a teacher could have trained on
@@ -301,3 +306,24 @@ def describe_cell(cell: Cell) -> str:
         text += f"+{c.unlabeled}"
     text += f" {amount} seed {c.seed}"
     return text + (f" <- {parents}" if parents else "")
+
+
+def plan_table(cells: list[Cell]) -> "pd.DataFrame":
+    """One row per cell: what ``bench plan`` prints."""
+    import pandas as pd
+
+    rows = []
+    for c in cells:
+        cfg = c.config
+        rows.append({
+            "id": c.id, "stage": cfg.stage, "method": cfg.method, "dataset": cfg.dataset + (f"+{cfg.unlabeled}" if cfg.unlabeled else ""),
+            "arch": cfg.arch, "labels": f"n={cfg.n_per_class}" if cfg.n_per_class is not None else f"{cfg.label_fraction:g}",
+            "seed": cfg.seed, "epochs": cfg.epochs, "lr": cfg.lr,
+            "needs": " ".join(f"{role}:{dep}" for role, dep in sorted(cfg.deps.items())) or "-",
+        })
+    return pd.DataFrame(rows)
+
+
+def record_plan(store: "Store", name: str, matrix: Matrix, cells: list[Cell], sets: list[str]) -> None:
+    """Which cells the matrix (or its ``--set`` variant ``name``) has, for collect, status and reports."""
+    store.write_plan(name, matrix.source, matrix.paper, [{"id": c.id, "stage": c.stage, "describe": describe_cell(c)} for c in cells], sets)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from bench.errors import BenchError
+
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -39,6 +41,19 @@ class Runtime:
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 
+    @classmethod
+    def from_options(cls, device: str | None, amp: bool | None, workers: int, data_root: str | Path | None,
+                     on_this_machine: bool = True) -> "Runtime":
+        """A run's Runtime from the command line. Cells that run elsewhere (on a cluster) choose
+        their device on the compute node, so only the syntax of ``device`` is checked here."""
+        if on_this_machine:
+            chosen = checked_device(device)
+        else:
+            chosen = "cpu"
+            if device:
+                parse_device(device)
+        return cls(device=chosen, amp=amp, workers=workers, data_root=Path(data_root) if data_root else None)
+
     def describe(self) -> dict[str, object]:
         name = torch.cuda.get_device_name(self.torch_device) if self.device.startswith("cuda") else "cpu"
         return {
@@ -52,6 +67,24 @@ class Runtime:
             "host": os.uname().nodename,
             "git_commit": source_commit(),
         }
+
+
+def parse_device(name: str) -> torch.device:
+    """``torch.device(name)``, or a one-line error (not a failure per cell)."""
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise BenchError(f"--device {name}: {str(error).splitlines()[0]}") from None
+
+
+def checked_device(name: str | None) -> str:
+    """A device torch knows and this machine has (default: CUDA if there is one)."""
+    if name is None:
+        return default_device()
+    device = parse_device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise BenchError(f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    return name
 
 
 @functools.lru_cache(maxsize=1)

@@ -76,10 +76,8 @@ for its subcommands on every start.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import math
 import os
@@ -89,8 +87,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-import bench.cli
 from bench.errors import BenchError
+from bench.locks import exclusive
 
 if TYPE_CHECKING:
     from bench.store import Store
@@ -267,27 +265,27 @@ def default_tracking_uri(root: str | Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
-def _scheme(uri: str) -> str:
+def scheme(uri: str) -> str:
     return uri.split(":", 1)[0].lower() if ":" in uri else ""
 
 
 def resolve_tracking_uri(root: str | Path, tracking_uri: str | None = None) -> str:
     if not tracking_uri:
         return default_tracking_uri(root)
-    if _scheme(tracking_uri) in ("", "file"):
+    if scheme(tracking_uri) in ("", "file"):
         raise BenchError(f"tracking URI {tracking_uri!r} is MLflow's file store, which bench does not use "
                          "(MLflow >= 3.13 refuses it); use sqlite:///PATH/mlflow.db or http://HOST:PORT")
     return tracking_uri
 
 
-def _is_http(uri: str) -> bool:
-    return _scheme(uri) in ("http", "https")
+def is_http(uri: str) -> bool:
+    return scheme(uri) in ("http", "https")
 
 
 def _artifact_root(root: Path, uri: str) -> Path | None:
     """Where new experiments keep artifacts; None lets a server (or Databricks) decide."""
-    scheme = _scheme(uri)
-    if scheme in ("http", "https") or scheme.startswith("databricks"):
+    kind = scheme(uri)
+    if kind in ("http", "https") or kind.startswith("databricks"):
         return None
     db = _sqlite_file(uri)
     if db is not None:
@@ -297,7 +295,7 @@ def _artifact_root(root: Path, uri: str) -> Path | None:
 
 def _sqlite_file(uri: str) -> Path | None:
     """The database file of a ``sqlite:///PATH`` URI (None for other URIs and in-memory databases)."""
-    if _scheme(uri) != "sqlite" or not uri.startswith("sqlite:///"):
+    if scheme(uri) != "sqlite" or not uri.startswith("sqlite:///"):
         return None
     path = uri[len("sqlite:///"):].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
@@ -307,7 +305,7 @@ def _sqlite_file(uri: str) -> Path | None:
 def _client_env(uri: str) -> Iterator[None]:
     """Short retries and timeouts for http(s) URIs, and no "View run at" line (plus a get_run) per
     run; only where the user did not choose, and only while ingesting."""
-    wanted = {**(HTTP_LIMITS if _is_http(uri) else {}), **QUIET}
+    wanted = {**(HTTP_LIMITS if is_http(uri) else {}), **QUIET}
     added = [name for name in wanted if name not in os.environ]
     for name in added:
         os.environ[name] = wanted[name]
@@ -322,20 +320,12 @@ def _client_env(uri: str) -> Iterator[None]:
 def _ingest_lock(root: Path) -> Iterator[None]:
     """One ingest per results folder at a time (a read-only folder goes without the lock)."""
     try:
-        handle = open(root / LOCK_FILE, "w")
+        (root / LOCK_FILE).touch()
     except OSError:
         yield
         return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"bench: waiting for another ingest of {root}", file=sys.stderr)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(root / LOCK_FILE, f"another ingest of {root}", echo=lambda m: print(f"bench:{m}", file=sys.stderr)):
+        yield
 
 
 def _in_chain(error: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
@@ -582,31 +572,3 @@ def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
 
 
 # ---------------------------------------------------------------- command line
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("ingest", help="log finished cells into MLflow (one run per cell; safe to repeat)")
-    p.add_argument("dir", nargs="?", help=f"results folder (default ${{BENCH_RESULTS}} or ./{bench.cli.DEFAULT_RESULTS})")
-    p.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default sqlite:///<DIR>/mlflow.db)")
-
-
-@bench.cli.command("ingest")
-def ingest_command(args: argparse.Namespace) -> int:
-    ingest_and_print(Path(args.dir) if args.dir else bench.cli.results_dir(args), args.tracking_uri)
-    return 0
-
-
-def ingest_and_print(root: Path, tracking_uri: str | None) -> None:
-    """Ingest and tell the user where to look (used by ``bench ingest`` and ``bench collect``)."""
-    summary = ingest(root, tracking_uri)
-    if summary.total == 0:
-        broken = f" ({len(summary.unreadable)} unreadable, see above)" if summary.unreadable else ""
-        print(f"{root}: no finished cells to ingest{broken}", file=sys.stderr)
-        return
-    for name, experiment_id in sorted(summary.experiments.items()):
-        where = f": {summary.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}" if _is_http(summary.tracking_uri) else ""
-        print(f"  {name} (experiment {experiment_id}){where}", file=sys.stderr)
-    print(f"{summary.total} cells: {summary}", file=sys.stderr)
-    if _scheme(summary.tracking_uri) == "sqlite":
-        print(f"view: mlflow ui --backend-store-uri {summary.tracking_uri}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """Executors hand ready cells to compute: in this process, or to SLURM through submitit."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bench.registry import Registry
 
@@ -26,13 +27,23 @@ class RunSummary:
 
 
 class Executor(Protocol):
+    """Hands ready cells to compute. ``runs_here``: whether cells run on this machine (so its
+    device is checked here); ``from_args`` builds one from the command line's options."""
+
+    runs_here: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Executor": ...
+
+    def describe(self, runtime: Runtime) -> str: ...
+
     def run(self, cells: list[Cell], store: Store, runtime: Runtime) -> RunSummary: ...
 
 
-EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
 
 
-def get_executor(name: str) -> Callable[..., Executor]:
+def get_executor(name: str) -> type[Executor]:
     """Look an executor up by name; the modules (torch, submitit) load only when one is needed."""
     from bench.executors import local, slurm  # noqa: F401  (register themselves)
 

@@ -1,6 +1,7 @@
 """Run cells one after another in this process, parents first, skipping what is done."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import time
 import traceback
@@ -39,8 +40,19 @@ def record_failure(store: Store, cell_id: str, error: BaseException) -> str:
 
 
 class LocalExecutor:
+    """Every cell in this process, one after another."""
+
+    runs_here = True  # the device is this machine's
+
     def __init__(self, echo: Echo = echo) -> None:
         self.echo = echo
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "LocalExecutor":
+        return cls()
+
+    def describe(self, runtime: Runtime) -> str:
+        return f"{runtime.device} (local executor)"
 
     def run(self, cells: list[Cell], store: Store, runtime: Runtime) -> RunSummary:
         summary = RunSummary()

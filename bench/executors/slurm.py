@@ -10,6 +10,7 @@ cancels a dependant whose parent failed instead of leaving it pending forever, a
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
 import time
 from dataclasses import dataclass
@@ -137,6 +138,17 @@ def make_executor(folder: Path, profile: Profile, stage: str, name: str, depende
 
 
 class SlurmExecutor:
+    """Cells as SLURM job arrays through submitit (see the module docstring)."""
+
+    runs_here = False  # each job picks its device on its compute node
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "SlurmExecutor":
+        return cls(profile=args.profile, wait=not args.no_wait, device=args.device)
+
+    def describe(self, runtime: Runtime) -> str:
+        return f"SLURM (profile {self.profile.source})"
+
     def __init__(self, profile: str = "local", wait: bool = True, device: str | None = None, poll_seconds: float = 5.0,
                  echo: Echo = echo) -> None:
         self.profile = load_profile(profile)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.cli import command, planned_cells, results_dir, select, _print_frame
+from bench.commands import matrix_args, planned_cells, print_frame, results_dir
+from bench.plan import select
 from bench.errors import BenchError
 from bench.store import Store, read_json
 
@@ -50,18 +51,16 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@command("status")
 def status_command(args: argparse.Namespace) -> int:
     matrix, cells = planned_cells(args)
     cells = select(cells, args.only)
     table = cell_status(Store(results_dir(args)), cells)
-    _print_frame(table)
+    print_frame(table)
     counts = table.status.value_counts()
     print(f"\n{matrix.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0
 
 
-@command("cancel")
 def cancel_command(args: argparse.Namespace) -> int:
     from bench.executors.slurm import ACTIVE, job_states
 
@@ -79,7 +78,6 @@ def cancel_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("prefetch")
 def prefetch_command(args: argparse.Namespace) -> int:
     """Put every dataset split and pretrained weight file a matrix needs where `bench run` looks.
 
@@ -144,15 +142,15 @@ def prefetch_command(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for name, text in (("status", "done / running / pending / failed per cell"), ("cancel", "cancel a matrix's queued SLURM jobs")):
+    for name, text, handler in (("status", "done / running / pending / failed per cell", status_command),
+                                ("cancel", "cancel a matrix's queued SLURM jobs", cancel_command)):
         p = sub.add_parser(name, help=text)
-        p.add_argument("matrix")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE")
-        p.add_argument("--only", metavar="PATTERN")
-        p.add_argument("--results")
+        matrix_args(p)
+        p.add_argument("--results", help="results folder (as for bench run)")
+        p.set_defaults(handler=handler)
     p = sub.add_parser("prefetch", help="download the datasets and pretrained weights a matrix needs and `bench run` "
                                          "does not find yet (login node)")
-    p.add_argument("matrix")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    matrix_args(p, only=False)
     p.add_argument("--data-root", help="dataset root, as for `bench run` (default: the matrix's data_root, "
                                        "${BENCH_DATA}, ~/.cache/bench/data)")
+    p.set_defaults(handler=prefetch_command)

@@ -1,0 +1,60 @@
+"""The command layer: one function per ``bench`` subcommand, grouped by what it works on.
+
+Each module has ``add_commands(subparsers)``, which adds its parsers and binds each to its
+handler (``set_defaults(handler=...)``). Handlers parse nothing themselves and hold no logic of
+their own beyond calling the libraries (plan, executors, collect, tracking, check, report) and
+printing; the libraries never import this package. ``bench.cli`` builds the parser from the
+modules listed here and turns errors into one line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bench.matrix import Matrix
+    from bench.plan import Cell
+
+DEFAULT_RESULTS = "runs"
+MODULES = ("bench.commands.runs", "bench.commands.results", "bench.commands.cluster")
+Handler = Callable[[argparse.Namespace], int]
+
+
+def results_dir(args: argparse.Namespace | None = None, given: str | None = None) -> Path:
+    """--results (or ``given``), else $BENCH_RESULTS, else ./runs."""
+    return Path(given or getattr(args, "results", None) or os.environ.get("BENCH_RESULTS") or DEFAULT_RESULTS)
+
+
+def matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
+    """The arguments every command on a matrix takes."""
+    from bench.plan import DEFAULT_MAX_CELLS
+
+    p.add_argument("matrix", help="matrix YAML file (matrices/*.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a field for every cell (epochs=2) or one stage (teacher.epochs=2)")
+    if only:
+        p.add_argument("--only", metavar="PATTERN", help="only cells whose id, stage, method or arch matches (glob), plus what they need")
+    p.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, metavar="N",
+                   help=f"refuse a matrix expanding to more cells (default {DEFAULT_MAX_CELLS:,})")
+
+
+def planned_cells(args: argparse.Namespace) -> tuple[Matrix, list[Cell]]:
+    """The matrix named on the command line and its cells (``--set`` applied)."""
+    from bench.matrix import load_matrix
+    from bench.plan import DEFAULT_MAX_CELLS, expand, parse_sets
+
+    matrix = load_matrix(args.matrix)
+    return matrix, expand(matrix, parse_sets(args.set or []), getattr(args, "max_cells", DEFAULT_MAX_CELLS))
+
+
+def print_frame(frame: pd.DataFrame) -> None:
+    """A table on stdout, whole (no elided rows or columns), four decimals."""
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
+                           "display.float_format", lambda v: f"{v:.4f}"):
+        print(frame.to_string(index=False))
