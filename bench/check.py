@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.plan import describe_fields as describe
 from bench.store import atomic_write_bytes
 
 GATE_METRIC = "check_metric"  # which result column the gate compares ("metric" is a cell field)
@@ -103,26 +104,6 @@ def _with_groups(frame: pd.DataFrame) -> pd.DataFrame:
     columns = config_columns(frame)
     frame["group"] = [group_key(row, columns) for _, row in frame.iterrows()] if not frame.empty else []
     return frame
-
-
-def describe(row: pd.Series | dict[str, Any]) -> str:
-    """A short human description of a cell from its config columns."""
-    get = (lambda k: row.get(k)) if isinstance(row, dict) else (lambda k: row[k] if k in row.index else None)
-
-    def present(value: Any) -> bool:
-        return value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value) not in ("", "nan", "None")
-
-    parts = [str(get(k)) for k in ("stage", "method", "arch") if present(get(k))]
-    if present(get("teacher.arch")):
-        parts.append(f"<- {get('teacher.arch')}")
-    if present(get("dataset")):
-        parts.append(f"on {get('dataset')}" + (f"+{get('unlabeled')}" if present(get("unlabeled")) else ""))
-    for key, label in (("label_fraction", "labels="), ("n_per_class", "n="), ("seed", "seed ")):
-        if key == "label_fraction" and present(get(key)) and str(get(key)) in ("1", "1.0"):
-            continue  # all labels: the default, not worth a word
-        if present(get(key)):
-            parts.append(f"{label}{get(key)}")
-    return " ".join(parts)
 
 
 # --------------------------------------------------------------------------- baseline I/O

@@ -296,17 +296,34 @@ def plan_name(matrix_name: str, sets: list[str] | None) -> str:
     return f"{matrix_name}@{hashlib.sha256(' '.join(sorted(sets)).encode()).hexdigest()[:8]}"
 
 
-def describe_cell(cell: Cell) -> str:
-    """A one-line human description: id, stage, method, arch, data, fraction, seed, parents."""
-    c = cell.config
-    amount = f"n={c.n_per_class}/class" if c.n_per_class is not None else f"{c.label_fraction:g} labels"
-    parents = ", ".join(f"{role}={p.config.arch}:{p.id[:8]}" for role, p in cell.parents.items() if role in c.deps and p.id == c.deps[role])
-    text = f"{cell.id} {c.stage} {c.method} {c.arch} on {c.dataset}"
-    if c.unlabeled:
-        text += f"+{c.unlabeled}"
-    text += f" {amount} seed {c.seed}"
-    return text + (f" <- {parents}" if parents else "")
+def describe_fields(values: Any) -> str:
+    """A short human description of a cell from its fields (a mapping or a results-table row;
+    ``role.arch`` names a parent's architecture): ``stage method arch <- teacher on data labels seed``."""
+    get = values.get
 
+    def present(value: Any) -> bool:
+        return value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value) not in ("", "nan", "None")
+
+    parts = [str(get(k)) for k in ("stage", "method", "arch") if present(get(k))]
+    parents = [f"{role}={get(f'{role}.arch')}" for role in ("teacher", "student", "encoder", "backbone") if present(get(f"{role}.arch"))]
+    if parents:
+        parts.append("<- " + ",".join(parents))
+    if present(get("dataset")):
+        parts.append(f"on {get('dataset')}" + (f"+{get('unlabeled')}" if present(get("unlabeled")) else ""))
+    for key, label in (("label_fraction", "labels="), ("n_per_class", "n="), ("seed", "seed ")):
+        if key == "label_fraction" and present(get(key)) and str(get(key)) in ("1", "1.0"):
+            continue  # all labels: the default, not worth a word
+        if present(get(key)):
+            parts.append(f"{label}{get(key)}")
+    return " ".join(parts)
+
+
+def describe_cell(cell: Cell) -> str:
+    """One line for progress and plans: the cell's id, then ``describe_fields`` of it and the
+    architectures of the parents it names."""
+    values: dict[str, Any] = cell.config.model_dump(mode="json", exclude={"deps"})
+    values |= {f"{role}.arch": parent.config.arch for role, parent in cell.parents.items() if cell.config.deps.get(role) == parent.id}
+    return f"{cell.id} {describe_fields(values)}"
 
 def plan_table(cells: list[Cell]) -> "pd.DataFrame":
     """One row per cell: what ``bench plan`` prints."""
