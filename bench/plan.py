@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 # the dataset, protocol, val_fraction and seed define). Otherwise a teacher could have trained on
 # its student's test images.
 SHARED_WITH_PARENTS = ("dataset", "image_size", "protocol", "val_fraction", "effective_split_seed")
-_LABELS = {"effective_split_seed": "split seed (split_seed, else seed)"}
+_LABELS = {"effective_split_seed": "split seed"}
 
 
 @dataclass(eq=False)
@@ -235,7 +235,8 @@ class Planner:
                 mine, theirs = getattr(cell.config, name), getattr(parent.config, name)
                 if mine != theirs:
                     raise ConfigError(self.matrix.source, f"stages.{cell.stage}",
-                                      f"{_LABELS.get(name, name)} {mine!r} differs from its {role}'s {theirs!r} (stage {parent.stage}); set it in defaults")
+                                      f"{_LABELS.get(name, name)} {mine!r} differs from its {role}'s {theirs!r} (stage {parent.stage}); set it in defaults"
+                                      + ("; to vary the training seed alone, set split_seed for every stage" if name in _LABELS else ""))
 
     def _validate(self, stage_name: str, fields: dict[str, Any]) -> CellConfig:
         try:

@@ -129,7 +129,7 @@ BAD = [
     ("best_val without val", {"name": "x", "defaults": {"dataset": "digits", "arch": "menghani_mlp", "metric": "best_val"},
         "stages": {"t": {"method": "supervised"}}}, "stages.t: metric 'best_val' needs a validation split"),
     ("student with its own split seed", {"name": "x", "defaults": {"dataset": "digits", "arch": "menghani_mlp"}, "stages": {
-        "t": {"method": "supervised"}, "s": {"method": "kd", "needs": {"teacher": "t"}, "axes": {"seed": [1]}}}}, "stages.s: seed 1 differs from its teacher's 0"),
+        "t": {"method": "supervised"}, "s": {"method": "kd", "needs": {"teacher": "t"}, "axes": {"seed": [1]}}}}, "stages.s: split seed 1 differs from its teacher's 0"),
     ("stage with no cells", {"name": "x", "defaults": {"dataset": "digits"}, "stages": {
         "t": {"method": "supervised", "axes": {"arch": ["menghani_mlp"]}},
         "s": {"method": "kd", "needs": {"teacher": "t"}, "axes": {"arch": ["menghani_mlp"]}, "include": [{"teacher.arch": "menghani_cnn"}]}}},
