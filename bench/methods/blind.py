@@ -1,5 +1,7 @@
 """menghani2019 blind distillation: the student learns only from the teacher's outputs on an
-out-of-distribution unlabeled pool and never sees a labeled-set image."""
+out-of-distribution unlabeled pool and never sees a labeled-set image. Its student may be a
+frozen-backbone one with new dense layers, as kd's (``head``, ``frozen_backbone``, a ``backbone``
+role), and it reports ``test_agreement`` with its teacher too."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -8,16 +10,18 @@ import torch
 
 from bench.methods import Training, classify, method
 from bench.methods.distill import distillation_loss
+from bench.methods.kd import agreement, student_model
 
 if TYPE_CHECKING:
     from bench.context import CellContext
 
 
-@method("blind", roles=("teacher",), fields=("unlabeled",))
+@method("blind", roles=("teacher",), fields=("unlabeled",), transfer_roles=("backbone",))
 def blind(ctx: CellContext) -> Training:
     pool, items = ctx.unlabeled_pool()
     teacher = ctx.teacher_logits("teacher", pool, items)
     loss = distillation_loss(teacher, ctx.config.temperature, 0.0)
     hidden = torch.full_like(pool.targets, -1)
-    model = ctx.new_model()
-    return Training(model, pool, items, classify(model, loss), None, visible_targets=hidden)
+    model, frozen = student_model(ctx)
+    more = agreement(ctx, "teacher") if ctx.config.head is not None else None  # (menghani2019's cells keep their metrics)
+    return Training(model, pool, items, classify(model, loss), None, visible_targets=hidden, frozen=frozen, more_metrics=more)

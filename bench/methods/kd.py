@@ -19,6 +19,7 @@ from bench.inference import predict
 from bench.methods import Training, classify, method
 from bench.methods.distill import distillation_loss
 from bench.methods.transfer import with_backbone
+from bench.models import Normalized
 
 if TYPE_CHECKING:
     from bench.context import CellContext
@@ -32,9 +33,17 @@ def kd(ctx: CellContext) -> Training:
     hidden[splits.unlabeled] = -1
     teacher = ctx.teacher_logits("teacher", splits.source, items)
     loss = distillation_loss(teacher, ctx.config.temperature, ctx.config.alpha)
-    model, frozen = with_backbone(ctx, ctx.config.frozen_backbone, role="backbone") if ctx.config.head is not None else (ctx.new_model(), ())
+    model, frozen = student_model(ctx)
     return Training(model, splits.source, items, classify(model, loss), (splits.source, items), visible_targets=hidden,
                     frozen=frozen, more_metrics=agreement(ctx, "teacher"))
+
+
+def student_model(ctx: CellContext) -> tuple[Normalized, tuple[nn.Module, ...]]:
+    """A fresh student, or with ``head`` one on a (``backbone`` role's) backbone, frozen with
+    ``frozen_backbone``; and what stays frozen."""
+    if ctx.config.head is None:
+        return ctx.new_model(), ()
+    return with_backbone(ctx, ctx.config.frozen_backbone, role="backbone")
 
 
 def agreement(ctx: CellContext, role: str) -> Callable[[nn.Module], dict[str, float]]:
