@@ -154,3 +154,15 @@ def test_the_shipped_nguyen2021_matrices_plan() -> None:
     analog = expand(load_matrix(ROOT / "matrices" / "nguyen2021-analog.yaml"))
     students = [c for c in analog if c.stage.startswith("student")]
     assert len(students) == 6 and all(c.config.frozen_backbone and c.config.augment == () for c in students)
+
+
+def test_prefetch_knows_an_encoder_file_and_says_where_to_put_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = {"name": "needsfile", "defaults": {**SSL["defaults"], "encoder_file": str(tmp_path / "r50.pt")},
+            "stages": {"probe": {"method": "linear_probe", "set": {"head": [], "epochs": 1}}}}
+    matrix = write_matrix(tmp_path, spec)
+    assert main(["prefetch", str(matrix)]) == 2
+    err = capsys.readouterr().err
+    assert f"encoder_file {tmp_path / 'r50.pt'}: not found" in err and "convert a SimCLR release" in err
+    torch.save({}, tmp_path / "r50.pt")
+    assert main(["prefetch", str(matrix)]) == 0
+    assert f"encoder file {tmp_path / 'r50.pt'}: found at {tmp_path / 'r50.pt'}" in capsys.readouterr().out
