@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from bench.config import CellConfig, cell_id
 from bench.errors import BenchError, ConfigError, first_validation_error, short
 from bench.matrix import Matrix, Rule, stage_order, validate_field
+from bench.selectors import rule_matches
 from bench.yaml_input import parse_yaml
 
 DEFAULT_MAX_CELLS = 100_000
@@ -63,12 +64,12 @@ _MISSING = object()
 
 
 def _matches(cell: Cell, rule: Rule) -> bool:
-    for key, wanted in rule.items():
-        value = cell.lookup(key)
-        accepted = wanted if isinstance(wanted, list) else [wanted]
-        if not any(_equal(value, a) for a in accepted):
-            return False
-    return True
+    """Every key of ``rule`` accepts the cell's value (``bench.selectors``; role.field reaches parents)."""
+    return all(_value_present(value := cell.lookup(key)) and rule_matches(value, wanted) for key, wanted in rule.items())
+
+
+def _value_present(value: Any) -> bool:
+    return value is not _MISSING
 
 
 def _equal(value: Any, wanted: Any) -> bool:

@@ -1,0 +1,90 @@
+"""The one selector language of matrices (include, exclude, overrides' ``when``) and of the
+papers' figure files (``select``, ``baseline``) and matrices' ``stand_in``.
+
+A selector maps a field (``arch``, or ``role.field`` such as ``teacher.arch``) to what it accepts:
+
+* a scalar accepts equal values: text as text, numbers as numbers (``math.isclose``, so 0.1 and
+  0.1000000000001 agree and numeric text such as "10" counts), booleans only booleans;
+* a list is a list of accepted values (any of them): ``arch: [resnet18, resnet50]``;
+* a list-valued field (``augment``, ``views``) is matched against a list given inside that
+  list, as a set (any order): ``augment: [[crop, flip]]`` accepts exactly crop and flip,
+  ``augment: [[]]`` no augmentation, ``augment: [[crop], [crop, flip]]`` either.
+
+Values may come from a cell (tuples, numbers) or from a collected results table (where a list
+field is the text "crop,flip" and a missing value is NaN); both read the same.
+"""
+from __future__ import annotations
+
+import ast
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def is_empty(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+def as_text(value: Any) -> str:
+    return "" if is_empty(value) else str(value)
+
+
+def as_list(value: Any) -> list[Any] | None:
+    """A value as a list: lists/tuples/arrays as they are; text as written by ``bench.collect``
+    ("crop,flip"; "" or an empty cell for an empty list) or as a Python/JSON list ("['crop']")."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return list(value)
+    if is_empty(value):
+        return []
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text[:1] in ("[", "("):
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return None
+        return list(parsed) if isinstance(parsed, (list, tuple)) else None
+    return [part.strip() for part in text.split(",")] if text else []
+
+
+def as_number(value: Any) -> float | None:
+    if isinstance(value, (bool, np.bool_)) or is_empty(value):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def value_matches(value: Any, accepted: Any) -> bool:
+    """Whether ``value`` is the one ``accepted`` value (a scalar, or a list for a list field)."""
+    if isinstance(accepted, bool):
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value) is accepted
+        return isinstance(value, str) and value.strip().lower() == str(accepted).lower()
+    if isinstance(accepted, (list, tuple)):
+        items = as_list(value)
+        return items is not None and sorted(map(str, items)) == sorted(map(str, accepted))
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(accepted, str):
+        return not isinstance(value, (list, tuple, np.ndarray)) and as_text(value) == accepted
+    if accepted is None:
+        return is_empty(value)
+    number = as_number(value)
+    return number is not None and math.isclose(number, float(accepted), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def rule_matches(value: Any, wanted: Any) -> bool:
+    """One selector entry: a list is any of its items, anything else the value itself."""
+    accepted = wanted if isinstance(wanted, list) else [wanted]
+    return any(value_matches(value, one) for one in accepted)
