@@ -10,6 +10,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
 
+Speed = dict[str, dict[str, tuple[str, float]]]
+"""Benchmark group -> side ("bench" or "baseline") -> (what ran, median seconds)."""
+SPEED = pytest.StashKey[Speed]()
+
 
 def write_matrix(folder: Path, matrix: dict[str, Any], name: str = "m.yaml") -> Path:
     path = folder / name
@@ -31,3 +35,21 @@ def tiny_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-results")
     assert main(["run", str(TINY), "--results", str(root)]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def speed(pytestconfig: pytest.Config) -> Speed:
+    """Where tests/test_benchmarks.py keeps each group's medians for the summary below."""
+    return pytestconfig.stash.setdefault(SPEED, {})
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Each benchmark group's bench path against its baseline, both measured in this run."""
+    pairs = {group: sides for group, sides in config.stash.get(SPEED, {}).items() if {"bench", "baseline"} <= set(sides)}
+    if not pairs:
+        return
+    terminalreporter.section("bench against its baselines (median of each, this run)")
+    for group, sides in pairs.items():
+        (ours, mine), (theirs, base) = sides["bench"], sides["baseline"]
+        terminalreporter.write_line(f"{group}:\n  {ours} {mine * 1e3:.1f} ms, {theirs} {base * 1e3:.1f} ms: "
+                                    f"bench takes {mine / base:.3f}x the baseline's time ({base / mine:.1f}x as fast)")

@@ -1,88 +1,234 @@
-"""Speed, measured with pytest-benchmark (never asserted): run with
-``python -m pytest tests/test_benchmarks.py --benchmark-enable -o addopts=''`` and compare the
-rows of each group; in the default suite each runs once as a smoke test."""
+"""Speed of bench's own code paths against what they replace, measured with pytest-benchmark and
+never asserted. Run ``python -m pytest tests/test_benchmarks.py --benchmark-enable -o addopts='' -s``:
+each group pairs a bench path with a baseline doing the same work, measured in the same run, and
+the terminal summary prints the ratio of their medians (tests/conftest.py). In the default suite
+(``--benchmark-disable``) each runs once as a smoke test of its result."""
 from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+import torch.nn.functional as F
+from pytest_benchmark.fixture import BenchmarkFixture
 from torchvision.transforms import v2
 
+from bench.cli import main
+from bench.config import CellConfig
+from bench.context import CellContext
 from bench.data.augment import augment
 from bench.data.datasets import load_dataset
-from bench.models import create_model
+from bench.data.views import blur_kernel_size, simclr_view
+from bench.engine import EvalSets, Outcome, train
+from bench.methods import METHODS, Batch, Training
+from bench.runtime import Runtime
+from bench.store import Store
+from tests.conftest import Speed, write_matrix
 
 BATCH = 128
+CROP = "crop+flip: an epoch of 4096 uint8 28x28 images"
+SIMCLR = "SimCLR view: 256 RGB 32x32 images"
+EPOCH = "kd: one epoch of an MLP student of a CNN teacher on 16x16 digits (train, evaluate, save)"
+TARGETS = "kd: the CNN teacher's targets for one epoch of its student"
+
+
+def timed(benchmark: BenchmarkFixture, speed: Speed, group: str, side: str, label: str, run: Callable[[], object],
+          setup: Callable[[], tuple[tuple, dict]] | None = None, rounds: int = 5) -> object:
+    """Benchmark ``run`` (after ``setup``, untimed, each round) and keep its median for the summary."""
+    benchmark.group = group
+    result = benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    if benchmark.enabled:
+        speed.setdefault(group, {})[side] = (label, benchmark.stats.stats.median)
+    return result
+
+
+def batches(items: torch.Tensor | int, size: int) -> list[torch.Tensor]:
+    """A shuffled epoch of ``items`` (or of range(items)) in batches, the same for both sides of a group."""
+    items = torch.arange(items) if isinstance(items, int) else items
+    return list(items[torch.randperm(len(items), generator=torch.Generator().manual_seed(0))].split(size))
+
+
+# ------------------------------------------------------------------ data augmentation
+
+
+def assert_views(out: list[torch.Tensor], images: torch.Tensor, slack: float = 0.0) -> None:
+    """Every image came out once, in its shape, in [0, 1] (torchvision's blur may pass 1 by an ulp: ``slack``)."""
+    assert sum(len(x) for x in out) == len(images) and all(x.shape[1:] == images.shape[1:] for x in out)
+    assert all(-slack <= x.min() and x.max() <= 1 + slack for x in out)
 
 
 @pytest.fixture(scope="module")
 def fashion() -> torch.Tensor:
-    return load_dataset("fashion_mnist", "train").images[:8192]
+    return load_dataset("fashion_mnist", "train").images[:4096]
 
 
-class PilImages(Dataset):
-    """The per-sample path our in-memory batches replace: PIL image -> transforms -> tensor."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = [Image.fromarray(x[0].numpy()) for x in images]
-        self.transform = v2.Compose([v2.PILToTensor(), v2.RandomCrop(28, padding=4), v2.RandomHorizontalFlip()])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(self.images[i])
-
-
-@pytest.mark.benchmark(group="data: one epoch of 8192 augmented 28x28 images")
-def test_batched_in_memory_augmentation(benchmark, fashion: torch.Tensor) -> None:
-    def epoch() -> int:
+def test_crop_flip_batched(benchmark: BenchmarkFixture, speed: Speed, fashion: torch.Tensor) -> None:
+    def epoch() -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(0)
-        order = torch.randperm(len(fashion), generator=generator)
-        seen = 0
-        for start in range(0, len(order), BATCH):
-            x = augment(fashion[order[start:start + BATCH]], ("crop", "flip"), generator, 4)
-            seen += x.float().div_(255).shape[0]
-        return seen
+        return [augment(fashion[idx], ("crop", "flip"), generator, 4).float().div_(255) for idx in batches(len(fashion), BATCH)]
 
-    assert benchmark(epoch) == len(fashion)
+    assert_views(timed(benchmark, speed, CROP, "bench", "bench.data.augment.augment, per batch", epoch), fashion)
 
 
-@pytest.mark.benchmark(group="data: one epoch of 8192 augmented 28x28 images")
-def test_per_sample_pil_dataloader(benchmark, fashion: torch.Tensor) -> None:
-    loader = DataLoader(PilImages(fashion), batch_size=BATCH, shuffle=True, num_workers=0)
+def test_crop_flip_per_sample_torchvision(benchmark: BenchmarkFixture, speed: Speed, fashion: torch.Tensor) -> None:
+    transform = v2.Compose([v2.RandomCrop(28, padding=4), v2.RandomHorizontalFlip()])
 
-    def epoch() -> int:
-        return sum(batch.float().div_(255).shape[0] for batch in loader)
+    def epoch() -> list[torch.Tensor]:
+        return [torch.stack([transform(image) for image in fashion[idx]]).float().div_(255) for idx in batches(len(fashion), BATCH)]
 
-    assert benchmark(epoch) == len(fashion)
+    assert_views(timed(benchmark, speed, CROP, "baseline", "torchvision v2, per image", epoch), fashion)
 
 
 @pytest.fixture(scope="module")
-def teacher() -> torch.nn.Module:
-    return create_model("menghani_cnn", 10, 1, 28).eval()
+def colour() -> torch.Tensor:
+    return torch.rand(256, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.benchmark(group="kd: teacher targets for 4096 images")
-def test_teacher_logits_from_cache(benchmark, teacher: torch.nn.Module, fashion: torch.Tensor) -> None:
-    images = fashion[:4096].float() / 255
+def test_simclr_view_batched(benchmark: BenchmarkFixture, speed: Speed, colour: torch.Tensor) -> None:
+    def views() -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(0)
+        return [simclr_view(colour[idx], generator) for idx in batches(len(colour), 64)]
+
+    assert_views(timed(benchmark, speed, SIMCLR, "bench", "bench.data.views.simclr_view, per batch", views), colour)
+
+
+def test_simclr_view_per_sample_torchvision(benchmark: BenchmarkFixture, speed: Speed, colour: torch.Tensor) -> None:
+    """The same ops, probabilities and ranges (see bench/data/views.py) as torchvision v2, image by image."""
+    transform = v2.Compose([
+        v2.RandomResizedCrop(32, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=False),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+        v2.RandomApply([v2.GaussianBlur(blur_kernel_size(32, 32), sigma=(0.1, 2.0))], p=0.5),
+    ])
+
+    def views() -> list[torch.Tensor]:
+        return [torch.stack([transform(image) for image in colour[idx]]) for idx in batches(len(colour), 64)]
+
+    assert_views(timed(benchmark, speed, SIMCLR, "baseline", "torchvision v2, per image", views, rounds=3), colour, slack=1e-5)
+
+
+# ------------------------------------------------------------------ a kd cell
+
+KD_MATRIX = {
+    "name": "bench-kd",
+    "defaults": {"dataset": "digits", "image_size": 16, "label_fraction": 0.2, "epochs": 1, "lr": 0.05,
+                 "batch_size": 64, "schedule": "constant"},
+    "stages": {
+        "teacher": {"method": "supervised", "axes": {"arch": ["menghani_cnn"]}},
+        "student": {"method": "kd", "needs": {"teacher": "teacher"}, "set": {"alpha": 0.3, "temperature": 4.0},
+                    "axes": {"arch": ["menghani_mlp"]}},
+    },
+}
+
+
+@dataclass
+class KdCell:
+    """A done kd student (its teacher's logits cached) whose epoch is run again from scratch."""
+
+    config: CellConfig
+    ctx: CellContext
+    fresh_ids: itertools.count
+
+    def training(self) -> Training:
+        return METHODS.get("kd")(self.ctx)
+
+    def new_cell(self) -> str:
+        """An id never used: the engine starts the epoch from scratch rather than resuming."""
+        return f"{next(self.fresh_ids):012x}"
+
+
+@pytest.fixture(scope="module")
+def kd_cell(tmp_path_factory: pytest.TempPathFactory) -> KdCell:
+    root = tmp_path_factory.mktemp("bench-kd")
+    assert main(["run", str(write_matrix(root, KD_MATRIX)), "--results", str(root / "runs")]) == 0
+    store = Store(root / "runs")
+    (student,) = [i for i in store.cell_ids() if json.loads(store.cell(i).config.read_text())["method"] == "kd"]
+    config = CellConfig.model_validate_json(store.cell(student).config.read_text())
+    return KdCell(config, CellContext(config, student, store, Runtime(device="cpu")), itertools.count(1))
+
+
+def test_kd_epoch_through_the_engine(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell) -> None:
+    """bench.engine.train: the epoch, train/test accuracy and teacher agreement, images/s, checkpoint, model.pt."""
+    splits = kd_cell.ctx.splits()
+    evals = EvalSets(None, (splits.test_source, splits.test))
+
+    def setup() -> tuple[tuple, dict]:
+        return (kd_cell.config, kd_cell.training(), evals, kd_cell.ctx.store.cell(kd_cell.new_cell()),
+                kd_cell.ctx.runtime, lambda line: None), {}
+
+    outcome = timed(benchmark, speed, EPOCH, "bench", "bench.engine.train", train, setup, rounds=10)
+    assert isinstance(outcome, Outcome) and len(outcome.metrics) == 1
+    assert outcome.selected["train_acc"] > 0.2 and 0 <= outcome.selected["test_agreement"] <= 1  # chance is 0.1
+
+
+def test_kd_epoch_hand_written(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell, tmp_path: Path) -> None:
+    """The loop one would write instead: same model, optimiser, batches, targets, loss and the same
+    numbers at the end (train/test accuracy, agreement, weights on disk), nothing else."""
+    c, ctx = kd_cell.config, kd_cell.ctx
+    splits = ctx.splits()
+    images, labels = splits.source.images.float() / 255, splits.source.targets.clone()
+    labels[splits.unlabeled] = -1
+    test_x, test_y = splits.test_source.images[splits.test].float() / 255, splits.test_source.targets[splits.test]
+    teacher = ctx.dependency_model("teacher")
     with torch.no_grad():
-        table = torch.cat([teacher(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
-    order = torch.randperm(len(images))
+        soft = teacher(images)  # the cache's content, for every item of the source
 
-    def lookup() -> int:
-        return sum(table[order[i:i + BATCH]].shape[0] for i in range(0, len(order), BATCH))
+    def predict(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([net(chunk) for chunk in x.split(c.batch_size)]).argmax(1)
 
-    assert benchmark(lookup) == len(images)
-
-
-@pytest.mark.benchmark(group="kd: teacher targets for 4096 images")
-def test_teacher_logits_recomputed(benchmark, teacher: torch.nn.Module, fashion: torch.Tensor) -> None:
-    images = fashion[:4096].float() / 255
-
-    def recompute() -> int:
+    def epoch(model: torch.nn.Module) -> dict[str, float]:
+        optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        t = c.temperature
+        for idx in batches(splits.train, c.batch_size):
+            logits = model(images[idx])
+            kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(soft[idx] / t, 1), log_target=True, reduction="batchmean")
+            known = labels[idx] >= 0
+            loss = (1 - c.alpha) * kl * t * t + c.alpha * F.cross_entropy(logits[known], labels[idx][known])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
         with torch.no_grad():
-            return sum(teacher(images[i:i + BATCH]).shape[0] for i in range(0, len(images), BATCH))
+            train_acc = (predict(model, images[splits.train]) == splits.source.targets[splits.train]).float().mean().item()
+            predicted = predict(model, test_x)
+            agreement = (predicted == predict(teacher, test_x)).float().mean().item()
+        torch.save(model.state_dict(), tmp_path / "model.pt")
+        return {"train_acc": train_acc, "test_acc": (predicted == test_y).float().mean().item(), "test_agreement": agreement}
 
-    assert benchmark.pedantic(recompute, rounds=3, iterations=1) == len(images)
+    row = timed(benchmark, speed, EPOCH, "baseline", "a hand-written loop", epoch, lambda: ((kd_cell.training().model,), {}), rounds=10)
+    assert row["train_acc"] > 0.2 and 0 <= row["test_agreement"] <= 1
+
+
+def target_fn(kd_cell: KdCell, augmented: bool) -> Callable[[Batch], torch.Tensor]:
+    """The student's teacher targets as bench gives them: from the cache, or online (what an
+    augmented student gets; here fed the same plain batches, so both do the same work)."""
+    config = kd_cell.config.model_copy(update={"augment": ("crop",)}) if augmented else kd_cell.config
+    ctx = CellContext(config, kd_cell.ctx.cell_id, kd_cell.ctx.store, kd_cell.ctx.runtime)
+    splits = ctx.splits()
+    return ctx.teacher_logits("teacher", splits.source, splits.train)
+
+
+def student_epoch(kd_cell: KdCell) -> list[Batch]:
+    """The student's plain (unaugmented) batches of one epoch."""
+    splits = kd_cell.ctx.splits()
+    return [Batch((images.float() / 255,), targets, idx) for idx in batches(splits.train, kd_cell.config.batch_size)
+            for images, targets, _ in splits.source.batches(idx, len(idx))]
+
+
+def test_teacher_targets_from_the_cache(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell) -> None:
+    epoch, cached = student_epoch(kd_cell), target_fn(kd_cell, augmented=False)
+    out = timed(benchmark, speed, TARGETS, "bench", "CellContext.teacher_logits, cached", lambda: [cached(batch) for batch in epoch])
+    online = target_fn(kd_cell, augmented=True)
+    with torch.no_grad():
+        assert all(torch.allclose(mine, online(batch), rtol=0, atol=1e-5) for mine, batch in zip(out, epoch))
+
+
+def test_teacher_targets_recomputed(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell) -> None:
+    epoch, online = student_epoch(kd_cell), target_fn(kd_cell, augmented=True)
+    out = timed(benchmark, speed, TARGETS, "baseline", "CellContext.teacher_logits, online", lambda: [online(batch) for batch in epoch])
+    assert [len(x) for x in out] == [len(batch.indices) for batch in epoch]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.collect import collect
 from tests.conftest import ROOT, TINY, write_matrix
 
 
@@ -68,39 +71,55 @@ def test_plan_prints_cells_and_counts(capsys: pytest.CaptureFixture[str]) -> Non
     assert "n=all" in out and "teacher:" in out
 
 
-def test_rerun_skips_done_cells_and_collect_writes_tables(tiny_results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def tiny_copy(tiny_results: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's tiny results, for a test that writes into its folder."""
+    return Path(shutil.copytree(tiny_results, tmp_path / "runs"))
+
+
+def test_rerun_skips_done_cells_and_collect_writes_tables(tiny_results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tiny_copy(tiny_results, tmp_path)
     capsys.readouterr()
-    assert main(["run", str(TINY), "--results", str(tiny_results)]) == 0
+    assert main(["run", str(TINY), "--results", str(results)]) == 0
     err = capsys.readouterr().err
     assert err.count(": already done") == 4
-    assert main(["collect", str(tiny_results)]) == 0
-    table = pd.read_parquet(tiny_results / "results.parquet")
+    assert main(["collect", str(results)]) == 0
+    table = pd.read_parquet(results / "results.parquet")
     assert len(table) == 4 and set(table.stage) == {"teacher", "student", "finetune"}
     for column in ("id", "arch", "label_fraction", "seed", "lr", "epochs", "test_acc", "train_acc", "wall_seconds",
                    "train_images_per_s", "infer_images_per_s", "params", "teacher.arch"):
         assert column in table, column
-    assert pd.read_csv(tiny_results / "results.csv").shape == table.shape
+    assert pd.read_csv(results / "results.csv").shape == table.shape
     umask = os.umask(0)
     os.umask(umask)
-    for path in (tiny_results / "results.csv", next((tiny_results / "cells").glob("*/result.json"))):
+    for path in (results / "results.csv", next((results / "cells").glob("*/result.json"))):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # readable by colleagues as the umask allows
 
 
+def plan_rows(out: str) -> dict[str, list[str]]:
+    """Cell id -> its row of `bench plan`'s table."""
+    rows = (line.split() for line in out.splitlines())
+    return {row[0]: row for row in rows if row and re.fullmatch(r"[0-9a-f]{12}", row[0])}
+
+
 def test_only_selects_a_cell_and_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", str(ROOT / "matrices" / "demo.yaml"), "--only", "finetune"]) == 0
-    assert "14 cells" in capsys.readouterr().out
-    assert main(["plan", str(ROOT / "matrices" / "demo.yaml"), "--only", "blind"]) == 0
+    demo = str(ROOT / "matrices" / "demo.yaml")
+    assert main(["plan", demo]) == 0
+    rows = plan_rows(capsys.readouterr().out)
+    finetune = next(cell for cell, row in rows.items() if row[1] == "finetune")
+    needs = {field.split(":")[1] for field in rows[finetune] if ":" in field}  # student:<id> teacher:<id>
+    assert main(["plan", demo, "--only", finetune[:8]]) == 0  # the first characters of an id
+    out = capsys.readouterr().out
+    assert set(plan_rows(out)) == {finetune, *needs} and len(needs) == 2
+    assert "demo: 3 cells (teacher 1, student 1, finetune 1)" in out
+    assert main(["plan", demo, "--only", "blind"]) == 0
     assert "demo: 6 cells (teacher 2, student 4)" in capsys.readouterr().out
 
 
-def test_a_set_variant_keeps_its_own_plan(tmp_path: Path) -> None:
-    results = tmp_path / "runs"
-    assert main(["run", str(TINY), "--results", str(results)]) == 0
+def test_a_set_variant_keeps_its_own_plan(tiny_results: Path, tmp_path: Path) -> None:
+    results = tiny_copy(tiny_results, tmp_path)
     assert main(["run", str(TINY), "--results", str(results), "--set", "epochs=1"]) == 0
     plans = sorted(p.stem for p in (results / "plans").glob("*.json"))
     assert plans[0] == "tiny" and plans[1].startswith("tiny@") and len(plans) == 2
-    from bench.collect import collect
-
     table = collect(results)
     assert (table.matrix == "tiny").sum() == 4 and table.matrix.str.startswith("tiny@").sum() == 4
     assert set(table[table.matrix == "tiny"].epochs) == {3}

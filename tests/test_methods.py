@@ -1,17 +1,25 @@
-"""Each method learns on tiny real data (accuracy well above chance), and feeds on what its paper says."""
+"""Each method learns on tiny real data (accuracy well above chance), and feeds on what its paper
+says: the teacher targets it is given, and the crops it trains on."""
 from __future__ import annotations
 
+import json
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import torch
 
+import bench.context
 from bench.cli import main
 from bench.collect import collect
-from bench.config import CellConfig
+from bench.config import CellConfig, cell_id
 from bench.context import CellContext
-from bench.methods import METHODS
+from bench.data.augment import random_crop
+from bench.inference import predict
+from bench.methods import METHODS, Batch
 from bench.runtime import Runtime
 from bench.store import Store
 from tests.conftest import write_matrix
@@ -93,3 +101,140 @@ def test_kd_hides_unlabeled_labels_and_caches_teacher_logits_only_without_augmen
     assert visible is not None
     assert bool((visible[splits.unlabeled] == -1).all())
     assert torch.equal(visible[splits.labeled], splits.source.targets[splits.labeled])
+
+
+# ------------------------------------------------------------------ teacher targets: cache and online
+
+TEACHER_MATRIX = {
+    "name": "teacher-cache",
+    "defaults": {"dataset": "digits", "image_size": 8, "epochs": 1, "lr": 0.05, "batch_size": 64,
+                 "schedule": "constant", "label_fraction": 0.5},
+    "stages": {"teacher": {"method": "supervised", "axes": {"arch": ["menghani_mlp"]}}},
+}
+
+
+@pytest.fixture(scope="module")
+def teacher_cell(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A done teacher (one epoch on 8x8 digits, ~1 s): its results folder and id."""
+    root = tmp_path_factory.mktemp("teacher-cache")
+    assert main(["run", str(write_matrix(root, TEACHER_MATRIX)), "--results", str(root / "runs")]) == 0
+    (teacher_id,) = Store(root / "runs").cell_ids()
+    return root / "runs", teacher_id
+
+
+def student_context(teacher_cell: tuple[Path, str], **fields: Any) -> CellContext:
+    """The context of a kd student of ``teacher_cell`` (never run; only its teacher targets are asked for)."""
+    runs, teacher_id = teacher_cell
+    teacher = json.loads(Store(runs).cell(teacher_id).config.read_text())
+    config = CellConfig.model_validate({**teacher, "stage": "student", "method": "kd", "deps": {"teacher": teacher_id}, **fields})
+    return _context(runs, config, cell_id(config))
+
+
+def logit_caches(teacher_cell: tuple[Path, str]) -> list[Path]:
+    runs, teacher_id = teacher_cell
+    return sorted(Store(runs).cell(teacher_id).artifacts.glob("logits-*.pt"))
+
+
+def batch_of(ctx: CellContext, items: torch.Tensor, view: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> Batch:
+    """The batch the engine would build for ``items``: ``view`` of their uint8 images, in [0, 1]."""
+    images, targets, idx = next(ctx.splits().source.batches(items, len(items)))
+    return Batch((view(images).float() / 255,), targets, idx)
+
+
+def shuffled(items: torch.Tensor) -> torch.Tensor:
+    return items[torch.randperm(len(items), generator=torch.Generator().manual_seed(0))]
+
+
+def test_cached_teacher_logits_are_the_teachers_own_forward(teacher_cell: tuple[Path, str]) -> None:
+    """Served by item index from the cache, the targets are bit for bit what the teacher computes
+    for those items (CPU, float32), so a student without augmentation loses nothing by the cache."""
+    ctx = student_context(teacher_cell)
+    splits = ctx.splits()
+    targets = ctx.teacher_logits("teacher", splits.source, splits.train)
+    assert len(logit_caches(teacher_cell)) == 1
+    teacher = ctx.dependency_model("teacher")
+    test_logits = predict(teacher, splits.test_source, splits.test, ctx.config.batch_size, ctx.runtime)
+    runs, teacher_id = teacher_cell
+    recorded = json.loads(Store(runs).cell(teacher_id).result.read_text())["test_acc"]
+    assert (test_logits.argmax(1) == splits.test_source.targets[splits.test]).float().mean().item() == recorded  # its weights
+    own = predict(teacher, splits.source, splits.train, ctx.config.batch_size, ctx.runtime)
+    row = {int(item): k for k, item in enumerate(splits.train)}
+    for items in shuffled(splits.train).split(100):  # batches in a training order, not the cache's
+        expected = own[[row[int(item)] for item in items]]
+        assert torch.equal(targets(batch_of(ctx, items)), expected)
+
+
+def test_teacher_logits_cache_is_reused_not_recomputed(teacher_cell: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second student of the same teacher and items reads the stored logits: no forward pass,
+    and the file is not rewritten."""
+    ctx = student_context(teacher_cell)
+    splits = ctx.splits()
+    first = ctx.teacher_logits("teacher", splits.source, splits.train)
+    (cache,) = logit_caches(teacher_cell)
+    written = cache.stat().st_mtime_ns
+
+    def recompute(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise AssertionError("teacher logits recomputed although they are cached")
+
+    monkeypatch.setattr(bench.context, "predict", recompute)
+    second = student_context(teacher_cell, seed=1).teacher_logits("teacher", splits.source, splits.train)
+    batch = batch_of(ctx, shuffled(splits.train)[:100])
+    assert torch.equal(second(batch), first(batch))
+    assert logit_caches(teacher_cell) == [cache] and cache.stat().st_mtime_ns == written
+
+
+def test_augmented_student_gets_the_teacher_online_on_its_own_batch(teacher_cell: tuple[Path, str]) -> None:
+    """With augmentation the targets are the teacher's outputs on the augmented images the student
+    sees, not the cached ones of the plain images, and nothing is stored."""
+    ctx = student_context(teacher_cell, augment=["crop"], crop_padding=1)
+    splits = ctx.splits()
+    caches = logit_caches(teacher_cell)
+    online = ctx.teacher_logits("teacher", splits.source, splits.train)
+    items = shuffled(splits.train)[:100]
+    batch = batch_of(ctx, items, lambda x: random_crop(x, torch.Generator().manual_seed(0), 1))
+    got = online(batch)
+    teacher = ctx.dependency_model("teacher")
+    with torch.no_grad():
+        assert torch.equal(got, teacher(batch.images))
+        assert not torch.equal(got, teacher(batch_of(ctx, items).images))
+    assert logit_caches(teacher_cell) == caches
+
+
+# ------------------------------------------------------------------ the training crop ("crop" in augment)
+
+
+def known_images(n: int, height: int, width: int) -> torch.Tensor:
+    """uint8 [n, 2, h, w]: channel 0 numbers the pixels 1..h*w (so a crop's offset can be read
+    off), channel 1 tells the samples apart (so a crop from a neighbour's image shows)."""
+    pixels = torch.arange(1, height * width + 1).view(height, width)
+    sample = torch.arange(n) % 200 + 1
+    return torch.stack([pixels.expand(n, -1, -1), sample[:, None, None].expand(-1, height, width)], 1).to(torch.uint8)
+
+
+def crop_offsets(crop: torch.Tensor, image: torch.Tensor, padding: int) -> list[tuple[int, int]]:
+    """Every (dy, dx) in [0, 2p]² at which the image zero-padded by p, sliced to its own size, is ``crop``."""
+    c, h, w = image.shape
+    padded = torch.zeros(c, h + 2 * padding, w + 2 * padding, dtype=image.dtype)
+    padded[:, padding:padding + h, padding:padding + w] = image
+    span = range(2 * padding + 1)
+    return [(dy, dx) for dy in span for dx in span if torch.equal(padded[:, dy:dy + h, dx:dx + w], crop)]
+
+
+def test_random_crop_is_the_padded_image_at_every_offset_in_range() -> None:
+    """Each sample is its own zero-padded image sliced at an offset in [0, 2p] on both axes, all
+    channels alike; over many draws every offset occurs; one seed gives the same crops (resume)."""
+    padding = 2
+    images = known_images(800, 6, 7)
+    crops = random_crop(images, torch.Generator().manual_seed(0), padding)
+    assert crops.shape == images.shape and crops.dtype == torch.uint8
+    offsets = [crop_offsets(crop, image, padding) for crop, image in zip(crops, images)]
+    assert all(len(found) == 1 for found in offsets)
+    counts = Counter(found[0] for found in offsets)
+    span = range(2 * padding + 1)
+    assert set(counts) == {(dy, dx) for dy in span for dx in span}
+    assert torch.equal(random_crop(images, torch.Generator().manual_seed(0), padding), crops)
+
+
+def test_random_crop_without_padding_is_the_identity() -> None:
+    images = known_images(16, 6, 7)
+    assert torch.equal(random_crop(images, torch.Generator().manual_seed(0), 0), images)

@@ -20,7 +20,6 @@ from bench.tracking import (CELL_TAG, EPOCH_PREFIX, FINAL_METRICS, HTTP_LIMITS, 
                             flatten_config, ingest)
 from bench.runtime import source_commit
 
-TINY = Path(__file__).resolve().parent / "data" / "tiny.yaml"
 ARTIFACTS = {"config.json", "metrics.json", "result.json"}
 
 
@@ -30,21 +29,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def tracking_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/data/tiny.yaml run once: teacher, student, two fine-tunes."""
-    from bench.cli import main
-
-    root = tmp_path_factory.mktemp("tracking-tiny") / "results"
-    assert main(["run", str(TINY), "--results", str(root)]) == 0
-    return root
-
-
 @pytest.fixture
-def results(tracking_tiny: Path, tmp_path: Path) -> Path:
-    """A private copy (no weights) that a test may ingest into and modify."""
+def results(tiny_results: Path, tmp_path: Path) -> Path:
+    """A private copy (no weights) of the session's tiny results that a test may ingest into and modify."""
     root = tmp_path / "results"
-    shutil.copytree(tracking_tiny, root, ignore=shutil.ignore_patterns("*.pt"))
+    shutil.copytree(tiny_results, root, ignore=shutil.ignore_patterns("*.pt"))
     return root
 
 
@@ -91,7 +80,7 @@ def check_runs(client, root: Path) -> None:
         for field in ("stage", "method", "arch"):
             assert tags[f"bench.{field}"] == config[field]
         assert tags.get("bench.teacher_id") == config["deps"].get("teacher")
-        assert tags["bench.git_commit"] == source_commit() != ""
+        assert tags["bench.git_commit"] == result["git_commit"]  # the commit the cell ran at, not the ingest's
         for field in ("host", "device", "device_name", "torch", "cuda"):
             assert tags[f"bench.{field}"] == str(result[field])
         assert len(tags[SHA_TAG]) == 64
@@ -118,6 +107,10 @@ def check_runs(client, root: Path) -> None:
 def test_ingest_sqlite_default(results: Path) -> None:
     from mlflow import MlflowClient
 
+    cells = sorted((results / "cells").iterdir())
+    assert {json.loads((cell / "result.json").read_text())["git_commit"] for cell in cells} == {source_commit()}
+    older = cells[0] / "result.json"  # as if it had run at another commit: its tag must say so
+    older.write_text(json.dumps({**json.loads(older.read_text()), "git_commit": "0123456789abcdef" * 2 + "01234567"}))
     start = time.perf_counter()
     summary = ingest(results)
     print(f"\nsqlite first ingest (4 cells, new database): {time.perf_counter() - start:.1f} s")
