@@ -432,12 +432,12 @@ def test_shipped_matrices_keep_their_cell_ids(name: str) -> None:
 
 
 def test_a_new_field_at_its_default_changes_no_id() -> None:
-    Extended = create_model("Extended", __base__=CellConfig, views=(int, 1), bank=(str | None, None))
+    Extended = create_model("Extended", __base__=CellConfig, future_knob=(int, 1), future_name=(str | None, None))
     fields = {"stage": "t", "method": "supervised", "arch": "menghani_mlp", "dataset": "digits", "lr": 0.05}
     today, tomorrow = CellConfig(**fields), Extended(**fields)
     assert cell_id(tomorrow) == cell_id(today)
-    assert "views" not in id_payload(tomorrow)
-    assert cell_id(Extended(**fields, views=2)) != cell_id(today)  # off its default, it is part of the id
+    assert "future_knob" not in id_payload(tomorrow)
+    assert cell_id(Extended(**fields, future_knob=2)) != cell_id(today)  # off its default, it is part of the id
     assert cell_id(CellConfig(**{**fields, "lr": 0.01})) != cell_id(today)  # first-release fields always count
 
 
@@ -448,7 +448,7 @@ def test_a_config_written_before_a_field_existed_is_the_same_cell(tmp_path: Path
     shutil.copytree(tiny_results, results)
     cell_dir = next((results / "cells").iterdir())
     config = CellConfig.model_validate(json.loads((cell_dir / "config.json").read_text()))
-    Extended = create_model("Extended", __base__=CellConfig, views=(int, 1))
+    Extended = create_model("Extended", __base__=CellConfig, future_knob=(int, 1))
     before = (cell_dir / "config.json").read_bytes()
     prepare_cell(Store(results), cell_dir.name, Extended(**config.model_dump()))  # no "differs from the planned config"
     assert (cell_dir / "config.json").read_bytes() == before
