@@ -31,7 +31,15 @@ def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_paper_models_registered() -> None:
-    assert MODELS.names() == ["menghani_cifar_cnn", "menghani_cnn", "menghani_mlp"]
+    assert MODELS.names() == ["menghani_cifar_cnn", "menghani_cnn", "menghani_mlp", "small_cnn"]
+
+
+def test_small_cnn_embeds_to_64_whatever_the_size() -> None:
+    from bench.models import create_backbone
+
+    for size in (16, 28, 32):
+        backbone, width = create_backbone("small_cnn", in_chans=1, image_size=size)
+        assert width == 64 and backbone(torch.zeros(2, 1, size, size)).shape == (2, 64)
 
 
 @pytest.mark.parametrize(("name", "target", "exact"), [
