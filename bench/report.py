@@ -12,9 +12,12 @@ Writes ``<out>/<matrix>/`` (``<out>`` defaults to ``<results>/report``):
 * one CSV per paper table (``table-1.csv``, ...): figure label, reported, reproduced (mean, std
   over seeds, n), delta, the data note, and throughput of the cell(s) behind the figure;
 * ``cells.csv``: every done cell of the matrix;
-* PNG plots mirroring the paper's: for menghani2019 a Table-1-style grid per table (T, S, S' per
-  teacher->student pair; reported vs reproduced), for khose2021 grouped bars like its Figures 1-3
-  (skipped with a note when the results hold no khose-style cells), and for other papers
+* PNG plots mirroring the paper's, chosen per paper in ``PAPER_VIEWS`` (a registry: a paper
+  without an entry gets the generic plots): for menghani2019 a Table-1-style grid per table (T, S,
+  S' per teacher->student pair; reported vs reproduced), for khose2021 grouped bars like its
+  Figures 1-3 (skipped with a note when the results hold no khose-style cells), for nguyen2021
+  grouped bars for Tables 1 and 2 (one bar per reading: per label fraction, per metric) and a line
+  of accuracy against the number of classes for Table 4 with the paper's points; for other papers
   reported-vs-reproduced bars per table.
 
 Units: every figure value is a fraction in ``bench.paper_figures``; reports show them x100. For
@@ -26,6 +29,16 @@ file; when that file is gone, the paper whose matrix has the matrix's name). Whe
 the paper's own matrix (``matrix:`` of its figures) it is a *stand-in* (the paper's grid on other
 data): figure selectors are applied without their ``matrix``, ``dataset`` and ``unlabeled`` keys
 (``bench.paper_figures.stand_in_figure``), and every table row says whether and how the data differ.
+A stand-in whose matrix file has a ``stand_in:`` section (figure id glob -> selector of its cells)
+is matched by that instead, and only by that: a figure it does not map has no reproduced value.
+
+Readings. A figure is shown as one or more *readings*, each a mean ± std over seeds: one per
+metric (``metric`` and the figure's ``alt_metrics``, e.g. nguyen2021's Table 2 as ``test_acc`` and
+``test_agreement``) and, for a ``stand_in:`` selector that leaves an axis of the matrix varying
+(an ``axes`` key of the matched cells' stage that the selector does not fix, such as
+``label_fraction``), one per value of that axis: the table reads "reported | ours at 1% labels |
+ours at 10% labels". The table CSV then has one row per (figure, reading), with ``reading`` and
+``reading_group`` columns; a figure with a single reading keeps the one-row-per-figure layout.
 """
 from __future__ import annotations
 
@@ -35,9 +48,10 @@ import html
 import math
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -55,12 +69,21 @@ DATASET_NAMES = {
     "cats_vs_dogs": "Cats vs Dogs", "dtd": "DTD", "food101": "Food-101",
 }
 
+# Number of classes of a dataset, for plots against the number of classes (nguyen2021 Table 4).
+DATASET_CLASSES = {
+    "mnist": 10, "fashion_mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 100, "caltech256": 257,
+    "imagenet": 1000, "tf_flowers": 5, "cats_vs_dogs": 2, "dtd": 47, "food101": 101, "flowers102": 102,
+    "oxford_pets": 37,
+}
+
 THROUGHPUT_COLUMNS = ["train_images_per_s", "infer_images_per_s", "params", "flops", "peak_memory_mb",
                       "peak_memory_kind", "wall_seconds", "device"]
 
 CELL_COLUMNS = ["id", "stage", "method", "arch", "teacher.arch", "student.arch", "dataset", "unlabeled",
-                "label_fraction", "n_per_class", "teacher.label_fraction", "seed", "epochs", "test_acc", "val_acc",
-                "train_acc", "selection"] + THROUGHPUT_COLUMNS
+                "label_fraction", "n_per_class", "task_classes", "augment", "frozen_backbone", "teacher.label_fraction",
+                "seed", "epochs", "test_acc", "val_acc", "train_acc", "test_agreement", "probe_test_acc",
+                "selection"] + THROUGHPUT_COLUMNS
+ACCURACY_COLUMNS = ("test_acc", "val_acc", "train_acc", "test_agreement", "probe_test_acc")
 
 
 # --------------------------------------------------------------------------- what to report
@@ -77,6 +100,28 @@ class Target:
     description: str = ""
     planned: list[dict[str, Any]] = field(default_factory=list)  # plan entries (id, stage, describe)
     paper_reason: str = ""              # how the paper was found
+    stand_in: dict[str, Any] = field(default_factory=dict)         # the matrix file's `stand_in:` section
+    stage_axes: dict[str, list[str]] = field(default_factory=dict)  # stage -> its axes (matrix axes for roots)
+
+
+def stage_axes(fields: dict[str, Any]) -> dict[str, list[str]]:
+    """Stage -> the names of its axes of more than one value (a stage that needs nothing also has the
+    matrix-level axes), from a matrix file's fields; what a stand-in selector may leave varying."""
+    stages = fields.get("stages") if isinstance(fields.get("stages"), dict) else {}
+
+    def varying(axes: Any) -> list[str]:
+        if not isinstance(axes, dict):
+            return []
+        return [str(k) for k, v in axes.items() if isinstance(v, list) and len(v) > 1]
+
+    top = varying(fields.get("axes"))
+    out: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        if not isinstance(stage, dict):
+            continue
+        own = varying(stage.get("axes"))
+        out[str(name)] = own + ([a for a in top if a not in own] if not stage.get("needs") else [])
+    return out
 
 
 def _matrix_file_fields(path: str) -> dict[str, Any]:
@@ -113,7 +158,8 @@ def resolve_targets(arg: str, results: str | None) -> list[Target]:
                 paper, reason = plan["paper"], f"`paper` of {source}, as recorded in the plan"
             elif not fields:
                 paper, reason = _paper_by_matrix_name(name), f"matrix file {source!r} not found; paper by matrix name"
-            targets.append(Target(name, path, paper, source, str(fields.get("description", "")), plan.get("cells", []), reason))
+            targets.append(Target(name, path, paper, source, str(fields.get("description", "")), plan.get("cells", []), reason,
+                                  fields.get("stand_in") or {}, stage_axes(fields)))
         return targets
     if not path.is_file():
         raise BenchError(f"{arg}: neither a matrix file nor a results folder")
@@ -127,7 +173,7 @@ def resolve_targets(arg: str, results: str | None) -> list[Target]:
     if matrix.name not in plans:
         raise BenchError(f"{root}: no results for matrix {matrix.name!r} (run `bench run {arg} --results {root}` first)")
     return [Target(matrix.name, root, matrix.paper, str(path), matrix.description, plans[matrix.name].get("cells", []),
-                   f"`paper` of {path}")]
+                   f"`paper` of {path}", dict(matrix.stand_in), stage_axes(matrix.model_dump()))]
 
 
 # --------------------------------------------------------------------------- formatting
@@ -185,15 +231,35 @@ def _display_label(label: str) -> str:
 
 
 @dataclass
+class Reading:
+    """One reproduced number of a figure: one metric, on the cells of one value of a varying axis."""
+
+    label: str             # "" for a figure's only reading; else e.g. "at 1% labels", "test_agreement"
+    metric: str
+    group: dict[str, Any]  # the varying axes' values of these cells ({} when nothing varies)
+    result: dict[str, Any]
+    cells: pd.DataFrame
+    baseline_cells: pd.DataFrame
+
+
+@dataclass
 class FigureRow:
     figure: Any            # the paper's Figure
     used: Any              # the Figure as matched against this matrix (stand-in: retargeted)
-    result: dict[str, Any]
-    cells: pd.DataFrame    # rows behind the figure (the `select` side; for gains the "after" model)
+    result: dict[str, Any]  # the first reading's
+    cells: pd.DataFrame    # rows behind the figure (the `select` side; for gains the "after" model), every reading
     baseline_cells: pd.DataFrame
     stand_in: bool
     data_note: str
     data_differs: bool
+    readings: list[Reading] = field(default_factory=list)
+    mapping: tuple[str, dict[str, Any]] | None = None  # the `stand_in:` entry (glob, selector) that matched
+    mapping_note: str = ""  # why there is no reproduced value, when the mapping explains it
+
+    @property
+    def n(self) -> int:
+        """Seeds behind the best-covered reading (0: nothing reproduced)."""
+        return max((int(r.result["n"]) for r in self.readings), default=int(self.result["n"]))
 
 
 def _here_data(rows: pd.DataFrame) -> str:
@@ -204,6 +270,9 @@ def _here_data(rows: pd.DataFrame) -> str:
         dataset = row.get("dataset")
         unlabeled = row.get("unlabeled")
         text = _data_text(None if _nan(dataset) else str(dataset), None if _nan(unlabeled) else str(unlabeled))
+        classes = row.get("task_classes")
+        if not _nan(classes):
+            text += f" (first {int(float(classes))} classes)"
         if text not in pairs:
             pairs.append(text)
     return ", ".join(pairs)
@@ -242,21 +311,133 @@ def base_matrix_name(name: str) -> str:
     return name.partition("@")[0]
 
 
-def figure_rows(table: pd.DataFrame, matrix: str, paper: Any) -> list[FigureRow]:
-    """Every figure of ``paper`` reproduced from ``table``'s rows of ``matrix``."""
-    from bench.paper_figures import reproduce, stand_in_figure
+def _same_value(cell: Any, wanted: Any) -> bool:
+    from bench.paper_figures import cell_matches
+
+    if _nan(wanted):
+        return _nan(cell) or cell == ""
+    return cell_matches(cell, wanted.item() if isinstance(wanted, np.generic) else wanted)
+
+
+def _axis_text(axis: str, value: Any) -> str:
+    """How a reading names the value of a varying axis: "at 1% labels", "on digits", "on 5 classes"."""
+    if _nan(value):
+        return f"{axis} unset"
+    if axis in ("label_fraction", "teacher.label_fraction"):
+        fraction = float(value)
+        return f"at {fraction * 100:g}% labels"
+    if axis == "dataset":
+        return f"on {value}"
+    if axis == "task_classes":
+        return f"on {int(float(value))} classes"
+    return f"{axis}={value}"
+
+
+def varying_axes(rows: pd.DataFrame, selector: dict[str, Any], stage_axes: dict[str, list[str]]) -> list[str]:
+    """The axes (of more than one value) of the matched cells' stages that ``selector`` does not fix
+    (seeds are what a reading averages over, never an axis here). Declared by the matrix, not read
+    from the done cells, so a reading is labelled by its axis value even while the others run."""
+    if rows.empty or "stage" not in rows:
+        return []
+    names: list[str] = []
+    for stage in dict.fromkeys(rows["stage"].astype(str)):
+        names += [a for a in stage_axes.get(stage, []) if a not in names]
+    fixed = set(selector.get("select", selector) if isinstance(selector.get("select"), dict) else selector)
+    return [axis for axis in names if axis != "seed" and axis not in fixed and axis in rows]
+
+
+def _readings(table: pd.DataFrame, used: Any, axes: list[str]) -> list[Reading]:
+    """One reading per (value of the varying axes, metric), in the order the cells appear."""
+    from bench.paper_figures import reproduce, select_rows
+
+    matched = select_rows(table, used.matrix, used.cells.select) if not table.empty else table
+    groups: list[dict[str, Any]] = [{}]
+    if axes and not matched.empty:
+        seen: dict[tuple[str, ...], dict[str, Any]] = {}
+        for _, row in matched.iterrows():
+            key = tuple("" if _nan(row[a]) else str(row[a]) for a in axes)
+            seen.setdefault(key, {a: row[a] for a in axes})
+        groups = list(seen.values())
+    several_metrics = len(used.metrics) > 1
+    out = []
+    for group in groups:
+        subset = table
+        for axis, value in group.items():
+            subset = subset[subset[axis].map(lambda cell, want=value: _same_value(cell, want)).astype(bool)]
+        for metric in used.metrics:
+            reading = used.model_copy(update={"metric": metric})
+            result = reproduce(reading, subset) if not subset.empty else {
+                "mean": math.nan, "std": math.nan, "n": 0, "paired": None, "reported": used.value}
+            parts = ([metric] if several_metrics else []) + [_axis_text(a, v) for a, v in group.items()]
+            out.append(Reading(" ".join(parts), metric, dict(group), result,
+                               _metric_rows(subset, reading, reading.cells.select),
+                               _metric_rows(subset, reading, reading.cells.baseline)))
+    return out
+
+
+def figure_rows(table: pd.DataFrame, matrix: str, paper: Any, stand_in: dict[str, Any] | None = None,
+                stage_axes: dict[str, list[str]] | None = None) -> list[FigureRow]:
+    """Every figure of ``paper`` reproduced from ``table``'s rows of ``matrix``.
+
+    ``stand_in``: the matrix's ``stand_in:`` section (validated, ``bench.paper_figures.check_stand_in``);
+    when given for a stand-in matrix it alone says which cells reproduce which figure, and a selector
+    that leaves an axis of ``stage_axes`` varying gives one reading per value of that axis."""
+    from bench.paper_figures import mapped_figure, stand_in_figure, stand_in_for
 
     out = []
     for fig in paper.figures:
-        stand_in = fig.matrix != base_matrix_name(matrix)
-        used = stand_in_figure(fig, matrix) if stand_in else fig.model_copy(update={"matrix": matrix})  # matrix@hash too
-        result = reproduce(used, table) if not table.empty else {
-            "mean": math.nan, "std": math.nan, "n": 0, "paired": None, "reported": fig.value}
-        cells = _metric_rows(table, used, used.cells.select)
-        base = _metric_rows(table, used, used.cells.baseline)
-        note, differs = _data_note(fig, cells, stand_in)
-        out.append(FigureRow(fig, used, result, cells, base, stand_in, note, differs))
+        is_stand_in = fig.matrix != base_matrix_name(matrix)
+        mapping = stand_in_for(fig.id, stand_in) if is_stand_in and stand_in else None
+        mapping_note, axes = "", []
+        if mapping is not None:
+            used = mapped_figure(fig, matrix, mapping[1])
+        elif is_stand_in and stand_in:  # the matrix maps its cells to figures, and not to this one
+            used = fig.model_copy(update={"matrix": matrix})
+            mapping_note = f"no stand-in: `stand_in:` of `{base_matrix_name(matrix)}` maps no cells to {fig.id}"
+        elif is_stand_in:
+            used = stand_in_figure(fig, matrix)
+        else:
+            used = fig.model_copy(update={"matrix": matrix})  # matrix@hash too
+        if mapping_note:
+            readings = [Reading("", fig.metric, {}, {"mean": math.nan, "std": math.nan, "n": 0, "paired": None,
+                                                     "reported": fig.value}, table.iloc[0:0], table.iloc[0:0])]
+        else:
+            if mapping is not None and not table.empty:
+                from bench.paper_figures import select_rows
+
+                axes = varying_axes(select_rows(table, used.matrix, used.cells.select), mapping[1], stage_axes or {})
+            readings = _readings(table, used, axes)
+            if mapping is not None and not any(r.result["n"] for r in readings):
+                mapping_note = (f"stand-in {_selector_text(mapping[1])} matches no done cell of `{matrix}`"
+                                f" with {fig.metric}")
+        cells = _concat([r.cells for r in readings])
+        base = _concat([r.baseline_cells for r in readings])
+        note, differs = (mapping_note, False) if mapping_note else _data_note(fig, cells, is_stand_in)
+        out.append(FigureRow(fig, used, readings[0].result, cells, base, is_stand_in, note, differs,
+                             readings, mapping, mapping_note))
     return out
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=["id"])
+    joined = pd.concat(frames)
+    return joined[~joined.index.duplicated()] if "id" not in joined else joined.drop_duplicates(subset="id")
+
+
+def _selector_text(selector: dict[str, Any]) -> str:
+    def one(sel: dict[str, Any]) -> str:
+        parts = []
+        for key, value in sel.items():
+            text = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+            parts.append(f"{key}={text}")
+        return "{" + ", ".join(parts) + "}"
+
+    if isinstance(selector.get("select"), dict):
+        base = selector.get("baseline")
+        return one(selector["select"]) + (f" vs baseline {one(base)}" if isinstance(base, dict) else "")
+    return one(selector)
 
 
 UNITS = {"value": "%", "absolute_gain": "pts", "relative_gain": "% rel."}
@@ -287,31 +468,52 @@ def _throughput(rows: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def _reading_text(res: dict[str, Any]) -> str:
+    n = int(res["n"])
+    if not n:
+        return "—"
+    mean, std = res["mean"] * 100, res["std"] * 100
+    text = f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})"
+    return text + (" from means" if res.get("paired") is False else "")
+
+
 def table_frame(rows: list[FigureRow]) -> pd.DataFrame:
-    """The CSV of one paper table: numbers x100 (%, points); delta = reproduced - reported."""
+    """The CSV of one paper table: numbers x100 (%, points); delta = reproduced - reported.
+
+    One row per figure; where a figure has several readings (metrics, values of a varying axis),
+    one row per reading, with the extra columns ``reading`` (its label) and ``reading_group``."""
     records = []
+    several = any(len(r.readings) > 1 or any(rd.label for rd in r.readings) for r in rows)
+    mapped = any(r.mapping is not None for r in rows)
     for row in rows:
-        fig, res = row.figure, row.result
-        n = int(res["n"])
-        mean = res["mean"] * 100 if n else math.nan
-        std = res["std"] * 100 if n else math.nan
-        reported = fig.value * 100
-        text = "—" if not n else (f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})") + (" from means" if res.get("paired") is False else "")
-        ids = list(dict.fromkeys(row.cells["id"])) if "id" in row.cells else []
-        base_ids = list(dict.fromkeys(row.baseline_cells["id"])) if "id" in row.baseline_cells else []
-        records.append({
-            "figure": fig.label, "id": fig.id, "source": fig.source, "metric": fig.metric, "kind": fig.kind,
-            "unit": UNITS[fig.kind], "reported": round(reported, 6),
-            "reproduced": round(mean, 6) if n else math.nan, "std": round(std, 6) if n else math.nan, "n": n,
-            "reproduced_text": text, "delta": round(mean - reported, 6) if n else math.nan,
-            "data": row.data_note, "cells": " ".join(ids), "baseline_cells": " ".join(base_ids),
-            **_throughput(row.cells), "notes": fig.notes,
-        })
+        fig = row.figure
+        for reading in row.readings or [Reading("", fig.metric, {}, row.result, row.cells, row.baseline_cells)]:
+            res = reading.result
+            n = int(res["n"])
+            mean = res["mean"] * 100 if n else math.nan
+            std = res["std"] * 100 if n else math.nan
+            reported = fig.value * 100
+            ids = list(dict.fromkeys(reading.cells["id"])) if "id" in reading.cells else []
+            base_ids = list(dict.fromkeys(reading.baseline_cells["id"])) if "id" in reading.baseline_cells else []
+            record = {"figure": fig.label, "id": fig.id, "source": fig.source, "metric": reading.metric, "kind": fig.kind}
+            if several:
+                record["reading"] = reading.label
+                record["reading_group"] = ", ".join(f"{k}={v}" for k, v in reading.group.items())
+            record.update({
+                "unit": UNITS[fig.kind], "reported": round(reported, 6),
+                "reproduced": round(mean, 6) if n else math.nan, "std": round(std, 6) if n else math.nan, "n": n,
+                "reproduced_text": _reading_text(res), "delta": round(mean - reported, 6) if n else math.nan,
+                "data": row.data_note})
+            if mapped:
+                record["stand_in"] = _selector_text(row.mapping[1]) if row.mapping is not None else ""
+            record.update({"cells": " ".join(ids), "baseline_cells": " ".join(base_ids),
+                           **_throughput(reading.cells), "notes": fig.notes})
+            records.append(record)
     return pd.DataFrame(records)
 
 
 def cells_frame(table: pd.DataFrame) -> pd.DataFrame:
-    columns = [c for c in CELL_COLUMNS if c in table and not table[c].isna().all()]
+    columns = [c for c in CELL_COLUMNS if c in table and not table[c].map(lambda v: _nan(v) or v == "").all()]
     frame = table[columns].copy()
     if "device" in frame and "device_name" in table:
         frame["device"] = [d if _nan(n) or str(n) == str(d) else f"{d} ({n})" for d, n in zip(table["device"], table["device_name"])]
@@ -340,27 +542,53 @@ def html_table(frame: pd.DataFrame) -> str:
 
 
 def display_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The report's view of a table CSV: formatted numbers, one row per figure."""
+    """The report's view of a table CSV: formatted numbers, one row per figure; a figure with several
+    readings gets one "reproduced"/"Δ" column pair per reading ("ours at 1% labels", ...)."""
+    if frame.empty:
+        return frame
+    has_readings = "reading" in frame
+    labels = list(dict.fromkeys(frame["reading"].fillna("").astype(str))) if has_readings else [""]
+    if has_readings:  # a reading no figure has a value for (e.g. of an unmapped figure) is not a column
+        filled = [lab for lab in labels if (frame.loc[frame["reading"].fillna("").astype(str) == lab, "n"] > 0).any()]
+        labels = filled or labels
     rows = []
-    for r in frame.itertuples(index=False):
-        unit = r.unit
-        reported = f"{r.reported:.2f}" if unit == "%" else f"{r.reported:+.2f}"
-        rows.append({
-            "figure": _display_label(r.figure), "unit": unit, "reported": reported,
-            "reproduced (mean ± std, n)": r.reproduced_text, "Δ (pts)": _num(r.delta, 2, sign=True),
-            "data": r.data, "train img/s": _rate(r.train_images_per_s), "infer img/s": _rate(r.infer_images_per_s),
-            "params": _si(r.params), "FLOPs/img": _si(r.flops), "peak memory": _memory(r.peak_memory_mb, r.peak_memory_kind),
-            "wall s": _num(r.wall_seconds, 1), "device": r.device or "—",
-            "cells": " ".join(c[:8] for c in str(r.cells).split()) or "—",
+    for _, group in frame.groupby("id", sort=False):
+        first = group.iloc[0]
+        unit = first["unit"]
+        reported = f"{first['reported']:.2f}" if unit == "%" else f"{first['reported']:+.2f}"
+        row: dict[str, Any] = {"figure": _display_label(first["figure"]), "unit": unit, "reported": reported}
+        for label in labels:
+            match = group[group["reading"].fillna("").astype(str) == label] if has_readings else group
+            text = match.iloc[0]["reproduced_text"] if not match.empty else "—"
+            delta = match.iloc[0]["delta"] if not match.empty else math.nan
+            head, dhead = ((f"ours {label} (mean ± std, n)", f"Δ {label} (pts)") if label
+                           else ("reproduced (mean ± std, n)", "Δ (pts)"))
+            row[head] = "—" if _nan(text) else text
+            row[dhead] = _num(delta, 2, sign=True)
+        row["data"] = first["data"]
+        if "stand_in" in group:
+            row["stood in by"] = first["stand_in"] if isinstance(first["stand_in"], str) and first["stand_in"] else "—"
+        done = group[group["n"] > 0] if (group["n"] > 0).any() else group.iloc[:1]
+        mean = lambda column: pd.to_numeric(done[column], errors="coerce").mean()  # noqa: E731
+        texts = lambda column: ", ".join(dict.fromkeys(  # noqa: E731
+            part for v in done[column] if isinstance(v, str) and v for part in v.split(", ")))
+        cells = list(dict.fromkeys(c for v in done["cells"] if isinstance(v, str) for c in v.split()))
+        row.update({
+            "train img/s": _rate(mean("train_images_per_s")), "infer img/s": _rate(mean("infer_images_per_s")),
+            "params": _si(mean("params")), "FLOPs/img": _si(mean("flops")),
+            "peak memory": _memory(mean("peak_memory_mb"), texts("peak_memory_kind")),
+            "wall s": _num(mean("wall_seconds"), 1), "device": texts("device") or "—",
+            "cells": " ".join(c[:8] for c in cells) or "—",
         })
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def display_cells(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
-    for column in ("test_acc", "val_acc", "train_acc"):
+    for column in ACCURACY_COLUMNS:
         if column in out:
-            out[column] = [_num(v * 100 if not _nan(v) else v, 2) for v in out[column]]
+            out[column] = [_num(float(v) * 100 if not _nan(v) else v, 2) for v in out[column]]
     for column in ("train_images_per_s", "infer_images_per_s"):
         if column in out:
             out[column] = [_rate(v) for v in out[column]]
@@ -372,7 +600,8 @@ def display_cells(frame: pd.DataFrame) -> pd.DataFrame:
         out["peak_memory_mb"] = [_memory(m, k) for m, k in zip(out["peak_memory_mb"], kinds)]
     if "wall_seconds" in out:
         out["wall_seconds"] = [_num(v, 1) for v in out["wall_seconds"]]
-    renames = {"test_acc": "test %", "val_acc": "val %", "train_acc": "train %", "train_images_per_s": "train img/s",
+    renames = {"test_acc": "test %", "val_acc": "val %", "train_acc": "train %", "test_agreement": "test agreement %",
+               "probe_test_acc": "probe test %", "train_images_per_s": "train img/s",
                "infer_images_per_s": "infer img/s", "flops": "FLOPs/img", "peak_memory_mb": "peak memory",
                "wall_seconds": "wall s"}
     return out.rename(columns=renames)
@@ -462,21 +691,41 @@ def plot_menghani_table(rows: list[FigureRow], title: str, path: Path) -> Path |
     return _save(fig, path)
 
 
+def _reading_labels(rows: list[FigureRow], metric: str | None = None) -> list[str]:
+    """The reading labels of a table in order of appearance (those of ``metric`` only, when given)."""
+    labels = [rd.label for r in rows for rd in r.readings if metric is None or rd.metric == metric]
+    return list(dict.fromkeys(labels))
+
+
+def _reading(row: FigureRow, label: str) -> Reading | None:
+    return next((rd for rd in row.readings if rd.label == label), None)
+
+
+_READING_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red", "tab:brown"]
+
+
 def plot_reported_vs_reproduced(rows: list[FigureRow], title: str, path: Path) -> Path | None:
-    """Generic: one horizontal pair of bars (reported, reproduced) per figure of a table."""
-    if not any(r.result["n"] for r in rows):
+    """Generic: per figure of a table, a bar for the reported value and one per reading (reproduced)."""
+    if not any(r.n for r in rows):
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 0.55 * len(rows) + 1.4))
+    labels = [lab for lab in _reading_labels(rows) if any((rd := _reading(r, lab)) and rd.result["n"] for r in rows)] or [""]
+    k = len(labels)
+    height = 0.8 / (k + 1)
+    fig, ax = plt.subplots(figsize=(8.5, (0.55 if k == 1 else 0.3 * (k + 1)) * len(rows) + 1.4))
     ys = np.arange(len(rows))
     reported = [r.figure.value * 100 for r in rows]
-    means = [r.result["mean"] * 100 if r.result["n"] else 0.0 for r in rows]
-    stds = [r.result["std"] * 100 if r.result["n"] else 0.0 for r in rows]
-    ax.barh(ys - 0.2, reported, 0.4, color="0.85", edgecolor="0.3", hatch="//", label="reported (paper)")
-    ax.barh(ys + 0.2, means, 0.4, xerr=stds, color="tab:blue", edgecolor="0.2", capsize=3, label="reproduced (here)")
-    for y, row, mean in zip(ys, rows, means):
-        if not row.result["n"]:
-            ax.text(0, y + 0.2, " n/a", va="center", fontsize=8)
+    offset = lambda i: (i - k / 2) * height  # noqa: E731  (reported at i = 0, readings after)
+    ax.barh(ys + offset(0), reported, height, color="0.85", edgecolor="0.3", hatch="//", label="reported (paper)")
+    for i, label in enumerate(labels, start=1):
+        found = [_reading(r, label) for r in rows]
+        means = [rd.result["mean"] * 100 if rd and rd.result["n"] else 0.0 for rd in found]
+        stds = [rd.result["std"] * 100 if rd and rd.result["n"] and not _nan(rd.result["std"]) else 0.0 for rd in found]
+        ax.barh(ys + offset(i), means, height, xerr=stds, color=_READING_COLORS[(i - 1) % len(_READING_COLORS)] if k > 1
+                else "tab:blue", edgecolor="0.2", capsize=3, label=f"reproduced {label} (here)" if label else "reproduced (here)")
+        for y, rd in zip(ys, found):
+            if not (rd and rd.result["n"]):
+                ax.text(0, y + offset(i), " n/a", va="center", fontsize=8)
     ax.set_yticks(ys, [f"{_display_label(r.figure.label)} [{UNITS[r.figure.kind]}]" for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="0.3", linewidth=0.8)
@@ -485,6 +734,139 @@ def plot_reported_vs_reproduced(rows: list[FigureRow], title: str, path: Path) -
     ax.legend(fontsize=8, loc="best")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _wrap_title(title: str, width: int = 95) -> str:
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
+
+
+def _stand_in_stage(row: FigureRow) -> str:
+    if row.mapping is None:
+        return ""
+    stages = _unique(row.cells, "stage")
+    return f"\n(here: {', '.join(stages)})" if stages else ""
+
+
+def plot_grouped_readings(rows: list[FigureRow], title: str, path: Path, ylabel: str = "accuracy (%)",
+                          name_stand_ins: bool = False) -> Path | None:
+    """Vertical grouped bars, one group per figure (a row of the paper's table): the paper's value
+    (hatched) and one bar per reading (label fraction, metric, ...) with ± std over seeds and n."""
+    if not any(r.n for r in rows):
+        return None
+    plt = _pyplot()
+    labels = [lab for lab in _reading_labels(rows) if any((rd := _reading(r, lab)) and rd.result["n"] for r in rows)]
+    k = len(labels) + 1
+    width = 0.8 / k
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.15 * len(rows) * k / 2 + 2.5), 4.6))
+    xs = np.arange(len(rows))
+    reported = [r.figure.value * 100 for r in rows]
+    numbers = list(reported)
+    ax.bar(xs - 0.4 + width / 2, reported, width, color="0.85", edgecolor="0.3", hatch="//", label="reported (paper)")
+    for x, rep in zip(xs, reported):
+        ax.text(x - 0.4 + width / 2, rep + 0.5, f"{rep:.1f}", ha="center", va="bottom", fontsize=7)
+    for i, label in enumerate(labels, start=1):
+        found = [_reading(r, label) for r in rows]
+        means = [rd.result["mean"] * 100 if rd and rd.result["n"] else math.nan for rd in found]
+        stds = [rd.result["std"] * 100 if rd and rd.result["n"] and not _nan(rd.result["std"]) else 0.0 for rd in found]
+        numbers += [m for m in means if not math.isnan(m)]
+        offs = xs - 0.4 + width / 2 + i * width
+        ax.bar(offs, np.nan_to_num(means), width, yerr=stds, capsize=2, color=_READING_COLORS[(i - 1) % len(_READING_COLORS)],
+               edgecolor="0.2", label=f"ours {label}" if label else "reproduced (here)")
+        for x, m, s, rd in zip(offs, means, stds, found):
+            text = "n/a" if math.isnan(m) else f"{m:.1f}"
+            ax.text(x, (0 if math.isnan(m) else m + s) + 0.5, text, ha="center", va="bottom", fontsize=7, fontweight="bold")
+    low = max(0.0, math.floor((min(numbers) - 10) / 10) * 10) if numbers else 0.0
+    high = max(numbers, default=90.0)
+    ax.set_ylim(low, high + max(8.0, (high - low) * 0.22))  # room above the bars for the legend
+    ax.set_xticks(xs, [textwrap.fill(_display_label(r.figure.label), 16) + (_stand_in_stage(r) if name_stand_ins else "")
+                       for r in rows], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(_wrap_title(title), fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", ncol=k, framealpha=0.9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _classes(frame: pd.DataFrame) -> int | None:
+    """The number of classes of the cells behind a reading: their ``task_classes``, else their dataset's."""
+    if frame.empty:
+        return None
+    if "task_classes" in frame:
+        values = {int(float(v)) for v in frame["task_classes"] if not _nan(v)}
+        if len(values) == 1:
+            return values.pop()
+    if "dataset" in frame:
+        counts = {DATASET_CLASSES.get(str(v)) for v in frame["dataset"] if not _nan(v)}
+        if len(counts) == 1:
+            return counts.pop()
+    return None
+
+
+def plot_accuracy_vs_classes(rows: list[FigureRow], title: str, path: Path) -> Path | None:
+    """nguyen2021 Table 4 / Figure 6 style: accuracy against the number of classes (log scale): the
+    paper's points (one per dataset) and one line per reading (e.g. per stand-in dataset)."""
+    if not any(r.n for r in rows):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.8, 4.6))
+    paper = sorted((DATASET_CLASSES.get(str(r.figure.cells.select.get("dataset")), math.nan), r.figure.value * 100,
+                    str(r.figure.cells.select.get("dataset", r.figure.label))) for r in rows)
+    paper = [p for p in paper if not math.isnan(p[0])]
+    ax.plot([p[0] for p in paper], [p[1] for p in paper], "D--", color="black", markersize=7, linewidth=1,
+            label="reported (paper)")
+    for x, y, name in paper:
+        ax.annotate(DATASET_NAMES.get(name, name), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    for i, label in enumerate(lab for lab in _reading_labels(rows, rows[0].figure.metric)):
+        points = []
+        for r in rows:
+            rd = _reading(r, label)
+            k = _classes(rd.cells) if rd is not None and rd.result["n"] else None
+            if k is not None:
+                points.append((k, rd.result["mean"] * 100, 0.0 if _nan(rd.result["std"]) else rd.result["std"] * 100,
+                               int(rd.result["n"]), r.figure.label))
+        if not points:
+            continue
+        points.sort()
+        color = _READING_COLORS[i % len(_READING_COLORS)]
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], fmt="o-", capsize=3,
+                    color=color, label=f"ours {label} (n={min(p[3] for p in points)} seeds)" if label else "reproduced (here)")
+        for x, y, s, _, _ in points:
+            ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(7, -12), fontsize=7,
+                        color=color, ha="left")
+    ax.set_xscale("log")
+    ticks = sorted({p[0] for p in paper} | {k for r in rows for rd in r.readings if rd.result["n"]
+                                              for k in [_classes(rd.cells)] if k is not None})
+    merged: list[list[int]] = []
+    for tick in ticks:  # ticks closer than 10% (100 and 101 classes) share one label
+        if merged and tick <= merged[-1][0] * 1.1:
+            merged[-1].append(tick)
+        else:
+            merged.append([tick])
+    ax.set_xticks([m[0] for m in merged], ["/".join(map(str, m)) for m in merged])
+    pairs, unmapped = [], []
+    for r in rows:  # which of our class counts stands in for which of the paper's datasets
+        k = next((_classes(rd.cells) for rd in r.readings if rd.result["n"]), None)
+        name = str(r.figure.cells.select.get("dataset", ""))
+        if r.mapping is not None and k is not None:
+            pairs.append(f"k={k} ↔ {DATASET_NAMES.get(name, name)} ({DATASET_CLASSES.get(name, '?')})")
+        elif r.mapping is None and any(rr.mapping is not None for rr in rows):
+            unmapped.append(DATASET_NAMES.get(name, name))
+    note = ""
+    if pairs:
+        note = "stand-ins (first k classes ↔ the paper's dataset): " + ", ".join(pairs)
+        note += f"; no stand-in for {', '.join(unmapped)}" if unmapped else ""
+    ax.minorticks_off()
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("number of classes (log scale)")
+    ax.set_ylabel(f"{rows[0].figure.metric} (%)")
+    ax.set_title(_wrap_title(title, 90), fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
+    if note:
+        fig.text(0.01, 0.01, textwrap.fill(note, 120), fontsize=8, ha="left", va="bottom")
     return _save(fig, path)
 
 
@@ -672,6 +1054,51 @@ def plot_khose(table: pd.DataFrame, figures: list[Any], out: Path, tag: str) -> 
     return written, notes
 
 
+# --------------------------------------------------------------------------- per-paper views
+
+TablePlot = Callable[[list[FigureRow], str, Path], "Path | None"]
+ExtraPlots = Callable[[pd.DataFrame, list[FigureRow], Path, str], "tuple[list[tuple[str, Path]], list[str]]"]
+
+
+@dataclass(frozen=True)
+class PaperView:
+    """How a paper's tables are drawn: a plot per table (by table name, else ``default``), each with
+    its caption, and optionally extra figures drawn from the whole results table (own section)."""
+
+    default: TablePlot = plot_reported_vs_reproduced
+    default_caption: str = "{table}: reported (hatched) vs reproduced (solid, ± std over seeds)"
+    tables: dict[str, tuple[TablePlot, str]] = field(default_factory=dict)
+    extra: ExtraPlots | None = None
+    extra_title: str = ""
+
+    def plot(self, table: str) -> tuple[TablePlot, str]:
+        plot, caption = self.tables.get(table, (self.default, self.default_caption))
+        return plot, caption.format(table=table)
+
+
+def _khose_extra(table: pd.DataFrame, rows: list[FigureRow], out: Path, tag: str) -> tuple[list[tuple[str, Path]], list[str]]:
+    return plot_khose(table, [r.used for r in rows], out, tag)
+
+
+# paper id -> its view; a paper without an entry gets PaperView() (generic bars per table).
+PAPER_VIEWS: dict[str, PaperView] = {
+    "menghani2019": PaperView(default=plot_menghani_table),
+    "khose2021": PaperView(extra=_khose_extra, extra_title="khose2021 Figures 1–3"),
+    "nguyen2021": PaperView(tables={
+        "Table 1": (plot_grouped_readings, "Table 1 (Figure 2 style): accuracy per augmentation set, the paper's "
+                    "(hatched) and ours per reading (e.g. per label fraction), ± std over seeds"),
+        "Table 2": (lambda rows, title, path: plot_grouped_readings(rows, title, path, name_stand_ins=True), "Table 2: the paper's accuracy (hatched) and ours as test accuracy and as "
+                    "agreement with the teacher, ± std over seeds"),
+        "Table 4": (plot_accuracy_vs_classes, "Table 4 (Figure 6 style): accuracy against the number of classes, the "
+                    "paper's points (diamonds) and ours per reading, ± std over seeds"),
+    }),
+}
+
+
+def paper_view(paper: str) -> PaperView:
+    return PAPER_VIEWS.get(paper, PaperView())
+
+
 # --------------------------------------------------------------------------- the report
 
 
@@ -685,12 +1112,107 @@ class Section:
     notes: list[str]
 
 
+def _unique(rows: pd.DataFrame, column: str) -> list[str]:
+    if column not in rows:
+        return []
+    return list(dict.fromkeys(str(v) for v in rows[column] if not _nan(v) and v != ""))
+
+
+def _texts(rows: pd.DataFrame, column: str) -> list[str]:
+    """A column as text per row ("" where empty or absent)."""
+    if column not in rows:
+        return [""] * len(rows)
+    return ["" if _nan(v) else str(v) for v in rows[column]]
+
+
+def _labels_text(rows: pd.DataFrame) -> str:
+    fractions = sorted({float(v) for v in rows.get("label_fraction", pd.Series(dtype=float)) if not _nan(v)})
+    return "/".join(f"{f * 100:g}%" for f in fractions)
+
+
+def _cells_text(rows: pd.DataFrame) -> str:
+    """What a group of cells is, for a reader: stage, method, model, data, labels, and their parents."""
+    parts = []
+    for stage in _unique(rows, "stage"):
+        sub = rows[rows["stage"].astype(str) == stage]
+        model = "/".join(_unique(sub, "arch"))
+        frozen = [v for v in sub.get("frozen_backbone", pd.Series(dtype=object)) if not _nan(v)]
+        if any(str(v).lower() == "true" for v in frozen):
+            heads = _unique(sub, "head")
+            model += " (frozen backbone, new head" + (f" [{heads[0]}]" if heads and heads[0] else "") + ")"
+        data = ", ".join(dict.fromkeys(_data_text(d or None, u or None)
+                                       for d, u in zip(_texts(sub, "dataset"), _texts(sub, "unlabeled"))))
+        classes = _unique(sub, "task_classes")
+        if classes:
+            data += f" (first {'/'.join(str(int(float(k))) for k in classes)} classes)"
+        text = f"`{stage}`: {'/'.join(_unique(sub, 'method'))} {model} on {data}"
+        labels = _labels_text(sub) if set(_unique(sub, "method")) != {"blind"} else ""  # blind never sees a label
+        if labels:
+            text += f" at {labels} labels"
+        seeds = _unique(sub, "seed")
+        if seeds:
+            text += f", seeds {', '.join(seeds)}"
+        roles = sorted({c[: -len(".id")] for c in sub.columns if c.endswith(".id") and "." not in c[: -len(".id")]
+                        and sub[c].notna().any()})
+        by_text: dict[str, list[str]] = {}
+        for role in roles:
+            have = sub[sub[f"{role}.id"].notna()]
+            desc = (f"`{'/'.join(_unique(have, f'{role}.stage'))}` {'/'.join(_unique(have, f'{role}.method'))} "
+                    f"{'/'.join(_unique(have, f'{role}.arch'))} on "
+                    + ", ".join(dict.fromkeys(_data_text(d or None, u or None) for d, u in zip(
+                        _texts(have, f"{role}.dataset"), _texts(have, f"{role}.unlabeled")))))
+            by_text.setdefault(desc, []).append(role)
+        if by_text:
+            text += "; " + "; ".join(f"{' = '.join(rs)}: {desc}" for desc, rs in by_text.items())
+        parts.append(text)
+    return " | ".join(parts)
+
+
+def _paper_cells_text(figures: list[Any]) -> str:
+    """What the paper's cells for some figures are, from their selectors: method, model, data."""
+    by_model: dict[str, list[str]] = {}
+    for fig in figures:
+        sel = fig.cells.select
+        text = " ".join(str(sel[k]) for k in ("method", "arch") if k in sel)
+        if "frozen_backbone" in sel:
+            text += " (frozen backbone)"
+        teacher = {k.partition(".")[2]: v for k, v in sel.items() if k.startswith("teacher.")}
+        if teacher:
+            text += " ← teacher " + " ".join(str(v) for v in teacher.values())
+        data = by_model.setdefault(text, [])
+        if "dataset" in sel and DATASET_NAMES.get(str(sel["dataset"]), str(sel["dataset"])) not in data:
+            data.append(DATASET_NAMES.get(str(sel["dataset"]), str(sel["dataset"])))
+    return "; ".join(f"{model} on {', '.join(data)}" if data else model for model, data in by_model.items())
+
+
+def _mapping_section(rows: list[FigureRow], stand_in: dict[str, Any], target: Target) -> Section:
+    """The `stand_in:` mapping as a table: which cells stood in for which figures, and what varied."""
+    records = []
+    for glob, selector in stand_in.items():
+        mine = [r for r in rows if r.mapping is not None and r.mapping[0] == glob]
+        cells = _concat([r.cells for r in mine])
+        axes = list(dict.fromkeys(a for r in mine for rd in r.readings for a in rd.group))
+        records.append({
+            "figures": ", ".join(r.figure.id.partition("/")[2] for r in mine) or "— (none)",
+            "stand-in selector": _selector_text(selector),
+            "done cells": len(cells),
+            "one reading per": ", ".join(axes) or "—",
+            "stood in by": _cells_text(cells) if not cells.empty else "no done cell matches",
+        })
+    unmapped = [r.figure.id for r in rows if r.mapping is None]
+    notes = [f"Not mapped by `stand_in:` (no reproduced value): {', '.join(unmapped)}."] if unmapped else []
+    intro = [f"`stand_in:` of `{target.source or target.matrix}`: figure id (or glob) → the selector of "
+             f"`{target.matrix}`'s cells that stand in for it. Where the selector leaves an axis of the matrix "
+             "varying, each value of that axis is a reading of its own (mean ± std over seeds, n)."]
+    return Section("Stand-in mapping", intro, pd.DataFrame(records), None, [], notes)
+
+
 def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dict[str, str] | None = None) -> list[Path]:
     """Write the report of ``target`` (rows of ``table`` with matrix == target.matrix) into ``out``.
 
     ``unreadable``: done cells that ``bench collect`` could not read, and why; the planned ones are
     named in the header, so a reader does not take them for cells that never ran."""
-    from bench.paper_figures import load_paper
+    from bench.paper_figures import check_stand_in, load_paper
 
     out.mkdir(parents=True, exist_ok=True)
     mine = table[table["matrix"] == target.matrix].reset_index(drop=True) if not table.empty else table
@@ -716,8 +1238,17 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
                       "only the cells table follows.")
     else:
         stand_in = paper.matrix != base_matrix_name(target.matrix)
+        mapping = check_stand_in(target.stand_in, target.source or target.matrix, paper) if stand_in else {}
         header.append(f"Paper: **{paper.paper}** — {paper.title} (from {target.paper_reason}).")
-        if stand_in:
+        if stand_in and mapping:
+            header.append(
+                f"**Stand-in matrix — data and models differ from the paper.** `{target.matrix}` is not the paper's own "
+                f"matrix (`{paper.matrix}`): it runs the paper's design on other data and models, and its `stand_in:` "
+                f"section maps each figure to the cells that stand in for it (see *Stand-in mapping*). Figures it does "
+                f"not map have no reproduced value. The `data` column of every table says what the paper used and "
+                f"what was used here; each table says which cells stood in. Other settings (epochs, subsets) differ "
+                f"too: see the matrix file.")
+        elif stand_in:
             from bench.paper_figures import STAND_IN_IGNORED_KEYS
 
             header.append(
@@ -727,13 +1258,16 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
                 f"{', '.join(f'`{k}`' for k in sorted(STAND_IN_IGNORED_KEYS))} keys ignored. The `data` column of every "
                 f"table says what the paper used and what was used here. Other settings (epochs, subsets) may differ "
                 f"too: see the matrix file.")
-        rows = figure_rows(mine, target.matrix, paper)
+        rows = figure_rows(mine, target.matrix, paper, mapping, target.stage_axes)
+        if mapping:
+            sections.append(_mapping_section(rows, mapping, target))
+        view = paper_view(paper.paper)
         by_table: dict[str, list[FigureRow]] = {}
         for row in rows:
             by_table.setdefault(row.figure.table, []).append(row)
         skipped = []
         for name, trows in by_table.items():
-            if stand_in and not any(r.result["n"] for r in trows):
+            if stand_in and not any(r.n for r in trows):
                 skipped.append(name)
                 continue
             frame = table_frame(trows)
@@ -742,33 +1276,43 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
             written.append(csv_path)
             images = []
             title = f"{paper.paper} {name}: reported vs reproduced ({target.matrix})"
-            if stand_in:
-                differing = list(dict.fromkeys(r.data_note.split(": ", 1)[1] for r in trows if r.data_differs))
-                if differing:
-                    title += "\n" + "; ".join(differing)
-            if paper.paper == "menghani2019":
-                png = plot_menghani_table(trows, title, out / f"{slug(name)}.png")
-            else:
-                png = plot_reported_vs_reproduced(trows, title, out / f"{slug(name)}.png")
+            differing = list(dict.fromkeys(r.data_note.split(": ", 1)[1] for r in trows if r.data_differs))
+            behind = _concat([r.cells for r in trows])
+            if stand_in and mapping:
+                title += (f"\nstood in by {', '.join(_unique(behind, 'arch'))} on "
+                          f"{', '.join(dict.fromkeys(_unique(behind, 'dataset')))}")
+            elif stand_in and differing:
+                title += "\n" + "; ".join(differing)
+            plot, caption = view.plot(name)
+            png = plot(trows, title, out / f"{slug(name)}.png")
             if png is not None:
-                images.append((f"{name}: reported (hatched) vs reproduced (solid, ± std over seeds)", png))
+                images.append((caption, png))
                 written.append(png)
             intro = []
-            differing = list(dict.fromkeys(r.data_note.split(": ", 1)[1] for r in trows if r.data_differs))
+            if stand_in and mapping and not behind.empty:
+                intro.append(f"**Stood in by** (`{target.matrix}`, via `stand_in:`): {_cells_text(behind)}. "
+                             f"The paper (cells of its matrix `{paper.matrix}`): {_paper_cells_text([r.figure for r in trows])}.")
             if differing:
                 intro.append(f"**Data differ from the paper in this table** (`{target.matrix}` is a stand-in): "
                              + "; ".join(differing) + ".")
-            unmatched = [r.figure.label for r in trows if not r.result["n"]]
-            if unmatched:
+            unmatched = [r for r in trows if not r.n]
+            if unmatched and mapping:
+                unmapped = [r.figure.label for r in unmatched if r.mapping is None]
+                empty = [f"{r.figure.label} ({_selector_text(r.mapping[1])})" for r in unmatched if r.mapping is not None]
+                intro.append(f"{len(unmatched)} of {len(trows)} figures have no reproduced value (—): "
+                             + "; ".join(([f"no stand-in in `stand_in:` for {', '.join(unmapped)}"] if unmapped else [])
+                                         + ([f"no done cell matches the stand-in of {', '.join(empty)}"] if empty else []))
+                             + ".")
+            elif unmatched:
                 intro.append(f"{len(unmatched)} of {len(trows)} figures have no done cell in `{target.matrix}` (reproduced —).")
             fig_notes = [f"*{_display_label(r.figure.label)}*: {r.figure.notes}" for r in trows if r.figure.notes]
             sections.append(Section(name, intro, display_table(frame), csv_path, images, fig_notes))
         if skipped:
             header.append(f"Not reproduced by `{target.matrix}` (no matching cells), so left out: {', '.join(skipped)}.")
-        if paper.paper == "khose2021":
-            images, notes = plot_khose(mine, [r.used for r in rows], out, target.matrix)
+        if view.extra is not None:
+            images, notes = view.extra(mine, rows, out, target.matrix)
             written.extend(path for _, path in images)
-            sections.append(Section("khose2021 Figures 1–3", [], None, None, images, notes))
+            sections.append(Section(view.extra_title, [], None, None, images, notes))
 
     cells = cells_frame(mine) if not mine.empty else pd.DataFrame()
     cells_csv = out / "cells.csv"
