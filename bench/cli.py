@@ -12,23 +12,11 @@ import threading
 from bench.commands import MODULES
 from bench.errors import BenchError
 
-# `bench report` still registers itself from bench.report (moving it here is pending); these
-# two names serve it until then.
-from bench.commands import results_dir  # noqa: F401,E402
-from bench.registry import Registry  # noqa: E402
-
-COMMANDS: Registry = Registry("command")
-
-
-def command(name: str):
-    """Register a handler the old way (bench.report); new commands use set_defaults(handler=...)."""
-    return COMMANDS.register(name)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Reproducibility matrix for semi-supervised knowledge distillation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (*MODULES, "bench.report"):
+    for module in MODULES:
         importlib.import_module(module).add_commands(sub)
     return parser
 
@@ -43,7 +31,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = getattr(args, "handler", None) or COMMANDS.get(args.command)
+    handler = args.handler
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return handler(args)

@@ -42,7 +42,6 @@ ours at 10% labels". The table CSV then has one row per (figure, reading), with 
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import math
@@ -166,9 +165,9 @@ def resolve_targets(arg: str, results: str | None) -> list[Target]:
     from bench.matrix import load_matrix
 
     matrix = load_matrix(path)
-    from bench.cli import results_dir
-
-    root = results_dir(given=results)
+    if results is None:
+        raise BenchError(f"{arg}: a matrix file needs --results (the folder its cells are in)")
+    root = Path(results)
     plans = Store(root).plans()
     if matrix.name not in plans:
         raise BenchError(f"{root}: no results for matrix {matrix.name!r} (run `bench run {arg} --results {root}` first)")
@@ -1412,22 +1411,3 @@ def report(arg: str, results: str | None = None, out: str | None = None) -> list
         folder = Path(out) if out else target.results / REPORT_DIR
         written += build_report(table, target, folder / target.matrix, unreadable)
     return written
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "report", help="paper figures reported vs reproduced, throughput, plots (markdown, HTML, CSV, PNG)",
-        description="Write <out>/<matrix>/report.md, report.html, one CSV per paper table, cells.csv and PNG plots.")
-    p.add_argument("target", metavar="MATRIX_OR_RESULTS", help="a matrix YAML file, or a results folder (every matrix in it)")
-    p.add_argument("--results", help="results folder for a matrix file (default ${BENCH_RESULTS} or ./runs)")
-    p.add_argument("--out", help="report root; files go to OUT/<matrix>/ (default <results>/report)")
-
-
-from bench.cli import command  # noqa: E402  (bench.cli imports this module lazily)
-
-
-@command("report")
-def report_command(args: argparse.Namespace) -> int:
-    for path in report(args.target, args.results, args.out):
-        print(path)
-    return 0

@@ -13,6 +13,14 @@ from bench.store import Store
 from bench.tracking import ingest, is_http, scheme
 
 
+def report_command(args: argparse.Namespace) -> int:
+    from bench.report import report
+
+    for path in report(args.target, results_dir(given=args.results), args.out):
+        print(path)
+    return 0
+
+
 def ingest_command(args: argparse.Namespace) -> int:
     ingest_and_print(Path(args.dir) if args.dir else results_dir(args), args.tracking_uri)
     return 0
@@ -78,6 +86,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default sqlite:///<DIR>/mlflow.db)")
     p.set_defaults(handler=ingest_command)
+
+    p = sub.add_parser(
+        "report", help="paper figures reported vs reproduced, throughput, plots (markdown, HTML, CSV, PNG)",
+        description="Write <out>/<matrix>/report.md, report.html, one CSV per paper table, cells.csv and PNG plots.")
+    p.add_argument("target", metavar="MATRIX_OR_RESULTS", help="a matrix YAML file, or a results folder (every matrix in it)")
+    p.add_argument("--results", help=f"results folder for a matrix file (default ${{BENCH_RESULTS}} or ./{DEFAULT_RESULTS})")
+    p.add_argument("--out", help="report root; files go to OUT/<matrix>/ (default <results>/report)")
+    p.set_defaults(handler=report_command)
     p = sub.add_parser(
         "check", help="compare a results folder with a baseline CSV; exit 1 on regressions or missing cells",
         description="Exit 0 when every baseline cell is done and within tolerance, 1 otherwise. Per group of seeds, "
