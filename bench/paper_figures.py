@@ -58,7 +58,6 @@ reports use.
 """
 from __future__ import annotations
 
-import ast
 import fnmatch
 import math
 import re
@@ -70,6 +69,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError, ConfigError, first_validation_error
+from bench.selectors import as_list as _as_list, as_number as _as_number, as_text as _as_text
 from bench.yaml_input import parse_yaml, validate
 
 PAPERS_PACKAGE = "bench.papers"
@@ -252,48 +252,6 @@ def figures_for_matrix(matrix: str) -> list[Figure]:
 
 
 # --------------------------------------------------------------------------- reproducing
-
-
-def _is_empty(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, (float, np.floating)) and math.isnan(value)
-
-
-def _as_text(value: Any) -> str:
-    return "" if _is_empty(value) else str(value)
-
-
-def _as_list(value: Any) -> list[Any] | None:
-    """A cell as a list: lists/tuples/arrays as they are; text as written by ``bench.collect``
-    ("crop,flip"; "" or an empty cell for an empty list) or as a Python/JSON list ("['crop']")."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return list(value)
-    if _is_empty(value):
-        return []
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if text[:1] in ("[", "("):
-        try:
-            parsed = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return None
-        return list(parsed) if isinstance(parsed, (list, tuple)) else None
-    return [part.strip() for part in text.split(",")] if text else []
-
-
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, (bool, np.bool_)) or _is_empty(value):
-        return None
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
 
 
 def cell_matches(value: Any, wanted: Scalar) -> bool:
