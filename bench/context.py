@@ -23,7 +23,7 @@ from bench.methods.distill import TeacherFn
 from bench.methods.contrastive import dense_head
 from bench.models import Normalized, WithHead, create_backbone, create_model, normalization
 from bench.runtime import Runtime
-from bench.store import Store, UnreadableFile, atomic_torch_save, load_tensors, read_json
+from bench.store import CellDir, Store, UnreadableFile, atomic_torch_save, load_tensors, read_json
 
 
 def match_channels(images: ImageSet, channels: int) -> ImageSet:
@@ -147,13 +147,18 @@ class CellContext:
         except KeyError:
             raise BenchError(f"cell {self.cell_id}: method {self.config.method!r} needs a {role!r} dependency; add it to the stage's needs") from None
 
+    def _done_dependency(self, role: str) -> CellDir:
+        """The folder of the cell this one needs as ``role``, which must be done."""
+        dep = self.store.cell(self._dep_id(role))
+        if not dep.is_done():
+            raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is not done; run the matrix in dependency order")
+        return dep
+
     def dependency_model(self, role: str, trainable: bool = False) -> Normalized:
         """The selected weights of the cell this one needs as ``role`` (frozen unless trainable)."""
         from bench.methods import REQUIREMENTS
 
-        dep = self.store.cell(self._dep_id(role))
-        if not dep.is_done():
-            raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is not done; run the matrix in dependency order")
+        dep = self._done_dependency(role)
         data = self.labeled_train
         dep_config = self.dependency_config(role)
         needs = REQUIREMENTS.get(dep_config.method)
@@ -175,9 +180,7 @@ class CellContext:
 
     def artifact(self, role: str, name: str) -> object:
         """A named artifact the cell this one needs as ``role`` left (tensors and containers only)."""
-        dep = self.store.cell(self._dep_id(role))
-        if not dep.is_done():
-            raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is not done; run the matrix in dependency order")
+        dep = self._done_dependency(role)
         try:
             return load_tensors(dep.artifacts / f"{name}.pt")
         except UnreadableFile as error:
