@@ -178,6 +178,17 @@ class CellContext:
         model.requires_grad_(trainable)
         return model.train(trainable)
 
+    @cached_property
+    def _frozen_models(self) -> dict[str, Normalized]:
+        return {}
+
+    def frozen_model(self, role: str) -> Normalized:
+        """``role``'s model, frozen and on the device, loaded once per cell: its logits and its
+        agreement with the student read the same instance."""
+        if role not in self._frozen_models:
+            self._frozen_models[role] = self.dependency_model(role).to(self.runtime.torch_device)
+        return self._frozen_models[role]
+
     def artifact(self, role: str, name: str) -> object:
         """A named artifact the cell this one needs as ``role`` left (tensors and containers only)."""
         dep = self._done_dependency(role)
@@ -194,7 +205,7 @@ class CellContext:
         they are computed on the very augmented batch the student sees, never reused.
         """
         device = self.runtime.torch_device
-        teacher = self.dependency_model(role).to(device)
+        teacher = self.frozen_model(role)
         if self.config.augment:
             def online(batch: Batch) -> torch.Tensor:
                 with torch.no_grad(), torch.autocast(device.type, enabled=self.runtime.use_amp):

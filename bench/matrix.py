@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bench.config import FIELD_NAMES, CellConfig, SafeName
 from bench.errors import ConfigError, first_validation_error, plain, short
 from bench.yaml_input import load_yaml, validate
+from bench.selectors import value_problem
 
 Rule = dict[str, Any]  # field (or role.field) -> value or list of accepted values
 
@@ -92,6 +93,9 @@ def _check_rule_keys(matrix: Matrix, where: str, rule: Rule, roles: set[str]) ->
             raise ConfigError(matrix.source, f"{where}.{plain(key)}", f"no role {plain(role)!r} (known: {', '.join(sorted(roles)) or 'none'})")
         if field not in FIELD_NAMES:
             raise ConfigError(matrix.source, f"{where}.{plain(key)}", f"unknown field {plain(field)!r}")
+        problem = value_problem(rule[key])
+        if problem:
+            raise ConfigError(matrix.source, f"{where}.{plain(key)}", problem)
 
 
 def stage_order(matrix: Matrix) -> list[str]:

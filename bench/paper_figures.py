@@ -62,14 +62,14 @@ import fnmatch
 import math
 import re
 from importlib import resources
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import BenchError, ConfigError, first_validation_error
-from bench.selectors import as_list as _as_list, as_number as _as_number, as_text as _as_text
+from bench.selectors import as_text as _as_text, rule_matches, value_problem
 from bench.yaml_input import parse_yaml, validate
 
 PAPERS_PACKAGE = "bench.papers"
@@ -77,7 +77,7 @@ PAPERS_PACKAGE = "bench.papers"
 # test_agreement: a kd student's agreement with its teacher on test (nguyen2021's Table 2 may be one).
 Metric = Literal["test_acc", "val_acc", "train_acc", "test_agreement"]
 Kind = Literal["value", "relative_gain", "absolute_gain"]
-# A select value: a string, a number, a bool, or a list of strings/numbers (e.g. augment: [crop, flip]).
+# A select value (bench.selectors): a scalar, a list of accepted scalars, or [[crop, flip]] for a list field.
 Scalar = Union[str, int, float, bool, list[Union[str, int, float]]]
 
 # Columns a selection may not name: the matrix is the figure's own field, and seeds
@@ -85,44 +85,32 @@ Scalar = Union[str, int, float, bool, list[Union[str, int, float]]]
 RESERVED_SELECT_KEYS = frozenset({"matrix", "seed"})
 
 
-def _is_atom(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, (str, int))  # bool is an int
-
-
-def _valid_select_value(value: Any) -> bool:
-    if isinstance(value, list):
-        return all(_is_atom(item) and not isinstance(item, bool) for item in value)
-    return _is_atom(value)
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _checked_selection(value: dict[str, Any]) -> dict[str, Scalar]:
+    """A selector of results-table rows (``bench.selectors``' language), or ValueError."""
+    for key, wanted in value.items():
+        problem = value_problem(wanted)
+        if problem:
+            raise ValueError(f"column {key!r}: {problem}")
+    bad = sorted(RESERVED_SELECT_KEYS & set(value))
+    if bad:
+        raise ValueError(f"may not select on {', '.join(bad)} (the matrix is the figure's field; seeds are averaged)")
+    if any(not key.strip() for key in value):
+        raise ValueError("column names must not be empty")
+    return value
+
+
+Selection = Annotated[dict[str, Any], Field(min_length=1), AfterValidator(_checked_selection)]
 
 
 class Cells(_Strict):
     """Which rows of a results table a figure corresponds to."""
 
-    select: dict[str, Any] = Field(min_length=1)
-    baseline: dict[str, Any] | None = None
-
-    @field_validator("select", "baseline")
-    @classmethod
-    def _check_selection(cls, value: dict[str, Any] | None) -> dict[str, Scalar] | None:
-        if value is None:
-            return value
-        for key, wanted in value.items():
-            if not _valid_select_value(wanted):
-                raise ValueError(
-                    f"column {key!r}: {wanted!r} is not a string, a finite number, a bool or a list of strings/numbers"
-                )
-        bad = sorted(RESERVED_SELECT_KEYS & set(value))
-        if bad:
-            raise ValueError(f"may not select on {', '.join(bad)} (the matrix is the figure's field; seeds are averaged)")
-        if any(not key.strip() for key in value):
-            raise ValueError("column names must not be empty")
-        return value
+    select: Selection
+    baseline: Selection | None = None
 
 
 class Figure(_Strict):
@@ -254,27 +242,6 @@ def figures_for_matrix(matrix: str) -> list[Figure]:
 # --------------------------------------------------------------------------- reproducing
 
 
-def cell_matches(value: Any, wanted: Scalar) -> bool:
-    """Whether one results-table cell equals a wanted select value.
-
-    Strings compare as text (an empty cell reads as ""); numbers as floats (``math.isclose``,
-    numeric text such as "10" counts); bools only match bools (or the text true/false); lists
-    match a list, tuple or array cell with the same items in any order, or its text form
-    ("crop,flip" as ``bench.collect`` writes it; an empty cell is the empty list).
-    """
-    if isinstance(wanted, bool):
-        if isinstance(value, (bool, np.bool_)):
-            return bool(value) is wanted
-        return isinstance(value, str) and value.strip().lower() == str(wanted).lower()
-    if isinstance(wanted, list):
-        items = _as_list(value)
-        return items is not None and sorted(map(str, items)) == sorted(map(str, wanted))
-    if isinstance(wanted, str):
-        return not isinstance(value, (list, tuple, np.ndarray)) and _as_text(value) == wanted
-    number = _as_number(value)
-    return number is not None and math.isclose(number, float(wanted), rel_tol=1e-9, abs_tol=1e-12)
-
-
 def select_rows(table: pd.DataFrame, matrix: str, select: dict[str, Scalar]) -> pd.DataFrame:
     """The rows of ``table`` in ``matrix`` matching every ``select`` key (a missing column matches nothing)."""
     wanted: dict[str, Scalar] = {"matrix": matrix, **select}
@@ -282,7 +249,7 @@ def select_rows(table: pd.DataFrame, matrix: str, select: dict[str, Scalar]) -> 
         return table.iloc[0:0]
     mask = pd.Series(True, index=table.index)
     for key, value in wanted.items():
-        mask &= table[key].map(lambda cell, want=value: cell_matches(cell, want)).astype(bool)
+        mask &= table[key].map(lambda cell, want=value: rule_matches(cell, want)).astype(bool)
     return table[mask]
 
 

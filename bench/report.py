@@ -311,11 +311,11 @@ def base_matrix_name(name: str) -> str:
 
 
 def _same_value(cell: Any, wanted: Any) -> bool:
-    from bench.paper_figures import cell_matches
+    from bench.selectors import value_matches
 
     if _nan(wanted):
         return _nan(cell) or cell == ""
-    return cell_matches(cell, wanted.item() if isinstance(wanted, np.generic) else wanted)
+    return value_matches(cell, wanted.item() if isinstance(wanted, np.generic) else wanted)
 
 
 def _axis_text(axis: str, value: Any) -> str:
@@ -426,12 +426,11 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _selector_text(selector: dict[str, Any]) -> str:
+    def text(value: Any) -> str:
+        return "[" + ", ".join(map(text, value)) + "]" if isinstance(value, list) else str(value)
+
     def one(sel: dict[str, Any]) -> str:
-        parts = []
-        for key, value in sel.items():
-            text = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
-            parts.append(f"{key}={text}")
-        return "{" + ", ".join(parts) + "}"
+        return "{" + ", ".join(f"{key}={text(value)}" for key, value in sel.items()) + "}"
 
     if isinstance(selector.get("select"), dict):
         base = selector.get("baseline")

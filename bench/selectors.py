@@ -84,6 +84,30 @@ def value_matches(value: Any, accepted: Any) -> bool:
     return number is not None and math.isclose(number, float(accepted), rel_tol=1e-9, abs_tol=1e-12)
 
 
+def _is_atom(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int))  # bool is an int
+
+
+def value_problem(wanted: Any) -> str | None:
+    """Why ``wanted`` is not a selector value (None when it is one): a scalar, a non-empty list
+    of scalars (any of them), or lists of scalars inside a list (for list-valued fields)."""
+    if _is_atom(wanted):
+        return None
+    if not isinstance(wanted, list):
+        return f"{wanted!r} is not a text, a finite number, a bool or a list of them"
+    if not wanted:
+        return "an empty list accepts nothing (write [[]] to select an empty list field such as augment)"
+    for item in wanted:
+        if isinstance(item, list):
+            if not all(_is_atom(part) and not isinstance(part, bool) for part in item):
+                return f"{item!r}: a list value holds texts and numbers only"
+        elif not _is_atom(item):
+            return f"{item!r} is not a text, a finite number, a bool or a list of them"
+    return None
+
+
 def rule_matches(value: Any, wanted: Any) -> bool:
     """One selector entry: a list is any of its items, anything else the value itself."""
     accepted = wanted if isinstance(wanted, list) else [wanted]

@@ -121,6 +121,10 @@ BAD = [
     ("missing stage", {"name": "x", "stages": {"s": {"method": "kd", "needs": {"teacher": "teachr"}}}}, "stages.s.needs.teacher: no stage 'teachr'"),
     ("cycle", {"name": "x", "stages": {"a": {"method": "kd", "needs": {"t": "b"}}, "b": {"method": "kd", "needs": {"t": "a"}}}}, "dependency cycle"),
     ("bad rule role", {"name": "x", "stages": {"t": {"method": "supervised", "include": [{"teacher.arch": "x"}]}}}, "stages.t.include[0].teacher.arch"),
+    ("empty any-of", {"name": "x", "stages": {"t": {"method": "supervised", "exclude": [{"augment": []}]}}},
+     "stages.t.exclude[0].augment: an empty list accepts nothing (write [[]]"),
+    ("rule value a mapping", {"name": "x", "overrides": [{"when": {"arch": {"a": 1}}, "set": {"lr": 0.1}}],
+        "stages": {"t": {"method": "supervised"}}}, "overrides[0].when.arch: {'a': 1} is not a text"),
     ("missing required", {"name": "x", "stages": {"t": {"method": "supervised"}}}, "stages.t"),
     ("kd without teacher role", {"name": "x", "defaults": {"dataset": "digits", "arch": "menghani_mlp"}, "stages": {
         "t": {"method": "supervised"}, "s": {"method": "kd", "needs": {"teach": "t"}}}}, "stages.s.needs: method 'kd' needs a 'teacher' role"),

@@ -76,7 +76,7 @@ def test_expected_coverage() -> None:
 
     nguyen = load_paper("nguyen2021")
     assert {f.table for f in nguyen.figures} == {"Table 1", "Table 2", "Table 4"}
-    assert sorted(tuple(f.cells.select["augment"]) for f in nguyen.figures if f.table == "Table 1") == sorted(
+    assert sorted(tuple(f.cells.select["augment"][0]) for f in nguyen.figures if f.table == "Table 1") == sorted(
         [("crop",), ("flip",), ("color",), ("crop", "color"), ("crop", "flip"), ("crop", "flip", "color"), ()]
     )
 
@@ -138,7 +138,8 @@ def test_unknown_key_raises_naming_the_field() -> None:
         ("metric: test_acc", "metric: top1", "figures.0.metric"),
         ("{stage: teacher, arch: resnet18}", "{stage: teacher, seed: 0}", "figures.0.cells.select"),
         ("{stage: teacher, arch: resnet18}", "{stage: teacher, flag: null}", "figures.0.cells.select"),
-        ("{stage: teacher, arch: resnet18}", "{stage: teacher, augment: [[crop]]}", "figures.0.cells.select"),
+        ("{stage: teacher, arch: resnet18}", "{stage: teacher, augment: []}", "figures.0.cells.select"),
+        ("{stage: teacher, arch: resnet18}", "{stage: teacher, augment: [[[crop]]]}", "figures.0.cells.select"),
         ("    source: Table 1, row 1\n", "", "figures.0.source"),
     ],
 )
@@ -232,9 +233,11 @@ def test_lists_and_bools_match_like_cell_fields() -> None:
             "pretrained": [True, False, True, "true", 1, False, False],
         }
     )
-    assert list(select_rows(table, "demo", {"augment": ["crop", "flip"]}).index) == [0, 1, 3, 5]
-    assert list(select_rows(table, "demo", {"augment": ["crop"]}).index) == [4]
-    assert list(select_rows(table, "demo", {"augment": []}).index) == [2, 6]
+    assert list(select_rows(table, "demo", {"augment": [["crop", "flip"]]}).index) == [0, 1, 3, 5]
+    assert list(select_rows(table, "demo", {"augment": [["crop"]]}).index) == [4]
+    assert list(select_rows(table, "demo", {"augment": [[]]}).index) == [2, 6]
+    # one selector language with the matrices: a list is any of its items
+    assert list(select_rows(table, "demo", {"augment": [["crop"], []]}).index) == [2, 4, 6]
     assert list(select_rows(table, "demo", {"pretrained": True}).index) == [0, 2, 3]
 
 

@@ -81,7 +81,7 @@ def _target(tmp_path: Path, stand_in: dict | None = None) -> Target:
 def test_stand_in_gives_one_reading_per_label_fraction() -> None:
     rows = _analog_rows(results_table())
     crop = rows["nguyen2021/table1/crop"]
-    assert crop.mapping == ("nguyen2021/table1/crop", {"stage": "augmentation", "augment": ["crop"]})
+    assert crop.mapping == ("nguyen2021/table1/crop", {"stage": "augmentation", "augment": [["crop"]]})
     assert [r.label for r in crop.readings] == ["at 1% labels", "at 10% labels"]
     for reading, (fraction, accs) in zip(crop.readings, CROP.items()):
         assert reading.group == {"label_fraction": fraction}
@@ -127,7 +127,7 @@ def test_report_tables_read_paper_then_ours_per_reading(tmp_path: Path) -> None:
     assert crop.loc["at 1% labels", "reproduced"] == pytest.approx(62.0)
     assert crop.loc["at 10% labels", "reproduced"] == pytest.approx(82.0)
     assert crop.loc["at 10% labels", "reading_group"] == "label_fraction=0.1"
-    assert crop.loc["at 10% labels", "stand_in"] == "{stage=augmentation, augment=[crop]}"
+    assert crop.loc["at 10% labels", "stand_in"] == "{stage=augmentation, augment=[[crop]]}"
     t4 = pd.read_csv(out / "table-4.csv").set_index("id")
     assert t4.loc["nguyen2021/table4/food101", "n"] == 0 and pd.isna(t4.loc["nguyen2021/table4/food101", "reproduced"])
     for name in ("table-1.png", "table-2.png", "table-4.png"):
@@ -138,8 +138,8 @@ def test_report_tables_read_paper_then_ours_per_reading(tmp_path: Path) -> None:
 
 
 def test_a_stand_in_that_matches_no_cell_says_so(tmp_path: Path) -> None:
-    stand_in = {"nguyen2021/table1/crop": {"stage": "augmentation", "augment": ["crop"], "label_fraction": 0.5},
-                "nguyen2021/table1/flip": {"stage": "augmentation", "augment": ["flip"]}}
+    stand_in = {"nguyen2021/table1/crop": {"stage": "augmentation", "augment": [["crop"]], "label_fraction": 0.5},
+                "nguyen2021/table1/flip": {"stage": "augmentation", "augment": [["flip"]]}}
     rows = _analog_rows(results_table(), stand_in)
     crop = rows["nguyen2021/table1/crop"]
     assert crop.n == 0 and crop.result["n"] == 0 and math.isnan(crop.result["mean"])
@@ -153,7 +153,7 @@ def test_a_stand_in_that_matches_no_cell_says_so(tmp_path: Path) -> None:
     out = tmp_path / NAME
     build_report(results_table(), _target(tmp_path, stand_in), out)
     md = (out / "report.md").read_text()
-    assert "no done cell matches the stand-in of Cropping only ({stage=augmentation, augment=[crop], label_fraction=0.5})" in md
+    assert "no done cell matches the stand-in of Cropping only ({stage=augmentation, augment=[[crop]], label_fraction=0.5})" in md
     assert "no stand-in in `stand_in:` for Color distortion only" in md
     assert "left out: Table 2, Table 4" in md  # no mapped cells at all: the tables are left out, and said so
 
@@ -167,7 +167,7 @@ def test_bad_stand_in_sections_name_the_field() -> None:
     with pytest.raises(ConfigError, match=r"stand_in\.nguyen2021/table1/crop.*seed"):
         check_stand_in({"nguyen2021/table1/crop": {"stage": "augmentation", "seed": 0}}, "m.yaml", paper)
     # A glob maps every figure it matches; an exact id wins over it.
-    mapping = {"nguyen2021/table1/*": {"stage": "augmentation"}, "nguyen2021/table1/none": {"stage": "augmentation", "augment": []}}
+    mapping = {"nguyen2021/table1/*": {"stage": "augmentation"}, "nguyen2021/table1/none": {"stage": "augmentation", "augment": [[]]}}
     rows = _analog_rows(results_table(), mapping)
     assert rows["nguyen2021/table1/color"].mapping[0] == "nguyen2021/table1/*"
     assert rows["nguyen2021/table1/none"].mapping[0] == "nguyen2021/table1/none"

@@ -54,7 +54,7 @@ def agreement(ctx: CellContext, role: str) -> Callable[[nn.Module], dict[str, fl
 
     def measure(model: nn.Module) -> dict[str, float]:
         if not cached:
-            cached.append(predict(ctx.dependency_model(role).to(ctx.runtime.torch_device), source, items, ctx.config.batch_size, ctx.runtime).argmax(1))
+            cached.append(predict(ctx.frozen_model(role), source, items, ctx.config.batch_size, ctx.runtime).argmax(1))
         mine = predict(model, source, items, ctx.config.batch_size, ctx.runtime).argmax(1)
         return {"test_agreement": (mine == cached[0]).float().mean().item()}
 
