@@ -252,7 +252,10 @@ def _metrics(cell: _Cell) -> list[Metric]:
         for key, value in sorted(entry.items()):
             if key != "epoch" and _is_number(value):
                 metrics.append(Metric(EPOCH_PREFIX + key, float(value), timestamp, step))
-    for key in FINAL_METRICS:
+    # the usual results first, then a method's own (test_agreement, probe_test_acc, an annotate
+    # cell's coverage and pseudo_acc)
+    own = sorted(key for key in cell.result if key not in FINAL_METRICS)
+    for key in (*FINAL_METRICS, *own):
         if _is_number(cell.result.get(key)):
             metrics.append(Metric(key, float(cell.result[key]), cell.end_ms, 0))
     return metrics
