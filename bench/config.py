@@ -99,6 +99,22 @@ class CellConfig(BaseModel):
                                      "(nguyen2021 Table 4: accuracy against the number of classes)")
     knn_k: int = Field(200, gt=0, description="SSL evaluation: neighbours of the weighted kNN classifier")
     knn_temperature: float = Field(0.1, gt=0.0, description="SSL evaluation: temperature of the kNN weights")
+    annotate_flip: bool = Field(False, description="annotate: each transform also horizontally flipped "
+                                "(off for digits, where a flipped digit is another digit)")
+    annotate_scales: tuple[Annotated[float, Field(gt=0.0)], ...] = Field(
+        (), description="annotate: rescalings besides identity (resized, then centre-cropped or zero-padded back)")
+    annotate_crops: tuple[Literal["center", "top_left", "top_right", "bottom_left", "bottom_right"], ...] = Field(
+        (), description="annotate: fixed crops of annotate_crop_fraction of the side, resized back")
+    annotate_crop_fraction: float = Field(0.875, gt=0.0, lt=1.0, description="annotate: side of a fixed crop")
+    pseudo_selection: Literal["threshold", "quota"] = Field(
+        "threshold", description="annotate: keep images whose ensemble confidence reaches pseudo_threshold, or a "
+        "quota of pseudo_keep of the pool split over classes as the labeled set's class prior (most confident first)")
+    pseudo_threshold: float = Field(0.0, ge=0.0, lt=1.0, description="annotate: smallest ensemble confidence kept")
+    pseudo_keep: float = Field(1.0, gt=0.0, le=1.0, description="annotate, quota: fraction of the pool kept")
+    labeled_share: float | None = Field(None, gt=0.0, lt=1.0, description="data_distill: exact share of labeled "
+                                        "images in every minibatch (the rest pseudo-labeled)")
+    init: Literal["scratch", "teacher"] = Field("scratch", description="data_distill: the student re-initialised "
+                                                "(the paper's choice) or fine-tuned from the teacher")
     deps: dict[SafeName, CellId] = Field(default_factory=dict, description="role -> cell id of the cells this one needs")
 
     @field_validator("encoder_file")

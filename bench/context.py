@@ -86,6 +86,15 @@ def _first_classes(splits: Splits, k: int) -> Splits:
                   keep(splits.val, s), keep(splits.test, t), keep(splits.few, s))
 
 
+def _limited(items: torch.Tensor, config: CellConfig) -> torch.Tensor:
+    """``unlabeled_limit`` of ``items`` (sorted), drawn with the cell's seed; all when unset."""
+    limit = config.unlabeled_limit
+    if limit is None or limit >= len(items):
+        return items
+    generator = torch.Generator().manual_seed(config.seed)
+    return torch.sort(items[torch.randperm(len(items), generator=generator)[:limit]]).values
+
+
 class CellContext:
     """One cell's view of its data and dependencies."""
 
@@ -117,16 +126,24 @@ class CellContext:
                              c.val_fraction, c.label_fraction, c.n_per_class, c.effective_split_seed)
         return splits if c.task_classes is None else _first_classes(splits, c.task_classes)
 
-    def unlabeled_pool(self) -> tuple[ImageSet, torch.Tensor]:
-        """The out-of-distribution pool and the items of it this cell uses (``unlabeled_limit``)."""
-        assert self.config.unlabeled is not None
-        pool = match_channels(self._load(self.config.unlabeled, "train"), self.labeled_train.channels)
-        items = torch.arange(len(pool))
-        limit = self.config.unlabeled_limit
-        if limit is not None and limit < len(pool):
-            generator = torch.Generator().manual_seed(self.config.seed)
-            items = torch.sort(torch.randperm(len(pool), generator=generator)[:limit]).values
-        return pool, items
+    def unlabeled_pool(self, config: CellConfig | None = None) -> tuple[ImageSet, torch.Tensor]:
+        """The out-of-distribution pool and the items of it a cell uses (``unlabeled_limit``, drawn
+        with the cell's seed): this cell's, or that of ``config`` (a dependency's, the same data)."""
+        c = config or self.config
+        assert c.unlabeled is not None
+        pool = match_channels(self._load(c.unlabeled, "train"), self.labeled_train.channels)
+        return pool, _limited(torch.arange(len(pool)), c)
+
+    def distillation_pool(self, config: CellConfig | None = None) -> tuple[ImageSet, torch.Tensor, bool]:
+        """The pool data distillation labels, and whether it is in-distribution: the rest of the
+        labeled train split (its labels hidden) when ``unlabeled`` is unset, else that dataset's
+        train split as ``unlabeled_pool``. ``config``: the annotate cell's, when a student asks."""
+        c = config or self.config
+        if c.unlabeled is None:
+            splits = self.splits()
+            return splits.source, _limited(splits.unlabeled, c), True
+        pool, items = self.unlabeled_pool(c)
+        return pool, items, c.unlabeled == c.dataset
 
     def new_model(self) -> Normalized:
         data = self.labeled_train

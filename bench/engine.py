@@ -202,7 +202,8 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
 
     for epoch in range(start_epoch, config.epochs):
         training.train_mode()
-        order = training.indices[torch.randperm(len(training.indices), generator=derived_generator(config.seed, epoch, "order"))]
+        order = training.order(epoch) if training.order is not None else \
+            training.indices[torch.randperm(len(training.indices), generator=derived_generator(config.seed, epoch, "order"))]
         generators = view_generators(config.seed, epoch, training.views)
         loss_sum, seen, last_print = 0.0, 0, time.monotonic()
         n_batches = math.ceil(len(order) / config.batch_size)

@@ -157,15 +157,35 @@ class Figure(_Strict):
         return self
 
 
+class Claim(_Strict):
+    """An ordering a paper states rather than a number it reports ("data distillation beats the
+    supervised model on the labeled subset"): the ``higher`` cells' ``metric`` exceeds the
+    ``lower`` cells'. It is judged within each value of the ``per`` columns (say, per label
+    fraction); a side whose selector fixes a ``per`` column (the fully supervised bound's
+    ``label_fraction: 1.0``) is the same on every such comparison. ``bench.claims`` evaluates it
+    on any matrix of the paper whose cells the selectors fit (the data distillation matrices
+    share stage names for that)."""
+
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    statement: str = Field(min_length=1)
+    metric: Metric = "test_acc"
+    higher: Selection
+    lower: Selection
+    per: tuple[str, ...] = ()
+    notes: str = ""
+
+
 class Paper(_Strict):
-    """One paper's reported figures."""
+    """One paper's reported figures and stated claims."""
 
     paper: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$")  # = the file name
     title: str = Field(min_length=1)
     citation: str = Field(min_length=1)
     matrix: str = Field(min_length=1)
     notes: list[str] = Field(default_factory=list)
-    figures: list[Figure] = Field(min_length=1)
+    figures: list[Figure] = Field(default_factory=list)
+    claims: list[Claim] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -180,13 +200,15 @@ class Paper(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Paper":
+        if not self.figures and not self.claims:
+            raise ValueError("a paper file needs figures or claims")
         seen: set[str] = set()
-        for fig in self.figures:
-            if not fig.id.startswith(f"{self.paper}/"):
-                raise ValueError(f"figure id {fig.id!r} must start with '{self.paper}/'")
-            if fig.id in seen:
-                raise ValueError(f"figure id {fig.id!r} appears twice")
-            seen.add(fig.id)
+        for kind, item in [("figure", fig) for fig in self.figures] + [("claim", claim) for claim in self.claims]:
+            if not item.id.startswith(f"{self.paper}/"):
+                raise ValueError(f"{kind} id {item.id!r} must start with '{self.paper}/'")
+            if item.id in seen:
+                raise ValueError(f"{kind} id {item.id!r} appears twice")
+            seen.add(item.id)
         return self
 
     def figure(self, figure_id: str) -> Figure:

@@ -213,7 +213,7 @@ class Planner:
         for name in needs.fields if needs else ():
             if getattr(c, name) is None:
                 raise ConfigError(self.matrix.source, where, f"method {c.method!r} needs the field {name!r}")
-        if c.epochs == 0 and not (c.pretrained or c.encoder_file):
+        if c.epochs == 0 and not (c.pretrained or c.encoder_file) and (needs is None or needs.trains):
             raise ConfigError(self.matrix.source, f"{where}.epochs", "0 trains nothing: a cell with epochs 0 evaluates "
                               "pretrained weights as they are (set pretrained: true or encoder_file), otherwise use epochs >= 1")
         if c.metric == "best_val" and c.eval_every != 1:

@@ -57,10 +57,15 @@ def check_inputs(cells: Iterable[Cell], data_root: Path | None) -> None:
 
 def check_parents(cells: Iterable[Cell], store: Store) -> None:
     """A done parent whose ``model.pt`` is gone (deleted, or lost with a disk) cannot serve its
-    dependants: say so before anything runs, with how to have it rewritten."""
+    dependants: say so before anything runs, with how to have it rewritten. (A parent that
+    trains nothing, an annotate cell, has no model.pt: its dependants load its artifacts.)"""
+    from bench.methods import REQUIREMENTS
+
+    cells = list(cells)
+    computed = {c.id for c in cells if not getattr(REQUIREMENTS.get(c.config.method), "trains", True)}
     for cell in cells:
         for role, dep_id in sorted(cell.config.deps.items()):
             dep = store.cell(dep_id)
-            if dep.is_done() and not dep.model.exists():
+            if dep_id not in computed and dep.is_done() and not dep.model.exists():
                 raise BenchError(f"cell {cell.id} needs its {role} {dep_id}, which is marked done but has no {dep.model.name} "
                                  f"({dep.model}); rerun it: rm {dep.done_marker} and run again (it resumes from its checkpoint)")

@@ -80,9 +80,9 @@ THROUGHPUT_COLUMNS = ["train_images_per_s", "infer_images_per_s", "params", "flo
 
 CELL_COLUMNS = ["id", "stage", "method", "arch", "teacher.arch", "student.arch", "dataset", "unlabeled",
                 "label_fraction", "n_per_class", "task_classes", "augment", "frozen_backbone", "teacher.label_fraction",
-                "seed", "epochs", "test_acc", "val_acc", "train_acc", "test_agreement", "probe_test_acc",
-                "selection"] + THROUGHPUT_COLUMNS
-ACCURACY_COLUMNS = ("test_acc", "val_acc", "train_acc", "test_agreement", "probe_test_acc")
+                "labeled_share", "init", "transforms", "seed", "epochs", "test_acc", "val_acc", "train_acc",
+                "test_agreement", "probe_test_acc", "coverage", "pseudo_acc", "selection"] + THROUGHPUT_COLUMNS
+ACCURACY_COLUMNS = ("test_acc", "val_acc", "train_acc", "test_agreement", "probe_test_acc", "coverage", "pseudo_acc")
 
 
 # --------------------------------------------------------------------------- what to report
@@ -599,7 +599,8 @@ def display_cells(frame: pd.DataFrame) -> pd.DataFrame:
     if "wall_seconds" in out:
         out["wall_seconds"] = [_num(v, 1) for v in out["wall_seconds"]]
     renames = {"test_acc": "test %", "val_acc": "val %", "train_acc": "train %", "test_agreement": "test agreement %",
-               "probe_test_acc": "probe test %", "train_images_per_s": "train img/s",
+               "probe_test_acc": "probe test %", "coverage": "pseudo-labeled %", "pseudo_acc": "pseudo-label acc %",
+               "labeled_share": "labeled share", "train_images_per_s": "train img/s",
                "infer_images_per_s": "infer img/s", "flops": "FLOPs/img", "peak_memory_mb": "peak memory",
                "wall_seconds": "wall s"}
     return out.rename(columns=renames)
@@ -1205,6 +1206,23 @@ def _mapping_section(rows: list[FigureRow], stand_in: dict[str, Any], target: Ta
     return Section("Stand-in mapping", intro, pd.DataFrame(records), None, [], notes)
 
 
+def _claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path, written: list[Path]) -> Section:
+    """The paper's claims judged on the matrix's cells (``bench.claims``), first in the report."""
+    from bench.claims import LEVEL, claims_frame, evaluate, summary
+
+    readings = [reading for claim in paper.claims for reading in evaluate(claim, table, matrix)]
+    frame = claims_frame(readings)
+    csv_path = out / "claims.csv"
+    atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
+    written.append(csv_path)
+    intro = [f"**{summary(readings)}.** Each claim compares two kinds of cells (higher − lower) within each "
+             f"value of its grouping columns; Δ is the mean over seeds of the seed-paired differences, the interval "
+             f"its {LEVEL:.0%} t-interval. *holds*: the interval lies above 0; *fails*: below 0; *inconclusive*: "
+             f"it contains 0, or fewer than 2 seeds pair up. Sides: mean ± std over seeds, in %."]
+    notes = [f"*{claim.statement}*: {claim.source}" + (f" {claim.notes}" if claim.notes else "") for claim in paper.claims]
+    return Section("Claims", intro, frame, csv_path, [], notes)
+
+
 def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dict[str, str] | None = None) -> list[Path]:
     """Write the report of ``target`` (rows of ``table`` with matrix == target.matrix) into ``out``.
 
@@ -1238,7 +1256,10 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
         stand_in = paper.matrix != base_matrix_name(target.matrix)
         mapping = check_stand_in(target.stand_in, target.source or target.matrix, paper) if stand_in else {}
         header.append(f"Paper: **{paper.paper}** — {paper.title} (from {target.paper_reason}).")
-        if stand_in and mapping:
+        if not paper.figures:
+            header.append(f"{paper.paper} reports no number a matrix of ours could reproduce (see *Notes on "
+                          f"{paper.paper}*): its claims are judged on `{target.matrix}`'s cells instead (*Claims*).")
+        elif stand_in and mapping:
             header.append(
                 f"**Stand-in matrix — data and models differ from the paper.** `{target.matrix}` is not the paper's own "
                 f"matrix (`{paper.matrix}`): it runs the paper's design on other data and models, and its `stand_in:` "
@@ -1256,6 +1277,8 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
                 f"{', '.join(f'`{k}`' for k in sorted(STAND_IN_IGNORED_KEYS))} keys ignored. The `data` column of every "
                 f"table says what the paper used and what was used here. Other settings (epochs, subsets) may differ "
                 f"too: see the matrix file.")
+        if paper.claims:
+            sections.append(_claims_section(mine, target.matrix, paper, out, written))
         rows = figure_rows(mine, target.matrix, paper, mapping, target.stage_axes)
         if mapping:
             sections.append(_mapping_section(rows, mapping, target))
@@ -1343,10 +1366,10 @@ def _render(target: Target, paper: Any, header: list[str], sections: list[Sectio
     if target.description:
         meta.append(f"Matrix: {target.description}")
     md = [f"# {title}", "", *[f"{line}  " for line in meta], "", *[f"{line}\n" for line in header]]
-    if paper is not None:
+    if paper is not None and paper.figures:
         md += [HOW_TO_READ, ""]
     body = [f"<h1>{html.escape(title)}</h1>", *[f"<p>{_inline(line)}</p>" for line in meta + header]]
-    if paper is not None:
+    if paper is not None and paper.figures:
         body.append(f"<p>{_inline(HOW_TO_READ)}</p>")
     for section in sections:
         md += [f"## {section.title}", ""]

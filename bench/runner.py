@@ -16,7 +16,7 @@ from bench.context import CellContext
 from bench.console import echo
 from bench.engine import EvalSets, Progress, describe_epoch, train
 from bench.errors import BenchError
-from bench.methods import METHODS
+from bench.methods import METHODS, Computation, Training
 from bench.runtime import Runtime
 from bench.store import Store, atomic_torch_save, atomic_write_json, read_json
 from bench.costs import model_costs, peak_memory, reset_peak
@@ -58,33 +58,53 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
         started = time.perf_counter()
         reset_peak(runtime)
         ctx = CellContext(config, cell_id, store, runtime)
-        training = METHODS.get(config.method)(ctx)
-        splits = ctx.splits()
-        has_val = len(splits.val) > 0  # best_val without one is refused when the matrix is planned
-        evals = EvalSets((splits.source, splits.val) if has_val else None, (splits.test_source, splits.test))
-        started_training = time.perf_counter()
-        outcome = train(config, training, evals, cell, runtime, progress)
-        data = ctx.labeled_train
-        result: dict[str, Any] = {("selected_epoch" if k == "epoch" else k): outcome.selected[k] for k in RESULT_METRICS}
-        result.update({k: v for k, v in outcome.selected.items() if k not in RESULT_METRICS and k not in EPOCH_ONLY})
+        work = METHODS.get(config.method)(ctx)
+        run = _computed if isinstance(work, Computation) else _trained
+        result, artifacts, summary = run(ctx, work, progress, started)
         result.update(
-            cell_id=cell_id,
-            selection=config.metric,
-            epochs_run=len(outcome.metrics),
-            wall_seconds=outcome.wall_seconds + (started_training - started),
-            train_seconds=outcome.train_seconds,
-            train_images_per_s=_steady_rate(outcome.metrics),
-            infer_images_per_s=outcome.infer_images_per_s,
-            **model_costs(training.model.inner, data.channels, data.size),
+            **model_costs(work.model.inner, ctx.labeled_train.channels, ctx.labeled_train.size),
             **peak_memory(runtime),
             **runtime.describe(),
         )
-        for name, produce in training.artifacts.items():  # before DONE: a done cell has all its artifacts
-            atomic_torch_save(cell.artifacts / f"{safe_name(name)}.pt", produce())
+        for name, value in artifacts.items():  # before DONE: a done cell has all its artifacts
+            atomic_torch_save(cell.artifacts / f"{safe_name(name)}.pt", value)
         atomic_write_json(cell.result, result)
         cell.mark_done()
-        progress(f"  done: {describe_epoch(outcome.selected | {'train_images_per_s': result['train_images_per_s']}, config.epochs)} ({config.metric})")
+        if isinstance(work, Computation):
+            cell.checkpoint.unlink(missing_ok=True)  # its partial state: the artifacts hold it all now
+        progress(f"  done: {summary}")
         return result
+
+
+def _trained(ctx: CellContext, training: Training, progress: Progress, started: float) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Train the cell (``bench.engine``): its result fields, artifacts and a one-line summary."""
+    config = ctx.config
+    splits = ctx.splits()
+    has_val = len(splits.val) > 0  # best_val without one is refused when the matrix is planned
+    evals = EvalSets((splits.source, splits.val) if has_val else None, (splits.test_source, splits.test))
+    started_training = time.perf_counter()
+    outcome = train(config, training, evals, ctx.store.cell(ctx.cell_id), ctx.runtime, progress)
+    result: dict[str, Any] = {("selected_epoch" if k == "epoch" else k): outcome.selected[k] for k in RESULT_METRICS}
+    result.update({k: v for k, v in outcome.selected.items() if k not in RESULT_METRICS and k not in EPOCH_ONLY})
+    result.update(
+        cell_id=ctx.cell_id,
+        selection=config.metric,
+        epochs_run=len(outcome.metrics),
+        wall_seconds=outcome.wall_seconds + (started_training - started),
+        train_seconds=outcome.train_seconds,
+        train_images_per_s=_steady_rate(outcome.metrics),
+        infer_images_per_s=outcome.infer_images_per_s,
+    )
+    artifacts = {name: produce() for name, produce in training.artifacts.items()}
+    rate = outcome.selected | {"train_images_per_s": result["train_images_per_s"]}
+    return result, artifacts, f"{describe_epoch(rate, config.epochs)} ({config.metric})"
+
+
+def _computed(ctx: CellContext, computation: Computation, progress: Progress, started: float) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A cell that trains nothing: its method's metrics and artifacts, and their summary."""
+    metrics, artifacts = computation.compute(progress)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    return {**metrics, "cell_id": ctx.cell_id, "epochs_run": 0, "wall_seconds": time.perf_counter() - started}, artifacts, shown
 
 
 def _steady_rate(metrics: list[dict[str, float]]) -> float:

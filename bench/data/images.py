@@ -95,3 +95,31 @@ class StreamedImageSet(ImageSet):
 
 
 Loader = Callable[..., ImageSet]
+
+
+class JoinedImageSet(ImageSet):
+    """Two image sets as one: indices below ``len(first)`` are ``first``'s, the rest ``second``'s
+    (shifted). Data distillation trains on labeled images and a pool from another dataset in the
+    same batches. Both must have the same channels and size; targets keep each set's labels."""
+
+    def __init__(self, first: ImageSet, second: ImageSet, name: str = "") -> None:
+        if (first.channels, first.size) != (second.channels, second.size):
+            raise ValueError(f"cannot join {first.name} ({first.channels}x{first.size}px) and "
+                             f"{second.name} ({second.channels}x{second.size}px)")
+        self.first, self.second = first, second
+        self.targets = torch.cat([first.targets, second.targets])
+        self.num_classes = first.num_classes
+        self.channels, self.size = first.channels, first.size
+        self.name = name or f"{first.name}+{second.name}"
+
+    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
+        cut = len(self.first)
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            mine = idx < cut
+            images = torch.empty((len(idx), self.channels, self.size, self.size), dtype=torch.uint8)
+            for part, mask, shift in ((self.first, mine, 0), (self.second, ~mine, cut)):
+                if mask.any():
+                    sub = idx[mask] - shift
+                    images[mask] = torch.cat([batch for batch, _, _ in part.batches(sub, len(sub), workers)])
+            yield images, self.targets[idx], idx

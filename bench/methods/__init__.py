@@ -72,6 +72,10 @@ class Training:
     ``train_eval`` names the items whose accuracy is reported as ``train_acc`` (None when the
     training set has no labels, as in blind distillation). ``visible_targets`` are the labels
     the loss may see, indexed like ``source`` (-1 = hidden); None means all of ``source.targets``.
+    ``order(epoch)`` gives the items of an epoch in batch order (batched by ``batch_size``; a
+    method composing its batches, as data distillation's fixed labeled share does); it must be
+    a function of the epoch alone, so a resumed cell sees the same batches. None: a permutation
+    of ``indices`` from (seed, epoch).
     """
 
     model: Normalized
@@ -87,6 +91,7 @@ class Training:
     artifacts: dict[str, Callable[[], Any]] = field(default_factory=dict)
     evaluate: Callable[[nn.Module, bool], dict[str, float]] | None = None  # (model, last epoch?) -> metrics
     more_metrics: Callable[[nn.Module], dict[str, float]] | None = None
+    order: Callable[[int], torch.Tensor] | None = None
 
     def modules(self) -> list[nn.Module]:
         return [self.model, *self.extra.values()]
@@ -99,7 +104,24 @@ class Training:
             module.eval()
 
 
-Method = Callable[["CellContext"], Training]
+@dataclass
+class Computation:
+    """What a cell that trains nothing computes from its dependencies (data distillation's
+    annotate: a teacher's pseudo-labels, shared by all its students).
+
+    ``compute(progress)`` returns the cell's metrics and its named artifacts; the runner writes
+    the artifacts, then the result, then DONE, so a cell killed mid-way leaves nothing half
+    written and computes again (a long computation may keep its own partial state under
+    ``partial``, a file in the cell's folder that the runner removes once the cell is done).
+    ``model`` is the network it runs, for the result's parameter count and inference rate.
+    Such a cell leaves no ``model.pt``: its dependants load its artifacts by role.
+    """
+
+    model: Normalized
+    compute: Callable[[Callable[[str], None]], tuple[dict[str, Any], dict[str, Any]]]
+
+
+Method = Callable[["CellContext"], "Training | Computation"]
 METHODS: Registry[Method] = Registry("method")
 
 
@@ -111,21 +133,23 @@ class Requirement:
     fields: tuple[str, ...] = ()
     transfer_roles: tuple[str, ...] = ()  # roles whose cell may be on another dataset (a pretrained encoder)
     encoder: bool = False  # its model.pt is a backbone without a classifier (SimCLR)
+    trains: bool = True  # False: a Computation (no epochs, no model.pt; annotate)
 
 
 REQUIREMENTS: dict[str, Requirement] = {}
 
 
 def method(name: str, roles: tuple[str, ...] = (), fields: tuple[str, ...] = (),
-           transfer_roles: tuple[str, ...] = (), encoder: bool = False) -> Callable[[Method], Method]:
+           transfer_roles: tuple[str, ...] = (), encoder: bool = False, trains: bool = True) -> Callable[[Method], Method]:
     """Register a method with the dependency roles and config fields it cannot run without, the
-    roles it may take from another dataset (transfer learning), and whether it trains an encoder."""
-    REQUIREMENTS[name] = Requirement(roles, fields, transfer_roles, encoder)
+    roles it may take from another dataset (transfer learning), whether it trains an encoder,
+    and whether it trains at all (a ``Computation`` does not)."""
+    REQUIREMENTS[name] = Requirement(roles, fields, transfer_roles, encoder, trains)
     return METHODS.register(name)
 
 
 def _load_all() -> None:
-    from bench.methods import blind, finetune, kd, simclr, supervised, transfer  # noqa: F401  (registers)
+    from bench.methods import annotate, blind, data_distill, finetune, kd, simclr, supervised, transfer  # noqa: F401  (registers)
 
 
 _load_all()

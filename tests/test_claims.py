@@ -1,0 +1,88 @@
+"""Claims as data (bench/papers/*.yaml `claims:`) judged on a results table (bench/claims.py)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.claims import claims_frame, evaluate, summary
+from bench.errors import ConfigError
+from bench.paper_figures import Claim, load_paper, parse_paper
+
+CLAIM = Claim(id="p/x", source="Sec. 1", statement="distillation beats the teacher",
+              higher={"stage": "student"}, lower={"stage": "teacher"}, per=("label_fraction",))
+
+
+def _rows(stage: str, fraction: float, accuracies: list[float], seeds: list[int] | None = None) -> list[dict]:
+    seeds = seeds if seeds is not None else list(range(len(accuracies)))
+    return [{"matrix": "m", "stage": stage, "label_fraction": fraction, "seed": seed, "test_acc": acc}
+            for seed, acc in zip(seeds, accuracies)]
+
+
+def test_paired_t_interval_by_hand() -> None:
+    # differences per seed 0.02, 0.04, 0.03: mean 0.03, sd 0.01, t(0.975, 2) = 4.302653
+    table = pd.DataFrame(_rows("teacher", 0.1, [0.70, 0.71, 0.72]) + _rows("student", 0.1, [0.72, 0.75, 0.75]))
+    (reading,) = evaluate(CLAIM, table, "m")
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)
+    assert reading.difference == pytest.approx(0.03)
+    assert (reading.low, reading.high) == (pytest.approx(0.03 - half), pytest.approx(0.03 + half))
+    assert reading.pairs == 3 and reading.interval == "paired t" and reading.verdict == "holds"
+    assert reading.higher.n == 3 and reading.higher.mean == pytest.approx(0.74)
+
+
+def test_each_verdict() -> None:
+    fails = pd.DataFrame(_rows("teacher", 0.1, [0.80, 0.81, 0.82]) + _rows("student", 0.1, [0.70, 0.70, 0.71]))
+    assert [r.verdict for r in evaluate(CLAIM, fails, "m")] == ["fails"]
+    mixed = pd.DataFrame(_rows("teacher", 0.1, [0.70, 0.80, 0.75]) + _rows("student", 0.1, [0.75, 0.74, 0.76]))
+    assert [r.verdict for r in evaluate(CLAIM, mixed, "m")] == ["inconclusive"]
+    one_seed = pd.DataFrame(_rows("teacher", 0.1, [0.5]) + _rows("student", 0.1, [0.9]))
+    (reading,) = evaluate(CLAIM, one_seed, "m")
+    assert reading.verdict == "inconclusive" and reading.difference == pytest.approx(0.4) and math.isnan(reading.low)
+    assert [r.verdict for r in evaluate(CLAIM, pd.DataFrame(_rows("teacher", 0.1, [0.5])), "m")] == ["no cells"]
+
+
+def test_unpaired_sides_use_welch() -> None:
+    table = pd.DataFrame(_rows("teacher", 0.1, [0.70, 0.71, 0.72], [0, 1, 2]) + _rows("student", 0.1, [0.80, 0.82, 0.81], [3, 4, 5]))
+    (reading,) = evaluate(CLAIM, table, "m")
+    assert reading.interval == "Welch t" and reading.pairs == 0 and reading.verdict == "holds"
+    assert reading.difference == pytest.approx(0.10)
+
+
+def test_one_reading_per_group_and_a_fixed_side_serves_every_group() -> None:
+    bound = Claim(id="p/y", source="s", statement="stays below the bound", higher={"stage": "bound", "label_fraction": 1.0},
+                  lower={"stage": "student"}, per=("label_fraction",))
+    table = pd.DataFrame(_rows("bound", 1.0, [0.9, 0.91]) + _rows("student", 0.01, [0.7, 0.72]) + _rows("student", 0.1, [0.89, 0.93]))
+    readings = evaluate(bound, table, "m")
+    assert [(r.where, r.verdict) for r in readings] == [({"label_fraction": "0.01"}, "holds"), ({"label_fraction": "0.1"}, "inconclusive")]
+    assert readings[1].difference == pytest.approx(-0.005)
+    frame = claims_frame(readings)
+    assert list(frame["where"]) == ["1% labels", "10% labels"]
+    assert summary(readings) == "1 of 2 comparisons hold, 0 fail, 1 inconclusive"
+
+
+def test_claims_validate_and_the_shipped_ones_load() -> None:
+    paper = load_paper("radosavovic2018")
+    assert not paper.figures and len(paper.claims) == 5
+    assert {c.id.split("/")[0] for c in paper.claims} == {"radosavovic2018"}
+    bad = """paper: p\ntitle: t\ncitation: c\nmatrix: m\nclaims:\n  - {id: p/a, source: s, statement: x, higher: {stage: []}, lower: {stage: t}}\n"""
+    with pytest.raises(ConfigError, match="claims.0.higher"):
+        parse_paper(bad, "p.yaml")
+    with pytest.raises(ConfigError, match="figures or claims"):
+        parse_paper("paper: p\ntitle: t\ncitation: c\nmatrix: m\n", "p.yaml")
+
+
+def test_the_report_judges_the_claims_first(tmp_path: Path) -> None:
+    from bench.report import Target, build_report
+
+    table = pd.DataFrame([{**row, "id": f"{i:012x}", "method": "x", "arch": "a", "dataset": "d"} for i, row in enumerate(
+        _rows("teacher", 0.1, [0.70, 0.71, 0.72]) + _rows("data_distill", 0.1, [0.72, 0.75, 0.75]))])
+    target = Target(matrix="m", results=tmp_path, paper="radosavovic2018", paper_reason="a test")
+    build_report(table, target, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## Claims") < md.index("## All cells")
+    assert "**1 of 1 comparisons hold, 0 fail, 0 inconclusive; 4 without cells in this matrix.**" in md
+    claims = pd.read_csv(tmp_path / "claims.csv")
+    assert claims.loc[claims["verdict"] == "holds", "claim"].tolist() == [
+        "Data distillation beats the supervised model trained on the labeled subset"]
