@@ -116,19 +116,24 @@ def evaluate(claim: Claim, table: pd.DataFrame, matrix: str) -> list[ClaimReadin
             continue
         difference, low, high, pairs, kind = _interval(h, lo)
         readings.append(ClaimReading(claim, where, _side(h), _side(lo), difference, low, high, pairs, kind, verdict(low, high)))
-    return readings
+    # a comparison one side has no cells for is not a reading, unless the claim has no other
+    judged = [r for r in readings if r.verdict != "no cells"]
+    return judged or readings[:1]
 
 
 def _where_text(where: dict[str, str]) -> str:
+    """"on fashion_mnist, 1% labels, 5 classes"; unset columns left out."""
     parts = []
     for column, value in where.items():
+        if value == "":
+            continue
         if column == "label_fraction":
             try:
                 parts.append(f"{float(value) * 100:g}% labels")
                 continue
             except ValueError:
                 pass
-        parts.append(f"{column} {value}")
+        parts.append({"dataset": f"on {value}", "task_classes": f"{value} classes"}.get(column, f"{column} {value}"))
     return ", ".join(parts) or "all cells"
 
 

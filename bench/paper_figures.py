@@ -80,6 +80,11 @@ Kind = Literal["value", "relative_gain", "absolute_gain"]
 # A select value (bench.selectors): a scalar, a list of accepted scalars, or [[crop, flip]] for a list field.
 Scalar = Union[str, int, float, bool, list[Union[str, int, float]]]
 
+# The verdict's band around a reported value when neither the figure nor its paper says otherwise:
+# 2 points for accuracies and absolute gains (what one seed differs across machines), 5% of the
+# baseline for relative gains. A paper file may set its own (`tolerances:`), a figure its own.
+DEFAULT_TOLERANCES: dict[str, float] = {"value": 0.02, "absolute_gain": 0.02, "relative_gain": 0.05}
+
 # Columns a selection may not name: the matrix is the figure's own field, and seeds
 # are what a figure averages over.
 RESERVED_SELECT_KEYS = frozenset({"matrix", "seed"})
@@ -128,6 +133,13 @@ class Figure(_Strict):
     cells: Cells
     alt_metrics: tuple[Metric, ...] = ()
     notes: str = ""
+    tolerance: float | None = Field(None, gt=0.0, description="half-width of the band around `value` within which a "
+                                    "reproduction counts as reproduced (a fraction; default: the paper's `tolerances`)")
+
+    @property
+    def band(self) -> float:
+        """The tolerance this figure's verdict uses: its own, else the default of its kind."""
+        return self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCES[self.kind]
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -184,19 +196,26 @@ class Paper(_Strict):
     citation: str = Field(min_length=1)
     matrix: str = Field(min_length=1)
     notes: list[str] = Field(default_factory=list)
+    tolerances: dict[Kind, Annotated[float, Field(gt=0.0)]] = Field(default_factory=dict)
     figures: list[Figure] = Field(default_factory=list)
     claims: list[Claim] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
-    def _default_figure_matrix(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("figures"), list) and "matrix" in data:
-            figures = [
-                {**fig, "matrix": data["matrix"]} if isinstance(fig, dict) and "matrix" not in fig else fig
-                for fig in data["figures"]
-            ]
-            data = {**data, "figures": figures}
-        return data
+    def _figure_defaults(cls, data: Any) -> Any:
+        """A figure without its own ``matrix`` or ``tolerance`` takes the paper's."""
+        if not (isinstance(data, dict) and isinstance(data.get("figures"), list)):
+            return data
+        tolerances = data.get("tolerances") if isinstance(data.get("tolerances"), dict) else {}
+        figures = []
+        for fig in data["figures"]:
+            if isinstance(fig, dict):
+                if "matrix" in data and "matrix" not in fig:
+                    fig = {**fig, "matrix": data["matrix"]}
+                if fig.get("tolerance") is None and fig.get("kind") in tolerances:
+                    fig = {**fig, "tolerance": tolerances[fig["kind"]]}
+            figures.append(fig)
+        return {**data, "figures": figures}
 
     @model_validator(mode="after")
     def _check(self) -> "Paper":
@@ -339,24 +358,37 @@ def reproduce(figure: Figure, table: pd.DataFrame) -> dict[str, Any]:
     after = _metric_values(table, figure.matrix, figure.cells.select, figure.metric)
     if figure.kind == "value":  # one value per seed (cells of one seed averaged first), as for gains
         by_seed = _per_seed(after) if after["seed"].map(_seed_key).ne("").all() else after["value"]
-        mean, std, n = _summary(by_seed.to_numpy())
-        return {**result, "mean": mean, "std": std, "n": n, "paired": None, "n_select": len(after), "n_baseline": None}
+        result.update(paired=None, n_select=len(after), n_baseline=None)
+        return _judged(figure, by_seed.to_numpy(), result)
 
     assert figure.cells.baseline is not None  # guaranteed by Figure validation
     before = _metric_values(table, figure.matrix, figure.cells.baseline, figure.metric)
     result.update(n_select=len(after), n_baseline=len(before))
     if after.empty or before.empty:
-        return {**result, "mean": math.nan, "std": math.nan, "n": 0, "paired": None}
+        return _judged(figure, np.array([]), {**result, "paired": None})
 
     a_seed, b_seed = _per_seed(after), _per_seed(before)
     common = sorted(set(a_seed.index) & set(b_seed.index))
     if common:
         gains = [_gain(figure.kind, a_seed[s], b_seed[s]) for s in common]
-        mean, std, n = _summary(gains)
-        return {**result, "mean": mean, "std": std, "n": n, "paired": True}
+        return _judged(figure, np.array(gains), {**result, "paired": True})
 
     gain = _gain(figure.kind, float(after["value"].mean()), float(before["value"].mean()))
-    return {**result, "mean": gain, "std": 0.0, "n": 1, "paired": False}
+    return {**_judged(figure, np.array([gain]), {**result, "paired": False}), "std": 0.0}
+
+
+def _judged(figure: Figure, values: np.ndarray, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the summary of ``values`` (one per seed), its interval and the verdict
+    (``bench.verdicts``): ``low``/``high``/``interval``, ``tolerance``, ``verdict`` and, when
+    inconclusive, ``seeds_needed`` (about how many seeds in all would decide, or None)."""
+    from bench.verdicts import interval, seeds_to_decide, verdict
+
+    mean, std, n = _summary(values)
+    found = interval(values)
+    judged = verdict(figure.value, figure.band, found, n) if n else "no cells"
+    needed = seeds_to_decide(mean, std, n, figure.value, figure.band) if judged == "inconclusive" else None
+    return {**result, "mean": mean, "std": std, "n": n, "low": found.low, "high": found.high,
+            "interval": found.method, "tolerance": figure.band, "verdict": judged, "seeds_needed": needed}
 
 
 # --------------------------------------------------------------------------- stand-in matrices

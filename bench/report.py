@@ -12,7 +12,10 @@ Writes ``<out>/<matrix>/`` (``<out>`` defaults to ``<results>/report``):
 * one CSV per paper table (``table-1.csv``, ...): figure label, reported, reproduced (mean, std
   over seeds, n), delta, the data note, and throughput of the cell(s) behind the figure;
 * ``cells.csv``: every done cell of the matrix;
-* PNG plots mirroring the paper's, chosen per paper in ``PAPER_VIEWS`` (a registry: a paper
+* ``verdicts.csv``: every figure reading with its 95% interval over seeds and its verdict
+  (``bench.verdicts``), shown first; ``claims.csv``: the paper's claims judged on the cells
+  (``bench.claims``); the header says how much compute the cells took and what sharing saved;
+* PNG plots mirroring the paper's (error bars: the 95% intervals), chosen per paper in ``PAPER_VIEWS`` (a registry: a paper
   without an entry gets the generic plots): for menghani2019 a Table-1-style grid per table (T, S,
   S' per teacher->student pair; reported vs reproduced), for khose2021 grouped bars like its
   Figures 1-3 (skipped with a note when the results hold no khose-style cells), for nguyen2021
@@ -475,6 +478,10 @@ def _reading_text(res: dict[str, Any]) -> str:
     return text + (" from means" if res.get("paired") is False else "")
 
 
+def _pct_or_nan(value: Any) -> float:
+    return math.nan if value is None or _nan(value) else round(float(value) * 100, 6)
+
+
 def table_frame(rows: list[FigureRow]) -> pd.DataFrame:
     """The CSV of one paper table: numbers x100 (%, points); delta = reproduced - reported.
 
@@ -501,6 +508,9 @@ def table_frame(rows: list[FigureRow]) -> pd.DataFrame:
                 "unit": UNITS[fig.kind], "reported": round(reported, 6),
                 "reproduced": round(mean, 6) if n else math.nan, "std": round(std, 6) if n else math.nan, "n": n,
                 "reproduced_text": _reading_text(res), "delta": round(mean - reported, 6) if n else math.nan,
+                "ci_low": _pct_or_nan(res.get("low")), "ci_high": _pct_or_nan(res.get("high")),
+                "interval": res.get("interval") or "", "band": _pct_or_nan(res.get("tolerance", fig.band)),
+                "verdict": res.get("verdict", "no cells"), "seeds_needed": res.get("seeds_needed"),
                 "data": row.data_note})
             if mapped:
                 record["stand_in"] = _selector_text(row.mapping[1]) if row.mapping is not None else ""
@@ -532,9 +542,20 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+VERDICT_CLASSES = {"reproduced": "good", "holds": "good", "not reproduced": "bad", "fails": "bad",
+                   "inconclusive": "unsure", "no cells": "none"}
+
+
+def _html_cell(column: str, value: Any) -> str:
+    text = "—" if _nan(value) else str(value)
+    kind = VERDICT_CLASSES.get(text) if str(column).startswith("verdict") else None
+    return f'<td class="verdict {kind}">{html.escape(text)}</td>' if kind else f"<td>{html.escape(text)}</td>"
+
+
 def html_table(frame: pd.DataFrame) -> str:
+    """A table as HTML; verdict cells carry a class (good / bad / unsure / none) the page colours."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('—' if _nan(v) else str(v))}</td>" for v in row) + "</tr>"
+    body = "".join("<tr>" + "".join(_html_cell(c, v) for c, v in zip(frame.columns, row)) + "</tr>"
                    for row in frame.itertuples(index=False))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -563,6 +584,7 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
                            else ("reproduced (mean ± std, n)", "Δ (pts)"))
             row[head] = "—" if _nan(text) else text
             row[dhead] = _num(delta, 2, sign=True)
+            row[f"verdict {label}" if label else "verdict"] = match.iloc[0]["verdict"] if not match.empty else "no cells"
         row["data"] = first["data"]
         if "stand_in" in group:
             row["stood in by"] = first["stand_in"] if isinstance(first["stand_in"], str) and first["stand_in"] else "—"
@@ -631,6 +653,16 @@ def _save(fig: Any, path: Path) -> Path:
 _COLUMN_COLORS = {"T": "tab:blue", "S": "tab:orange", "S'": "tab:green"}
 
 
+def _errors(results: list[dict[str, Any] | None]) -> np.ndarray:
+    """Error bars (2 x n: below, above the mean, in points) from each result's 95% interval over
+    seeds (``bench.verdicts``); none where there is no interval (fewer than two seeds)."""
+    bars = np.zeros((2, len(results)))
+    for i, res in enumerate(results):
+        if res and res.get("n", 0) >= 2 and not _nan(res.get("low", math.nan)):
+            bars[:, i] = ((res["mean"] - res["low"]) * 100, (res["high"] - res["mean"]) * 100)
+    return bars
+
+
 def _menghani_column(label: str) -> str:
     part = label.split(" | ", 1)[1] if " | " in label else label
     short = part.split()[0]
@@ -660,7 +692,7 @@ def plot_menghani_table(rows: list[FigureRow], title: str, path: Path) -> Path |
         xs = np.arange(len(rs))
         reported = [r.figure.value * 100 for r in rs]
         means = [r.result["mean"] * 100 if r.result["n"] else math.nan for r in rs]
-        stds = [r.result["std"] * 100 if r.result["n"] else 0.0 for r in rs]
+        stds = _errors([r.result for r in rs])
         columns = [_menghani_column(r.figure.label) for r in rs]
         colors = [_COLUMN_COLORS.get(c.split()[0], "tab:purple") for c in columns]
         ax.bar(xs - width / 2, reported, width, color="0.85", edgecolor="0.3", hatch="//", label="reported (paper)")
@@ -719,7 +751,7 @@ def plot_reported_vs_reproduced(rows: list[FigureRow], title: str, path: Path) -
     for i, label in enumerate(labels, start=1):
         found = [_reading(r, label) for r in rows]
         means = [rd.result["mean"] * 100 if rd and rd.result["n"] else 0.0 for rd in found]
-        stds = [rd.result["std"] * 100 if rd and rd.result["n"] and not _nan(rd.result["std"]) else 0.0 for rd in found]
+        stds = _errors([rd.result if rd else None for rd in found])
         ax.barh(ys + offset(i), means, height, xerr=stds, color=_READING_COLORS[(i - 1) % len(_READING_COLORS)] if k > 1
                 else "tab:blue", edgecolor="0.2", capsize=3, label=f"reproduced {label} (here)" if label else "reproduced (here)")
         for y, rd in zip(ys, found):
@@ -750,7 +782,7 @@ def _stand_in_stage(row: FigureRow) -> str:
 def plot_grouped_readings(rows: list[FigureRow], title: str, path: Path, ylabel: str = "accuracy (%)",
                           name_stand_ins: bool = False) -> Path | None:
     """Vertical grouped bars, one group per figure (a row of the paper's table): the paper's value
-    (hatched) and one bar per reading (label fraction, metric, ...) with ± std over seeds and n."""
+    (hatched) and one bar per reading (label fraction, metric, ...) with 95% interval over seeds and n."""
     if not any(r.n for r in rows):
         return None
     plt = _pyplot()
@@ -767,12 +799,12 @@ def plot_grouped_readings(rows: list[FigureRow], title: str, path: Path, ylabel:
     for i, label in enumerate(labels, start=1):
         found = [_reading(r, label) for r in rows]
         means = [rd.result["mean"] * 100 if rd and rd.result["n"] else math.nan for rd in found]
-        stds = [rd.result["std"] * 100 if rd and rd.result["n"] and not _nan(rd.result["std"]) else 0.0 for rd in found]
+        stds = _errors([rd.result if rd else None for rd in found])
         numbers += [m for m in means if not math.isnan(m)]
         offs = xs - 0.4 + width / 2 + i * width
         ax.bar(offs, np.nan_to_num(means), width, yerr=stds, capsize=2, color=_READING_COLORS[(i - 1) % len(_READING_COLORS)],
                edgecolor="0.2", label=f"ours {label}" if label else "reproduced (here)")
-        for x, m, s, rd in zip(offs, means, stds, found):
+        for x, m, s, rd in zip(offs, means, stds[1], found):
             text = "n/a" if math.isnan(m) else f"{m:.1f}"
             ax.text(x, (0 if math.isnan(m) else m + s) + 0.5, text, ha="center", va="bottom", fontsize=7, fontweight="bold")
     low = max(0.0, math.floor((min(numbers) - 10) / 10) * 10) if numbers else 0.0
@@ -823,13 +855,13 @@ def plot_accuracy_vs_classes(rows: list[FigureRow], title: str, path: Path) -> P
             rd = _reading(r, label)
             k = _classes(rd.cells) if rd is not None and rd.result["n"] else None
             if k is not None:
-                points.append((k, rd.result["mean"] * 100, 0.0 if _nan(rd.result["std"]) else rd.result["std"] * 100,
+                points.append((k, rd.result["mean"] * 100, _errors([rd.result])[:, 0],
                                int(rd.result["n"]), r.figure.label))
         if not points:
             continue
         points.sort()
         color = _READING_COLORS[i % len(_READING_COLORS)]
-        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], fmt="o-", capsize=3,
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=np.array([p[2] for p in points]).T, fmt="o-", capsize=3,
                     color=color, label=f"ours {label} (n={min(p[3] for p in points)} seeds)" if label else "reproduced (here)")
         for x, y, s, _, _ in points:
             ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(7, -12), fontsize=7,
@@ -1065,7 +1097,7 @@ class PaperView:
     its caption, and optionally extra figures drawn from the whole results table (own section)."""
 
     default: TablePlot = plot_reported_vs_reproduced
-    default_caption: str = "{table}: reported (hatched) vs reproduced (solid, ± std over seeds)"
+    default_caption: str = "{table}: reported (hatched) vs reproduced (solid, 95% interval over seeds)"
     tables: dict[str, tuple[TablePlot, str]] = field(default_factory=dict)
     extra: ExtraPlots | None = None
     extra_title: str = ""
@@ -1085,11 +1117,11 @@ PAPER_VIEWS: dict[str, PaperView] = {
     "khose2021": PaperView(extra=_khose_extra, extra_title="khose2021 Figures 1–3"),
     "nguyen2021": PaperView(tables={
         "Table 1": (plot_grouped_readings, "Table 1 (Figure 2 style): accuracy per augmentation set, the paper's "
-                    "(hatched) and ours per reading (e.g. per label fraction), ± std over seeds"),
+                    "(hatched) and ours per reading (e.g. per label fraction), 95% interval over seeds"),
         "Table 2": (lambda rows, title, path: plot_grouped_readings(rows, title, path, name_stand_ins=True), "Table 2: the paper's accuracy (hatched) and ours as test accuracy and as "
-                    "agreement with the teacher, ± std over seeds"),
+                    "agreement with the teacher, 95% interval over seeds"),
         "Table 4": (plot_accuracy_vs_classes, "Table 4 (Figure 6 style): accuracy against the number of classes, the "
-                    "paper's points (diamonds) and ours per reading, ± std over seeds"),
+                    "paper's points (diamonds) and ours per reading, 95% interval over seeds"),
     }),
 }
 
@@ -1206,6 +1238,79 @@ def _mapping_section(rows: list[FigureRow], stand_in: dict[str, Any], target: Ta
     return Section("Stand-in mapping", intro, pd.DataFrame(records), None, [], notes)
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
+
+
+def cost_line(rows: pd.DataFrame) -> str:
+    """Compute spent on the matrix's done cells (summed wall time; GPU-hours for cells on CUDA) and
+    what sharing saved: a parent that serves k dependants (a teacher, an annotation) ran once
+    instead of k times, so its wall time times k - 1."""
+    cells = rows.drop_duplicates("id").set_index("id")
+    wall = pd.to_numeric(cells["wall_seconds"], errors="coerce").fillna(0.0)
+    text = f"Compute: {len(cells)} cells, {_minutes(float(wall.sum()))} of wall time in all"
+    if "device" in cells:
+        gpu = wall[cells["device"].astype(str).str.startswith("cuda")]
+        if len(gpu):
+            text += f" ({gpu.sum() / 3600:.2f} GPU-hours on CUDA)"
+    served: dict[str, set[str]] = {}
+    for column in (c for c in cells.columns if c.endswith(".id")):
+        for child, parent in cells[column].items():
+            if isinstance(parent, str) and parent in cells.index:
+                served.setdefault(parent, set()).add(child)
+    saved = sum(float(wall[parent]) * (len(children) - 1) for parent, children in served.items())
+    shared = sum(len(children) > 1 for children in served.values())
+    if shared:
+        text += (f"; {shared} shared parents (teachers, encoders, annotations) saved about {_minutes(saved)}: each ran "
+                 f"once for all its dependants instead of once per dependant")
+    return text + "."
+
+
+VERDICT_ORDER = ("reproduced", "not reproduced", "inconclusive", "no cells")
+
+
+def _to_decide(row: pd.Series) -> str:
+    from bench.verdicts import MIN_SEEDS
+
+    if row["verdict"] != "inconclusive":
+        return "—"
+    if not _nan(row["seeds_needed"]) and row["seeds_needed"]:
+        return f"≈{int(row['seeds_needed'])} seeds"
+    return f"≥{MIN_SEEDS} seeds" if row["n"] < 2 else "more seeds unlikely to (mean at the band's edge)"
+
+
+def _verdicts_section(judged: list[tuple[str, pd.DataFrame]], out: Path, written: list[Path]) -> tuple[Section, str]:
+    """Every reading's verdict (``bench.verdicts``) in one table, and the paper's summary line."""
+    from bench.verdicts import BOOTSTRAP_FROM, LEVEL, MIN_SEEDS
+
+    frames = [frame.assign(table=name) for name, frame in judged]
+    frame = pd.concat(frames, ignore_index=True)
+    rows = []
+    for _, r in frame.iterrows():
+        unit = r["unit"]
+        rows.append({
+            "table": r["table"], "figure": _display_label(r["figure"]), "reading": r.get("reading", "") or "—",
+            "reported": f"{r['reported']:.2f} {unit}", "reproduced": r["reproduced_text"],
+            f"{LEVEL:.0%} interval": "—" if _nan(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['interval']})",
+            "band": f"± {r['band']:.2f}", "verdict": r["verdict"], "to decide": _to_decide(r),
+        })
+    csv_path = out / "verdicts.csv"
+    atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
+    written.append(csv_path)
+    counts = {v: int((frame["verdict"] == v).sum()) for v in VERDICT_ORDER}
+    judged_n = len(frame) - counts["no cells"]
+    line = (f"**Verdicts: {counts['reproduced']} of {judged_n} readings reproduced, {counts['not reproduced']} not "
+            f"reproduced, {counts['inconclusive']} inconclusive**"
+            + (f" ({counts['no cells']} figures without cells)." if counts["no cells"] else "."))
+    intro = [f"A reading is *reproduced* when its {LEVEL:.0%} interval over seeds (Student's t below {BOOTSTRAP_FROM} "
+             f"seeds, a BCa bootstrap from there; gains seed-paired) lies inside the band around the reported value, "
+             f"*not reproduced* when it lies wholly outside, *inconclusive* otherwise or with fewer than {MIN_SEEDS} "
+             f"seeds; *to decide*: about how many seeds in all would decide it if mean and spread held. Bands are data "
+             f"(`tolerance` per figure, `tolerances` per paper, else 2 points for accuracies and absolute gains, "
+             f"5% for relative gains)."]
+    return Section("Verdicts", intro, pd.DataFrame(rows), csv_path, [], []), line
+
+
 def _claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path, written: list[Path]) -> Section:
     """The paper's claims judged on the matrix's cells (``bench.claims``), first in the report."""
     from bench.claims import LEVEL, claims_frame, evaluate, summary
@@ -1221,6 +1326,25 @@ def _claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path, wri
              f"it contains 0, or fewer than 2 seeds pair up. Sides: mean ± std over seeds, in %."]
     notes = [f"*{claim.statement}*: {claim.source}" + (f" {claim.notes}" if claim.notes else "") for claim in paper.claims]
     return Section("Claims", intro, frame, csv_path, [], notes)
+
+
+def judged_figures(table: pd.DataFrame, target: Target) -> pd.DataFrame:
+    """Every reading of ``target``'s paper figures on its done cells, as ``table_frame`` rows with
+    their verdicts (empty when the matrix names no paper); ``bench check --verdicts`` gates on it."""
+    from bench.paper_figures import check_stand_in, load_paper
+
+    if not target.paper or table.empty:
+        return pd.DataFrame(columns=["matrix", "id", "reading", "verdict"])
+    paper = load_paper(target.paper)
+    mine = table[table["matrix"] == target.matrix].reset_index(drop=True)
+    stand_in = paper.matrix != base_matrix_name(target.matrix)
+    mapping = check_stand_in(target.stand_in, target.source or target.matrix, paper) if stand_in else {}
+    frame = table_frame(figure_rows(mine, target.matrix, paper, mapping, target.stage_axes))
+    if frame.empty:
+        return pd.DataFrame(columns=["matrix", "id", "reading", "verdict"])
+    if "reading" not in frame:
+        frame["reading"] = ""
+    return frame.assign(matrix=target.matrix)
 
 
 def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dict[str, str] | None = None) -> list[Path]:
@@ -1244,6 +1368,8 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
                       + (f"; not done: {', '.join(c['id'] for c in missing)}." if missing else "."))
     else:
         header.append(f"Cells: {len(done)} done.")
+    if not mine.empty and "wall_seconds" in mine:
+        header.append(cost_line(mine))
     planned = {c["id"] for c in target.planned}
     broken = [f"`{cell_id}` ({why})" for cell_id, why in sorted((unreadable or {}).items()) if cell_id in planned]
     if broken:
@@ -1287,11 +1413,13 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
         for row in rows:
             by_table.setdefault(row.figure.table, []).append(row)
         skipped = []
+        judged: list[tuple[str, pd.DataFrame]] = []
         for name, trows in by_table.items():
             if stand_in and not any(r.n for r in trows):
                 skipped.append(name)
                 continue
             frame = table_frame(trows)
+            judged.append((name, frame))
             csv_path = out / f"{slug(name)}.csv"
             atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
             written.append(csv_path)
@@ -1328,6 +1456,10 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
                 intro.append(f"{len(unmatched)} of {len(trows)} figures have no done cell in `{target.matrix}` (reproduced —).")
             fig_notes = [f"*{_display_label(r.figure.label)}*: {r.figure.notes}" for r in trows if r.figure.notes]
             sections.append(Section(name, intro, display_table(frame), csv_path, images, fig_notes))
+        if judged:
+            section, line = _verdicts_section(judged, out, written)
+            sections.insert(0, section)
+            header.append(line)
         if skipped:
             header.append(f"Not reproduced by `{target.matrix}` (no matching cells), so left out: {', '.join(skipped)}.")
         if view.extra is not None:
@@ -1398,7 +1530,8 @@ def _render(target: Target, paper: Any, header: list[str], sections: list[Sectio
     style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;line-height:1.4}"
              "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
              "text-align:left}th{background:#f2f2f2}img{max-width:100%}figcaption{font-style:italic;font-size:13px}"
-             "code{background:#f5f5f5}")
+             "code{background:#f5f5f5}td.verdict{font-weight:bold}td.good{background:#d7f5d7}td.bad{background:#f8d3d3}"
+             "td.unsure{background:#fbefc6}td.none{color:#888}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
     return "\n".join(md).rstrip() + "\n", page

@@ -42,6 +42,39 @@ def ingest_and_print(root: Path, tracking_uri: str | None) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
+    if not args.baseline and not args.verdicts:
+        raise BenchError("bench check: give --baseline (cells within tolerance), --verdicts (figures that stay reproduced), or both")
+    codes = [verdict_check(args)] if args.verdicts else []
+    if args.baseline:
+        codes.append(metric_check(args))
+    return max(codes)
+
+
+def verdict_check(args: argparse.Namespace) -> int:
+    """``--verdicts FILE``: every figure reading reproduced in FILE is still reproduced."""
+    from bench.verdict_check import current_verdicts, lost, read_verdicts, write_verdicts
+
+    path = Path(args.verdicts)
+    if args.update:
+        frame = current_verdicts(Path(args.results))
+        write_verdicts(frame, path)
+        print(f"bench check: wrote {path}: {len(frame)} figure readings, {int((frame['verdict'] == 'reproduced').sum())} reproduced")
+        return 0
+    baseline = read_verdicts(path)
+    failures, notes = lost(baseline, current_verdicts(Path(args.results)))
+    for note in notes:
+        print(f"note: {note}")
+    if failures:
+        print(f"bench check: FAILED against {path}: {len(failures)} verdict(s) lost")
+        for line in failures:
+            print(f"  {line}")
+        return 1
+    kept = int((baseline["verdict"] == "reproduced").sum())
+    print(f"bench check: OK — the {kept} reproduced figure reading(s) of {path} are still reproduced")
+    return 0
+
+
+def metric_check(args: argparse.Namespace) -> int:
     results, path = Path(args.results), Path(args.baseline)
     if not args.tolerance >= 0:
         raise BenchError(f"--tolerance must be >= 0, not {args.tolerance}")
@@ -95,11 +128,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="report root; files go to OUT/<matrix>/ (default <results>/report)")
     p.set_defaults(handler=report_command)
     p = sub.add_parser(
-        "check", help="compare a results folder with a baseline CSV; exit 1 on regressions or missing cells",
-        description="Exit 0 when every baseline cell is done and within tolerance, 1 otherwise. Per group of seeds, "
-                    "a drop larger than tolerance + 2*sqrt(s_b^2/n_b + s_now^2/n_now) is a regression.")
+        "check", help="compare a results folder with a baseline CSV; exit 1 on regressions, missing cells or lost verdicts",
+        description="Exit 0 when every baseline cell is done and within tolerance (--baseline) and every figure "
+                    "reading reproduced in the verdict baseline still is (--verdicts), 1 otherwise. Per group of "
+                    "seeds, a drop larger than tolerance + 2*sqrt(s_b^2/n_b + s_now^2/n_now) is a regression.")
     p.add_argument("results", metavar="RESULTS", help="results folder")
-    p.add_argument("--baseline", required=True, help="baseline CSV (results/baselines/<matrix>.csv)")
+    p.add_argument("--baseline", help="baseline CSV of cells (results/baselines/<matrix>.csv)")
+    p.add_argument("--verdicts", metavar="FILE", help="verdict baseline CSV: fail when a figure reading reproduced "
+                   "there is not any more (with --update: write it from RESULTS)")
     p.add_argument("--tolerance", type=float, default=0.02, help="absolute tolerance on the metric (default 0.02)")
     p.add_argument("--metric", default="test_acc", choices=METRICS, help="metric to compare (default test_acc)")
     p.add_argument("--update", action="store_true", help="write/overwrite the baseline from RESULTS and exit 0")
