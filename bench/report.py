@@ -1,5 +1,10 @@
 """``bench report``: reported vs reproduced figures of a matrix's paper, with throughput and plots.
 
+This module finds what to report (targets), assembles the sections (verdicts, claims, one per
+paper table, the cells) and renders markdown and HTML. The figures' readings are
+``bench.report_figures``, the numbers and tables ``bench.report_format``, the plots
+``bench.report_plots``; intervals and verdicts ``bench.verdicts``, claims ``bench.claims``.
+
 Usage::
 
     bench report matrices/demo.yaml [--results DIR] [--out DIR]
@@ -47,45 +52,34 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 import sys
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from bench.errors import BenchError
+from bench.report_figures import FigureRow, base_matrix_name, concat_rows, figure_rows, selector_text, table_frame
+from bench.report_format import (
+    DATASET_NAMES,
+    cells_frame,
+    data_text,
+    display_cells,
+    display_label,
+    display_table,
+    html_table,
+    is_missing,
+    markdown_table,
+    slug,
+    unique_texts,
+)
+from bench.report_plots import paper_view
 from bench.store import Store, atomic_write_bytes
 
 REPORT_DIR = "report"
-
-# Nicer names for the paper side of a "data differs" note; our side stays as the registry name.
-DATASET_NAMES = {
-    "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
-    "caltech256": "Caltech-256", "imagenet": "ImageNet", "openimages": "OpenImages", "tf_flowers": "TF-Flowers",
-    "cats_vs_dogs": "Cats vs Dogs", "dtd": "DTD", "food101": "Food-101",
-}
-
-# Number of classes of a dataset, for plots against the number of classes (nguyen2021 Table 4).
-DATASET_CLASSES = {
-    "mnist": 10, "fashion_mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 100, "caltech256": 257,
-    "imagenet": 1000, "tf_flowers": 5, "cats_vs_dogs": 2, "dtd": 47, "food101": 101, "flowers102": 102,
-    "oxford_pets": 37,
-}
-
-THROUGHPUT_COLUMNS = ["train_images_per_s", "infer_images_per_s", "params", "flops", "peak_memory_mb",
-                      "peak_memory_kind", "wall_seconds", "device"]
-
-CELL_COLUMNS = ["id", "stage", "method", "arch", "teacher.arch", "student.arch", "dataset", "unlabeled",
-                "label_fraction", "n_per_class", "task_classes", "augment", "frozen_backbone", "teacher.label_fraction",
-                "labeled_share", "init", "transforms", "seed", "epochs", "test_acc", "val_acc", "train_acc",
-                "test_agreement", "probe_test_acc", "coverage", "pseudo_acc", "selection"] + THROUGHPUT_COLUMNS
-ACCURACY_COLUMNS = ("test_acc", "val_acc", "train_acc", "test_agreement", "probe_test_acc", "coverage", "pseudo_acc")
 
 
 # --------------------------------------------------------------------------- what to report
@@ -178,958 +172,6 @@ def resolve_targets(arg: str, results: str | None) -> list[Target]:
                    f"`paper` of {path}", dict(matrix.stand_in), stage_axes(matrix.model_dump()))]
 
 
-# --------------------------------------------------------------------------- formatting
-
-
-def _nan(value: Any) -> bool:
-    try:
-        return value is None or (isinstance(value, float) and math.isnan(value)) or bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _si(value: Any) -> str:
-    if _nan(value):
-        return "—"
-    value = float(value)
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= limit:
-            return f"{value / limit:.3g}{suffix}"
-    return f"{value:.0f}"
-
-
-def _num(value: Any, digits: int = 2, sign: bool = False) -> str:
-    if _nan(value):
-        return "—"
-    return f"{float(value):+.{digits}f}" if sign else f"{float(value):.{digits}f}"
-
-
-def _rate(value: Any) -> str:
-    return "—" if _nan(value) else f"{float(value):,.0f}"
-
-
-def _memory(mb: Any, kind: Any) -> str:
-    if _nan(mb):
-        return "—"
-    return f"{float(mb):,.0f} MB" + (f" ({kind})" if not _nan(kind) and kind else "")
-
-
-def _data_text(dataset: str | None, unlabeled: str | None, pretty: bool = False) -> str:
-    name = (lambda d: DATASET_NAMES.get(d, d)) if pretty else (lambda d: d)
-    if not dataset and not unlabeled:
-        return "?"
-    return f"{name(dataset or '?')}←{name(unlabeled)}" if unlabeled else name(dataset or "?")
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "table"
-
-
-def _display_label(label: str) -> str:
-    return label.replace(" | ", " · ").replace("->", "→")
-
-
-# --------------------------------------------------------------------------- figures -> rows
-
-
-@dataclass
-class Reading:
-    """One reproduced number of a figure: one metric, on the cells of one value of a varying axis."""
-
-    label: str             # "" for a figure's only reading; else e.g. "at 1% labels", "test_agreement"
-    metric: str
-    group: dict[str, Any]  # the varying axes' values of these cells ({} when nothing varies)
-    result: dict[str, Any]
-    cells: pd.DataFrame
-    baseline_cells: pd.DataFrame
-
-
-@dataclass
-class FigureRow:
-    figure: Any            # the paper's Figure
-    used: Any              # the Figure as matched against this matrix (stand-in: retargeted)
-    result: dict[str, Any]  # the first reading's
-    cells: pd.DataFrame    # rows behind the figure (the `select` side; for gains the "after" model), every reading
-    baseline_cells: pd.DataFrame
-    stand_in: bool
-    data_note: str
-    data_differs: bool
-    readings: list[Reading] = field(default_factory=list)
-    mapping: tuple[str, dict[str, Any]] | None = None  # the `stand_in:` entry (glob, selector) that matched
-    mapping_note: str = ""  # why there is no reproduced value, when the mapping explains it
-
-    @property
-    def n(self) -> int:
-        """Seeds behind the best-covered reading (0: nothing reproduced)."""
-        return max((int(r.result["n"]) for r in self.readings), default=int(self.result["n"]))
-
-
-def _here_data(rows: pd.DataFrame) -> str:
-    if rows.empty:
-        return ""
-    pairs = []
-    for _, row in rows.iterrows():
-        dataset = row.get("dataset")
-        unlabeled = row.get("unlabeled")
-        text = _data_text(None if _nan(dataset) else str(dataset), None if _nan(unlabeled) else str(unlabeled))
-        classes = row.get("task_classes")
-        if not _nan(classes):
-            text += f" (first {int(float(classes))} classes)"
-        if text not in pairs:
-            pairs.append(text)
-    return ", ".join(pairs)
-
-
-def _data_note(figure: Any, rows: pd.DataFrame, stand_in: bool) -> tuple[str, bool]:
-    """The "data" column: whether this matrix's data for the figure are the paper's."""
-    from bench.paper_figures import selection_data
-
-    paper_ds, paper_un = selection_data(figure.cells.select)
-    if not stand_in:
-        return "as paper", False
-    paper_text = _data_text(paper_ds, paper_un, pretty=True)
-    if rows.empty:
-        return f"paper {paper_text}; no cell here", False
-    here = _here_data(rows)
-    same = here == _data_text(paper_ds, paper_un)
-    if same:
-        return "same data as paper (stand-in matrix)", False
-    return f"data differs from the paper: paper {paper_text}, here {here}", True
-
-
-def _metric_rows(table: pd.DataFrame, figure: Any, selection: dict[str, Any] | None) -> pd.DataFrame:
-    from bench.paper_figures import select_rows
-
-    if selection is None or table.empty:
-        return table.iloc[0:0]
-    rows = select_rows(table, figure.matrix, selection)
-    if figure.metric in rows:
-        rows = rows[pd.to_numeric(rows[figure.metric], errors="coerce").notna()]
-    return rows
-
-
-def base_matrix_name(name: str) -> str:
-    """``demo@1a2b3c4d`` (a run with --set) is still the demo matrix."""
-    return name.partition("@")[0]
-
-
-def _same_value(cell: Any, wanted: Any) -> bool:
-    from bench.selectors import value_matches
-
-    if _nan(wanted):
-        return _nan(cell) or cell == ""
-    return value_matches(cell, wanted.item() if isinstance(wanted, np.generic) else wanted)
-
-
-def _axis_text(axis: str, value: Any) -> str:
-    """How a reading names the value of a varying axis: "at 1% labels", "on digits", "on 5 classes"."""
-    if _nan(value):
-        return f"{axis} unset"
-    if axis in ("label_fraction", "teacher.label_fraction"):
-        fraction = float(value)
-        return f"at {fraction * 100:g}% labels"
-    if axis == "dataset":
-        return f"on {value}"
-    if axis == "task_classes":
-        return f"on {int(float(value))} classes"
-    return f"{axis}={value}"
-
-
-def varying_axes(rows: pd.DataFrame, selector: dict[str, Any], stage_axes: dict[str, list[str]]) -> list[str]:
-    """The axes (of more than one value) of the matched cells' stages that ``selector`` does not fix
-    (seeds are what a reading averages over, never an axis here). Declared by the matrix, not read
-    from the done cells, so a reading is labelled by its axis value even while the others run."""
-    if rows.empty or "stage" not in rows:
-        return []
-    names: list[str] = []
-    for stage in dict.fromkeys(rows["stage"].astype(str)):
-        names += [a for a in stage_axes.get(stage, []) if a not in names]
-    fixed = set(selector.get("select", selector) if isinstance(selector.get("select"), dict) else selector)
-    return [axis for axis in names if axis != "seed" and axis not in fixed and axis in rows]
-
-
-def _readings(table: pd.DataFrame, used: Any, axes: list[str]) -> list[Reading]:
-    """One reading per (value of the varying axes, metric), in the order the cells appear."""
-    from bench.paper_figures import reproduce, select_rows
-
-    matched = select_rows(table, used.matrix, used.cells.select) if not table.empty else table
-    groups: list[dict[str, Any]] = [{}]
-    if axes and not matched.empty:
-        seen: dict[tuple[str, ...], dict[str, Any]] = {}
-        for _, row in matched.iterrows():
-            key = tuple("" if _nan(row[a]) else str(row[a]) for a in axes)
-            seen.setdefault(key, {a: row[a] for a in axes})
-        groups = list(seen.values())
-    several_metrics = len(used.metrics) > 1
-    out = []
-    for group in groups:
-        subset = table
-        for axis, value in group.items():
-            subset = subset[subset[axis].map(lambda cell, want=value: _same_value(cell, want)).astype(bool)]
-        for metric in used.metrics:
-            reading = used.model_copy(update={"metric": metric})
-            result = reproduce(reading, subset) if not subset.empty else {
-                "mean": math.nan, "std": math.nan, "n": 0, "paired": None, "reported": used.value}
-            parts = ([metric] if several_metrics else []) + [_axis_text(a, v) for a, v in group.items()]
-            out.append(Reading(" ".join(parts), metric, dict(group), result,
-                               _metric_rows(subset, reading, reading.cells.select),
-                               _metric_rows(subset, reading, reading.cells.baseline)))
-    return out
-
-
-def figure_rows(table: pd.DataFrame, matrix: str, paper: Any, stand_in: dict[str, Any] | None = None,
-                stage_axes: dict[str, list[str]] | None = None) -> list[FigureRow]:
-    """Every figure of ``paper`` reproduced from ``table``'s rows of ``matrix``.
-
-    ``stand_in``: the matrix's ``stand_in:`` section (validated, ``bench.paper_figures.check_stand_in``);
-    when given for a stand-in matrix it alone says which cells reproduce which figure, and a selector
-    that leaves an axis of ``stage_axes`` varying gives one reading per value of that axis."""
-    from bench.paper_figures import mapped_figure, stand_in_figure, stand_in_for
-
-    out = []
-    for fig in paper.figures:
-        is_stand_in = fig.matrix != base_matrix_name(matrix)
-        mapping = stand_in_for(fig.id, stand_in) if is_stand_in and stand_in else None
-        mapping_note, axes = "", []
-        if mapping is not None:
-            used = mapped_figure(fig, matrix, mapping[1])
-        elif is_stand_in and stand_in:  # the matrix maps its cells to figures, and not to this one
-            used = fig.model_copy(update={"matrix": matrix})
-            mapping_note = f"no stand-in: `stand_in:` of `{base_matrix_name(matrix)}` maps no cells to {fig.id}"
-        elif is_stand_in:
-            used = stand_in_figure(fig, matrix)
-        else:
-            used = fig.model_copy(update={"matrix": matrix})  # matrix@hash too
-        if mapping_note:
-            readings = [Reading("", fig.metric, {}, {"mean": math.nan, "std": math.nan, "n": 0, "paired": None,
-                                                     "reported": fig.value}, table.iloc[0:0], table.iloc[0:0])]
-        else:
-            if mapping is not None and not table.empty:
-                from bench.paper_figures import select_rows
-
-                axes = varying_axes(select_rows(table, used.matrix, used.cells.select), mapping[1], stage_axes or {})
-            readings = _readings(table, used, axes)
-            if mapping is not None and not any(r.result["n"] for r in readings):
-                mapping_note = (f"stand-in {_selector_text(mapping[1])} matches no done cell of `{matrix}`"
-                                f" with {fig.metric}")
-        cells = _concat([r.cells for r in readings])
-        base = _concat([r.baseline_cells for r in readings])
-        note, differs = (mapping_note, False) if mapping_note else _data_note(fig, cells, is_stand_in)
-        out.append(FigureRow(fig, used, readings[0].result, cells, base, is_stand_in, note, differs,
-                             readings, mapping, mapping_note))
-    return out
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame(columns=["id"])
-    joined = pd.concat(frames)
-    return joined[~joined.index.duplicated()] if "id" not in joined else joined.drop_duplicates(subset="id")
-
-
-def _selector_text(selector: dict[str, Any]) -> str:
-    def text(value: Any) -> str:
-        return "[" + ", ".join(map(text, value)) + "]" if isinstance(value, list) else str(value)
-
-    def one(sel: dict[str, Any]) -> str:
-        return "{" + ", ".join(f"{key}={text(value)}" for key, value in sel.items()) + "}"
-
-    if isinstance(selector.get("select"), dict):
-        base = selector.get("baseline")
-        return one(selector["select"]) + (f" vs baseline {one(base)}" if isinstance(base, dict) else "")
-    return one(selector)
-
-
-UNITS = {"value": "%", "absolute_gain": "pts", "relative_gain": "% rel."}
-
-
-def _throughput(rows: pd.DataFrame) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for column in THROUGHPUT_COLUMNS:
-        if column not in rows or rows.empty:
-            out[column] = math.nan if column not in ("peak_memory_kind", "device") else ""
-            continue
-        if column in ("peak_memory_kind", "device"):
-            values = []
-            for _, row in rows.iterrows():
-                if column == "device":
-                    device, name = row.get("device"), row.get("device_name")
-                    text = "" if _nan(device) else str(device)
-                    if not _nan(name) and str(name) != text:
-                        text = f"{text} ({name})"
-                else:
-                    text = "" if _nan(row.get(column)) else str(row.get(column))
-                if text and text not in values:
-                    values.append(text)
-            out[column] = ", ".join(values)
-        else:
-            values = pd.to_numeric(rows[column], errors="coerce")
-            out[column] = float(values.mean()) if values.notna().any() else math.nan
-    return out
-
-
-def _reading_text(res: dict[str, Any]) -> str:
-    n = int(res["n"])
-    if not n:
-        return "—"
-    mean, std = res["mean"] * 100, res["std"] * 100
-    text = f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})"
-    return text + (" from means" if res.get("paired") is False else "")
-
-
-def _pct_or_nan(value: Any) -> float:
-    return math.nan if value is None or _nan(value) else round(float(value) * 100, 6)
-
-
-def table_frame(rows: list[FigureRow]) -> pd.DataFrame:
-    """The CSV of one paper table: numbers x100 (%, points); delta = reproduced - reported.
-
-    One row per figure; where a figure has several readings (metrics, values of a varying axis),
-    one row per reading, with the extra columns ``reading`` (its label) and ``reading_group``."""
-    records = []
-    several = any(len(r.readings) > 1 or any(rd.label for rd in r.readings) for r in rows)
-    mapped = any(r.mapping is not None for r in rows)
-    for row in rows:
-        fig = row.figure
-        for reading in row.readings or [Reading("", fig.metric, {}, row.result, row.cells, row.baseline_cells)]:
-            res = reading.result
-            n = int(res["n"])
-            mean = res["mean"] * 100 if n else math.nan
-            std = res["std"] * 100 if n else math.nan
-            reported = fig.value * 100
-            ids = list(dict.fromkeys(reading.cells["id"])) if "id" in reading.cells else []
-            base_ids = list(dict.fromkeys(reading.baseline_cells["id"])) if "id" in reading.baseline_cells else []
-            record = {"figure": fig.label, "id": fig.id, "source": fig.source, "metric": reading.metric, "kind": fig.kind}
-            if several:
-                record["reading"] = reading.label
-                record["reading_group"] = ", ".join(f"{k}={v}" for k, v in reading.group.items())
-            record.update({
-                "unit": UNITS[fig.kind], "reported": round(reported, 6),
-                "reproduced": round(mean, 6) if n else math.nan, "std": round(std, 6) if n else math.nan, "n": n,
-                "reproduced_text": _reading_text(res), "delta": round(mean - reported, 6) if n else math.nan,
-                "ci_low": _pct_or_nan(res.get("low")), "ci_high": _pct_or_nan(res.get("high")),
-                "interval": res.get("interval") or "", "band": _pct_or_nan(res.get("tolerance", fig.band)),
-                "verdict": res.get("verdict", "no cells"), "seeds_needed": res.get("seeds_needed"),
-                "data": row.data_note})
-            if mapped:
-                record["stand_in"] = _selector_text(row.mapping[1]) if row.mapping is not None else ""
-            record.update({"cells": " ".join(ids), "baseline_cells": " ".join(base_ids),
-                           **_throughput(reading.cells), "notes": fig.notes})
-            records.append(record)
-    return pd.DataFrame(records)
-
-
-def cells_frame(table: pd.DataFrame) -> pd.DataFrame:
-    columns = [c for c in CELL_COLUMNS if c in table and not table[c].map(lambda v: _nan(v) or v == "").all()]
-    frame = table[columns].copy()
-    if "device" in frame and "device_name" in table:
-        frame["device"] = [d if _nan(n) or str(n) == str(d) else f"{d} ({n})" for d, n in zip(table["device"], table["device_name"])]
-    return frame
-
-
-# --------------------------------------------------------------------------- markdown / html tables
-
-
-def _md_cell(value: Any) -> str:
-    return ("—" if _nan(value) else str(value)).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(_md_cell(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
-
-
-VERDICT_CLASSES = {"reproduced": "good", "holds": "good", "not reproduced": "bad", "fails": "bad",
-                   "inconclusive": "unsure", "no cells": "none"}
-
-
-def _html_cell(column: str, value: Any) -> str:
-    text = "—" if _nan(value) else str(value)
-    kind = VERDICT_CLASSES.get(text) if str(column).startswith("verdict") else None
-    return f'<td class="verdict {kind}">{html.escape(text)}</td>' if kind else f"<td>{html.escape(text)}</td>"
-
-
-def html_table(frame: pd.DataFrame) -> str:
-    """A table as HTML; verdict cells carry a class (good / bad / unsure / none) the page colours."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(_html_cell(c, v) for c, v in zip(frame.columns, row)) + "</tr>"
-                   for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def display_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The report's view of a table CSV: formatted numbers, one row per figure; a figure with several
-    readings gets one "reproduced"/"Δ" column pair per reading ("ours at 1% labels", ...)."""
-    if frame.empty:
-        return frame
-    has_readings = "reading" in frame
-    labels = list(dict.fromkeys(frame["reading"].fillna("").astype(str))) if has_readings else [""]
-    if has_readings:  # a reading no figure has a value for (e.g. of an unmapped figure) is not a column
-        filled = [lab for lab in labels if (frame.loc[frame["reading"].fillna("").astype(str) == lab, "n"] > 0).any()]
-        labels = filled or labels
-    rows = []
-    for _, group in frame.groupby("id", sort=False):
-        first = group.iloc[0]
-        unit = first["unit"]
-        reported = f"{first['reported']:.2f}" if unit == "%" else f"{first['reported']:+.2f}"
-        row: dict[str, Any] = {"figure": _display_label(first["figure"]), "unit": unit, "reported": reported}
-        for label in labels:
-            match = group[group["reading"].fillna("").astype(str) == label] if has_readings else group
-            text = match.iloc[0]["reproduced_text"] if not match.empty else "—"
-            delta = match.iloc[0]["delta"] if not match.empty else math.nan
-            head, dhead = ((f"ours {label} (mean ± std, n)", f"Δ {label} (pts)") if label
-                           else ("reproduced (mean ± std, n)", "Δ (pts)"))
-            row[head] = "—" if _nan(text) else text
-            row[dhead] = _num(delta, 2, sign=True)
-            row[f"verdict {label}" if label else "verdict"] = match.iloc[0]["verdict"] if not match.empty else "no cells"
-        row["data"] = first["data"]
-        if "stand_in" in group:
-            row["stood in by"] = first["stand_in"] if isinstance(first["stand_in"], str) and first["stand_in"] else "—"
-        done = group[group["n"] > 0] if (group["n"] > 0).any() else group.iloc[:1]
-        mean = lambda column: pd.to_numeric(done[column], errors="coerce").mean()  # noqa: E731
-        texts = lambda column: ", ".join(dict.fromkeys(  # noqa: E731
-            part for v in done[column] if isinstance(v, str) and v for part in v.split(", ")))
-        cells = list(dict.fromkeys(c for v in done["cells"] if isinstance(v, str) for c in v.split()))
-        row.update({
-            "train img/s": _rate(mean("train_images_per_s")), "infer img/s": _rate(mean("infer_images_per_s")),
-            "params": _si(mean("params")), "FLOPs/img": _si(mean("flops")),
-            "peak memory": _memory(mean("peak_memory_mb"), texts("peak_memory_kind")),
-            "wall s": _num(mean("wall_seconds"), 1), "device": texts("device") or "—",
-            "cells": " ".join(c[:8] for c in cells) or "—",
-        })
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def display_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy()
-    for column in ACCURACY_COLUMNS:
-        if column in out:
-            out[column] = [_num(float(v) * 100 if not _nan(v) else v, 2) for v in out[column]]
-    for column in ("train_images_per_s", "infer_images_per_s"):
-        if column in out:
-            out[column] = [_rate(v) for v in out[column]]
-    for column in ("params", "flops"):
-        if column in out:
-            out[column] = [_si(v) for v in out[column]]
-    if "peak_memory_mb" in out:
-        kinds = out.pop("peak_memory_kind") if "peak_memory_kind" in out else [None] * len(out)
-        out["peak_memory_mb"] = [_memory(m, k) for m, k in zip(out["peak_memory_mb"], kinds)]
-    if "wall_seconds" in out:
-        out["wall_seconds"] = [_num(v, 1) for v in out["wall_seconds"]]
-    renames = {"test_acc": "test %", "val_acc": "val %", "train_acc": "train %", "test_agreement": "test agreement %",
-               "probe_test_acc": "probe test %", "coverage": "pseudo-labeled %", "pseudo_acc": "pseudo-label acc %",
-               "labeled_share": "labeled share", "train_images_per_s": "train img/s",
-               "infer_images_per_s": "infer img/s", "flops": "FLOPs/img", "peak_memory_mb": "peak memory",
-               "wall_seconds": "wall s"}
-    return out.rename(columns=renames)
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-_COLUMN_COLORS = {"T": "tab:blue", "S": "tab:orange", "S'": "tab:green"}
-
-
-def _errors(results: list[dict[str, Any] | None]) -> np.ndarray:
-    """Error bars (2 x n: below, above the mean, in points) from each result's 95% interval over
-    seeds (``bench.verdicts``); none where there is no interval (fewer than two seeds)."""
-    bars = np.zeros((2, len(results)))
-    for i, res in enumerate(results):
-        if res and res.get("n", 0) >= 2 and not _nan(res.get("low", math.nan)):
-            bars[:, i] = ((res["mean"] - res["low"]) * 100, (res["high"] - res["mean"]) * 100)
-    return bars
-
-
-def _menghani_column(label: str) -> str:
-    part = label.split(" | ", 1)[1] if " | " in label else label
-    short = part.split()[0]
-    found = re.search(r"n=(\w+)", part)
-    return f"{short} n={found.group(1)}" if found and short.startswith("S'") else short
-
-
-def plot_menghani_table(rows: list[FigureRow], title: str, path: Path) -> Path | None:
-    """Table-1-style grid: one panel per teacher->student pair, T / S / S' each as reported vs reproduced."""
-    values = [r for r in rows if r.figure.kind == "value"]
-    pairs: dict[str, list[FigureRow]] = {}
-    for row in values:
-        pair = row.figure.label.split(" | ", 1)[0] if " | " in row.figure.label else ""
-        pairs.setdefault(pair, []).append(row)
-    pairs = {p: rs for p, rs in pairs.items() if any(r.result["n"] for r in rs)}
-    if not pairs:
-        return None
-    plt = _pyplot()
-    ncols = min(2, len(pairs))
-    nrows = math.ceil(len(pairs) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 3.8 * nrows), squeeze=False)
-    numbers = [r.figure.value * 100 for rs in pairs.values() for r in rs]
-    numbers += [r.result["mean"] * 100 for rs in pairs.values() for r in rs if r.result["n"]]
-    low = max(0.0, math.floor((min(numbers) - 8) / 10) * 10)
-    width = 0.38
-    for ax, (pair, rs) in zip(axes.flat, pairs.items()):
-        xs = np.arange(len(rs))
-        reported = [r.figure.value * 100 for r in rs]
-        means = [r.result["mean"] * 100 if r.result["n"] else math.nan for r in rs]
-        stds = _errors([r.result for r in rs])
-        columns = [_menghani_column(r.figure.label) for r in rs]
-        colors = [_COLUMN_COLORS.get(c.split()[0], "tab:purple") for c in columns]
-        ax.bar(xs - width / 2, reported, width, color="0.85", edgecolor="0.3", hatch="//", label="reported (paper)")
-        ax.bar(xs + width / 2, np.nan_to_num(means, nan=low), width, color=colors, edgecolor="0.2",
-               yerr=stds, capsize=3, label="reproduced (here)")
-        for x, rep, mean in zip(xs, reported, means):
-            ax.text(x - width / 2, rep + 0.4, f"{rep:.1f}", ha="center", va="bottom", fontsize=8)
-            ax.text(x + width / 2, (mean if not math.isnan(mean) else low) + 0.4,
-                    "n/a" if math.isnan(mean) else f"{mean:.1f}", ha="center", va="bottom", fontsize=8, fontweight="bold")
-        ax.set_xticks(xs, columns)
-        ax.set_ylim(low, 104)
-        ax.set_ylabel(f"{rs[0].figure.metric} (%)")
-        if pair:
-            ax.set_title(_display_label(pair), fontsize=11)
-        ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(pairs):]:
-        ax.axis("off")
-    from matplotlib.patches import Patch
-
-    shown = list(dict.fromkeys(_menghani_column(r.figure.label).split()[0] for rs in pairs.values() for r in rs))
-    handles = [Patch(facecolor="0.85", edgecolor="0.3", hatch="//")] + [
-        Patch(facecolor=_COLUMN_COLORS.get(c, "tab:purple"), edgecolor="0.2") for c in shown]
-    labels = ["reported (paper)"] + [f"reproduced {c} (here)" for c in shown]
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 / nrows, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
-    return _save(fig, path)
-
-
-def _reading_labels(rows: list[FigureRow], metric: str | None = None) -> list[str]:
-    """The reading labels of a table in order of appearance (those of ``metric`` only, when given)."""
-    labels = [rd.label for r in rows for rd in r.readings if metric is None or rd.metric == metric]
-    return list(dict.fromkeys(labels))
-
-
-def _reading(row: FigureRow, label: str) -> Reading | None:
-    return next((rd for rd in row.readings if rd.label == label), None)
-
-
-_READING_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red", "tab:brown"]
-
-
-def plot_reported_vs_reproduced(rows: list[FigureRow], title: str, path: Path) -> Path | None:
-    """Generic: per figure of a table, a bar for the reported value and one per reading (reproduced)."""
-    if not any(r.n for r in rows):
-        return None
-    plt = _pyplot()
-    labels = [lab for lab in _reading_labels(rows) if any((rd := _reading(r, lab)) and rd.result["n"] for r in rows)] or [""]
-    k = len(labels)
-    height = 0.8 / (k + 1)
-    fig, ax = plt.subplots(figsize=(8.5, (0.55 if k == 1 else 0.3 * (k + 1)) * len(rows) + 1.4))
-    ys = np.arange(len(rows))
-    reported = [r.figure.value * 100 for r in rows]
-    offset = lambda i: (i - k / 2) * height  # noqa: E731  (reported at i = 0, readings after)
-    ax.barh(ys + offset(0), reported, height, color="0.85", edgecolor="0.3", hatch="//", label="reported (paper)")
-    for i, label in enumerate(labels, start=1):
-        found = [_reading(r, label) for r in rows]
-        means = [rd.result["mean"] * 100 if rd and rd.result["n"] else 0.0 for rd in found]
-        stds = _errors([rd.result if rd else None for rd in found])
-        ax.barh(ys + offset(i), means, height, xerr=stds, color=_READING_COLORS[(i - 1) % len(_READING_COLORS)] if k > 1
-                else "tab:blue", edgecolor="0.2", capsize=3, label=f"reproduced {label} (here)" if label else "reproduced (here)")
-        for y, rd in zip(ys, found):
-            if not (rd and rd.result["n"]):
-                ax.text(0, y + offset(i), " n/a", va="center", fontsize=8)
-    ax.set_yticks(ys, [f"{_display_label(r.figure.label)} [{UNITS[r.figure.kind]}]" for r in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.axvline(0, color="0.3", linewidth=0.8)
-    ax.set_xlabel("value (% or points, see label)")
-    ax.set_title(title, fontsize=11)
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _wrap_title(title: str, width: int = 95) -> str:
-    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
-
-
-def _stand_in_stage(row: FigureRow) -> str:
-    if row.mapping is None:
-        return ""
-    stages = _unique(row.cells, "stage")
-    return f"\n(here: {', '.join(stages)})" if stages else ""
-
-
-def plot_grouped_readings(rows: list[FigureRow], title: str, path: Path, ylabel: str = "accuracy (%)",
-                          name_stand_ins: bool = False) -> Path | None:
-    """Vertical grouped bars, one group per figure (a row of the paper's table): the paper's value
-    (hatched) and one bar per reading (label fraction, metric, ...) with 95% interval over seeds and n."""
-    if not any(r.n for r in rows):
-        return None
-    plt = _pyplot()
-    labels = [lab for lab in _reading_labels(rows) if any((rd := _reading(r, lab)) and rd.result["n"] for r in rows)]
-    k = len(labels) + 1
-    width = 0.8 / k
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.15 * len(rows) * k / 2 + 2.5), 4.6))
-    xs = np.arange(len(rows))
-    reported = [r.figure.value * 100 for r in rows]
-    numbers = list(reported)
-    ax.bar(xs - 0.4 + width / 2, reported, width, color="0.85", edgecolor="0.3", hatch="//", label="reported (paper)")
-    for x, rep in zip(xs, reported):
-        ax.text(x - 0.4 + width / 2, rep + 0.5, f"{rep:.1f}", ha="center", va="bottom", fontsize=7)
-    for i, label in enumerate(labels, start=1):
-        found = [_reading(r, label) for r in rows]
-        means = [rd.result["mean"] * 100 if rd and rd.result["n"] else math.nan for rd in found]
-        stds = _errors([rd.result if rd else None for rd in found])
-        numbers += [m for m in means if not math.isnan(m)]
-        offs = xs - 0.4 + width / 2 + i * width
-        ax.bar(offs, np.nan_to_num(means), width, yerr=stds, capsize=2, color=_READING_COLORS[(i - 1) % len(_READING_COLORS)],
-               edgecolor="0.2", label=f"ours {label}" if label else "reproduced (here)")
-        for x, m, s, rd in zip(offs, means, stds[1], found):
-            text = "n/a" if math.isnan(m) else f"{m:.1f}"
-            ax.text(x, (0 if math.isnan(m) else m + s) + 0.5, text, ha="center", va="bottom", fontsize=7, fontweight="bold")
-    low = max(0.0, math.floor((min(numbers) - 10) / 10) * 10) if numbers else 0.0
-    high = max(numbers, default=90.0)
-    ax.set_ylim(low, high + max(8.0, (high - low) * 0.22))  # room above the bars for the legend
-    ax.set_xticks(xs, [textwrap.fill(_display_label(r.figure.label), 16) + (_stand_in_stage(r) if name_stand_ins else "")
-                       for r in rows], fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(_wrap_title(title), fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", ncol=k, framealpha=0.9)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _classes(frame: pd.DataFrame) -> int | None:
-    """The number of classes of the cells behind a reading: their ``task_classes``, else their dataset's."""
-    if frame.empty:
-        return None
-    if "task_classes" in frame:
-        values = {int(float(v)) for v in frame["task_classes"] if not _nan(v)}
-        if len(values) == 1:
-            return values.pop()
-    if "dataset" in frame:
-        counts = {DATASET_CLASSES.get(str(v)) for v in frame["dataset"] if not _nan(v)}
-        if len(counts) == 1:
-            return counts.pop()
-    return None
-
-
-def plot_accuracy_vs_classes(rows: list[FigureRow], title: str, path: Path) -> Path | None:
-    """nguyen2021 Table 4 / Figure 6 style: accuracy against the number of classes (log scale): the
-    paper's points (one per dataset) and one line per reading (e.g. per stand-in dataset)."""
-    if not any(r.n for r in rows):
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.8, 4.6))
-    paper = sorted((DATASET_CLASSES.get(str(r.figure.cells.select.get("dataset")), math.nan), r.figure.value * 100,
-                    str(r.figure.cells.select.get("dataset", r.figure.label))) for r in rows)
-    paper = [p for p in paper if not math.isnan(p[0])]
-    ax.plot([p[0] for p in paper], [p[1] for p in paper], "D--", color="black", markersize=7, linewidth=1,
-            label="reported (paper)")
-    for x, y, name in paper:
-        ax.annotate(DATASET_NAMES.get(name, name), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    for i, label in enumerate(lab for lab in _reading_labels(rows, rows[0].figure.metric)):
-        points = []
-        for r in rows:
-            rd = _reading(r, label)
-            k = _classes(rd.cells) if rd is not None and rd.result["n"] else None
-            if k is not None:
-                points.append((k, rd.result["mean"] * 100, _errors([rd.result])[:, 0],
-                               int(rd.result["n"]), r.figure.label))
-        if not points:
-            continue
-        points.sort()
-        color = _READING_COLORS[i % len(_READING_COLORS)]
-        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=np.array([p[2] for p in points]).T, fmt="o-", capsize=3,
-                    color=color, label=f"ours {label} (n={min(p[3] for p in points)} seeds)" if label else "reproduced (here)")
-        for x, y, s, _, _ in points:
-            ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(7, -12), fontsize=7,
-                        color=color, ha="left")
-    ax.set_xscale("log")
-    ticks = sorted({p[0] for p in paper} | {k for r in rows for rd in r.readings if rd.result["n"]
-                                              for k in [_classes(rd.cells)] if k is not None})
-    merged: list[list[int]] = []
-    for tick in ticks:  # ticks closer than 10% (100 and 101 classes) share one label
-        if merged and tick <= merged[-1][0] * 1.1:
-            merged[-1].append(tick)
-        else:
-            merged.append([tick])
-    ax.set_xticks([m[0] for m in merged], ["/".join(map(str, m)) for m in merged])
-    pairs, unmapped = [], []
-    for r in rows:  # which of our class counts stands in for which of the paper's datasets
-        k = next((_classes(rd.cells) for rd in r.readings if rd.result["n"]), None)
-        name = str(r.figure.cells.select.get("dataset", ""))
-        if r.mapping is not None and k is not None:
-            pairs.append(f"k={k} ↔ {DATASET_NAMES.get(name, name)} ({DATASET_CLASSES.get(name, '?')})")
-        elif r.mapping is None and any(rr.mapping is not None for rr in rows):
-            unmapped.append(DATASET_NAMES.get(name, name))
-    note = ""
-    if pairs:
-        note = "stand-ins (first k classes ↔ the paper's dataset): " + ", ".join(pairs)
-        note += f"; no stand-in for {', '.join(unmapped)}" if unmapped else ""
-    ax.minorticks_off()
-    ax.set_ylim(0, 105)
-    ax.set_xlabel("number of classes (log scale)")
-    ax.set_ylabel(f"{rows[0].figure.metric} (%)")
-    ax.set_title(_wrap_title(title, 90), fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
-    if note:
-        fig.text(0.01, 0.01, textwrap.fill(note, 120), fontsize=8, ha="left", va="bottom")
-    return _save(fig, path)
-
-
-# ------------------------------------------------------------- khose2021 Figures 1-3 (from the table)
-
-
-def _lf(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else round(number, 6)
-
-
-def _khose_parts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Teachers (stage teacher, supervised) with `lf`, and kd students with `lf` = their teacher's."""
-    empty = pd.DataFrame(columns=["arch", "lf"])
-    if table.empty or not {"stage", "method", "arch"} <= set(table.columns):
-        return empty, empty
-    teachers = table[(table["stage"] == "teacher") & (table["method"] == "supervised")].copy()
-    teachers["lf"] = teachers["label_fraction"].map(_lf) if "label_fraction" in teachers else None
-    if {"teacher.arch", "teacher.label_fraction"} <= set(table.columns):
-        students = table[(table["method"] == "kd") & table["teacher.arch"].notna()].copy()
-        students["lf"] = students["teacher.label_fraction"].map(_lf)
-    else:
-        students = empty
-    return teachers, students
-
-
-def _khose_reported(figures: list[Any], kind: str, metric: str, **want: Any) -> float | None:
-    """The reported value of the khose figure of ``kind``/``metric`` whose selection has ``want``."""
-    for fig in figures:
-        if fig.kind != kind or fig.metric != metric:
-            continue
-        select = fig.cells.select
-        lf = _lf(select.get("label_fraction", select.get("teacher.label_fraction")))
-        if lf != want.get("lf"):
-            continue
-        if all(select.get(k) == v for k, v in want.items() if k != "lf"):
-            return fig.value
-    return None
-
-
-def plot_khose(table: pd.DataFrame, figures: list[Any], out: Path, tag: str) -> tuple[list[tuple[str, Path]], list[str]]:
-    """Grouped bars like khose2021 Figures 1-3, from the results table (rows of one matrix).
-
-    Fig. 1: train/val accuracy of teacher and self-distilled student per label fraction.
-    Fig. 2: relative val-accuracy gain of self-distillation per label fraction, per model.
-    Fig. 3: knowledge distillation to another model: teacher vs student val accuracy per label fraction.
-    Reported values of the paper are drawn as black diamonds. Returns (caption, path) pairs and notes.
-    """
-    teachers, students = _khose_parts(table)
-    notes: list[str] = []
-    if teachers.empty or students.empty:
-        return [], [f"khose2021 Figures 1–3: skipped — no khose-style cells (stage=teacher/method=supervised and "
-                    f"method=kd students with teacher.label_fraction) in the {tag} results."]
-    val = "val_acc"
-    if pd.to_numeric(pd.concat([teachers.get(val, pd.Series(dtype=float)), students.get(val, pd.Series(dtype=float))]),
-                     errors="coerce").notna().sum() == 0:
-        val = "test_acc"
-        notes.append("khose2021 reports validation accuracy; these results have no validation split, so test accuracy is plotted.")
-
-    def mean(frame: pd.DataFrame, metric: str, **where: Any) -> float:
-        mask = pd.Series(True, index=frame.index)
-        for key, value in where.items():
-            mask &= frame[key] == value
-        values = pd.to_numeric(frame.loc[mask, metric], errors="coerce") if metric in frame else pd.Series(dtype=float)
-        return float(values.mean()) * 100 if values.notna().any() else math.nan
-
-    def seed_means(frame: pd.DataFrame, **where: Any) -> pd.Series:
-        mask = pd.Series(True, index=frame.index)
-        for key, value in where.items():
-            mask &= frame[key] == value
-        rows = frame[mask]
-        values = pd.to_numeric(rows[val], errors="coerce") if val in rows else pd.Series(dtype=float)
-        seeds = rows["seed"].astype(str) if "seed" in rows else pd.Series("", index=rows.index)
-        return values.groupby(seeds).mean().dropna()
-
-    def gain(teacher_arch: str, arch: str, lf: float) -> float:
-        """Relative gain in %, per common seed then averaged (as in the tables); else from the means."""
-        t = seed_means(teachers, arch=teacher_arch, lf=lf)
-        s = seed_means(students, arch=arch, lf=lf, **{"teacher.arch": teacher_arch})
-        common = sorted(set(t.index) & set(s.index))
-        if common:
-            return float(np.mean([(s[k] - t[k]) / t[k] * 100 for k in common if t[k]]))
-        if t.empty or s.empty or not t.mean():
-            return math.nan
-        return (s.mean() - t.mean()) / t.mean() * 100
-
-    plt = _pyplot()
-    written: list[tuple[str, Path]] = []
-    self_archs = sorted({a for a, t in zip(students["arch"], students["teacher.arch"]) if a == t})
-    kd_pairs = sorted({(t, a) for a, t in zip(students["arch"], students["teacher.arch"]) if a != t})
-
-    # Figure 1: teacher vs self-distilled student, train and val accuracy.
-    if self_archs:
-        fig, axes = plt.subplots(1, len(self_archs), figsize=(6.2 * len(self_archs), 4.0), squeeze=False)
-        bars = [("teacher train", "train_acc", False, "tab:blue"), ("teacher val", val, False, "lightsteelblue"),
-                ("student train", "train_acc", True, "tab:orange"), ("student val", val, True, "navajowhite")]
-        for ax, arch in zip(axes.flat, self_archs):
-            lfs = sorted(set(teachers.loc[teachers["arch"] == arch, "lf"].dropna())
-                         | set(students.loc[(students["arch"] == arch) & (students["teacher.arch"] == arch), "lf"].dropna()))
-            xs = np.arange(len(lfs))
-            width = 0.2
-            for i, (name, metric, is_student, color) in enumerate(bars):
-                if is_student:
-                    ys = [mean(students, metric, arch=arch, **{"teacher.arch": arch}, lf=lf) for lf in lfs]
-                else:
-                    ys = [mean(teachers, metric, arch=arch, lf=lf) for lf in lfs]
-                offs = xs + (i - 1.5) * width
-                ax.bar(offs, np.nan_to_num(ys), width, color=color, edgecolor="0.3", label=name)
-                for x, lf in zip(offs, lfs):
-                    stage = {"stage": "student", "teacher.arch": arch} if is_student else {"stage": "teacher"}
-                    rep = _khose_reported(figures, "value", metric, arch=arch, lf=lf, **stage)
-                    if rep is not None:
-                        ax.plot([x], [rep * 100], "D", color="black", markersize=6,
-                                label="reported (paper)" if "reported (paper)" not in ax.get_legend_handles_labels()[1] else None)
-            ax.set_xticks(xs, [f"{lf:.0%} labels" for lf in lfs])
-            ax.set_ylim(0, 118)
-            ax.set_ylabel("accuracy (%, mean over seeds)")
-            ax.set_title(f"{arch}: before/after self-distillation", fontsize=10)
-            ax.legend(fontsize=7, ncol=2)
-            ax.grid(axis="y", alpha=0.3)
-        fig.suptitle("khose2021 Fig. 1 style — overfitting: train vs val accuracy", fontsize=11)
-        fig.tight_layout()
-        written.append(("khose2021 Figure 1 style: teacher vs self-distilled student, train and validation accuracy",
-                        _save(fig, out / "khose-fig1-self-distillation.png")))
-
-        # Figure 2: relative gain of self-distillation.
-        lfs = sorted(set(students.loc[students["arch"] == students["teacher.arch"], "lf"].dropna()))
-        fig, ax = plt.subplots(figsize=(max(5.5, 2.2 * len(lfs) * max(1, len(self_archs)) / 2), 3.8))
-        xs = np.arange(len(lfs))
-        width = 0.8 / len(self_archs)
-        for i, arch in enumerate(self_archs):
-            gains = [gain(arch, arch, lf) for lf in lfs]
-            offs = xs + (i - (len(self_archs) - 1) / 2) * width
-            ax.bar(offs, np.nan_to_num(gains), width, edgecolor="0.3", label=arch)
-            for x, lf, g in zip(offs, lfs, gains):
-                ax.text(x, (0 if math.isnan(g) else g), "n/a" if math.isnan(g) else f"{g:+.1f}%", ha="center",
-                        va="bottom", fontsize=8)
-                rep = _khose_reported(figures, "relative_gain", "val_acc", arch=arch, lf=lf, **{"teacher.arch": arch})
-                if rep is not None:
-                    ax.plot([x], [rep * 100], "D", color="black", markersize=6,
-                            label="reported (paper)" if "reported (paper)" not in ax.get_legend_handles_labels()[1] else None)
-        ax.axhline(0, color="0.3", linewidth=0.8)
-        ax.margins(y=0.25)
-        ax.set_xticks(xs, [f"{lf:.0%} labels" for lf in lfs])
-        ax.set_ylabel(f"relative {val} gain (%, mean over seeds)")
-        ax.set_title("khose2021 Fig. 2 style — % increase in accuracy by self-distillation", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        written.append(("khose2021 Figure 2 style: relative validation-accuracy gain of self-distillation",
-                        _save(fig, out / "khose-fig2-self-distillation-gain.png")))
-    else:
-        notes.append("khose2021 Figures 1–2: skipped — no self-distilled students (arch = teacher.arch) in the results.")
-
-    # Figure 3: knowledge distillation into another model.
-    if kd_pairs:
-        fig, axes = plt.subplots(1, len(kd_pairs), figsize=(5.0 * len(kd_pairs), 3.9), squeeze=False)
-        for ax, (teacher_arch, arch) in zip(axes.flat, kd_pairs):
-            lfs = sorted(set(students.loc[(students["arch"] == arch) & (students["teacher.arch"] == teacher_arch), "lf"].dropna()))
-            xs = np.arange(len(lfs))
-            before = [mean(teachers, val, arch=teacher_arch, lf=lf) for lf in lfs]
-            after = [mean(students, val, arch=arch, **{"teacher.arch": teacher_arch}, lf=lf) for lf in lfs]
-            ax.bar(xs - 0.2, np.nan_to_num(before), 0.4, color="lightsteelblue", edgecolor="0.3", label=f"teacher {teacher_arch}")
-            ax.bar(xs + 0.2, np.nan_to_num(after), 0.4, color="tab:orange", edgecolor="0.3", label=f"student {arch}")
-            for x, lf, b, a in zip(xs, lfs, before, after):
-                rep = _khose_reported(figures, "relative_gain", "val_acc", arch=arch, lf=lf, **{"teacher.arch": teacher_arch})
-                here = gain(teacher_arch, arch, lf)
-                text = ("here n/a" if math.isnan(here) else f"here {here:+.1f}%") + ("" if rep is None else f"\npaper {rep * 100:+.2f}%")
-                ax.text(x, max(np.nan_to_num([a, b])) + 1, text, ha="center", va="bottom", fontsize=7)
-            ax.set_xticks(xs, [f"{lf:.0%} labels" for lf in lfs])
-            ax.set_ylim(0, 115)
-            ax.set_ylabel(f"{val} (%)")
-            ax.set_title(f"{teacher_arch} → {arch}", fontsize=10)
-            ax.legend(fontsize=7, loc="lower right")
-            ax.grid(axis="y", alpha=0.3)
-        fig.suptitle("khose2021 Fig. 3 style — before (teacher) / after (student) distillation", fontsize=11)
-        fig.tight_layout()
-        written.append(("khose2021 Figure 3 style: teacher vs distilled student per label fraction",
-                        _save(fig, out / "khose-fig3-distillation.png")))
-    else:
-        notes.append("khose2021 Figure 3: skipped — no students distilled from another architecture in the results.")
-    return written, notes
-
-
-# --------------------------------------------------------------------------- per-paper views
-
-TablePlot = Callable[[list[FigureRow], str, Path], "Path | None"]
-ExtraPlots = Callable[[pd.DataFrame, list[FigureRow], Path, str], "tuple[list[tuple[str, Path]], list[str]]"]
-
-
-@dataclass(frozen=True)
-class PaperView:
-    """How a paper's tables are drawn: a plot per table (by table name, else ``default``), each with
-    its caption, and optionally extra figures drawn from the whole results table (own section)."""
-
-    default: TablePlot = plot_reported_vs_reproduced
-    default_caption: str = "{table}: reported (hatched) vs reproduced (solid, 95% interval over seeds)"
-    tables: dict[str, tuple[TablePlot, str]] = field(default_factory=dict)
-    extra: ExtraPlots | None = None
-    extra_title: str = ""
-
-    def plot(self, table: str) -> tuple[TablePlot, str]:
-        plot, caption = self.tables.get(table, (self.default, self.default_caption))
-        return plot, caption.format(table=table)
-
-
-def _khose_extra(table: pd.DataFrame, rows: list[FigureRow], out: Path, tag: str) -> tuple[list[tuple[str, Path]], list[str]]:
-    return plot_khose(table, [r.used for r in rows], out, tag)
-
-
-# paper id -> its view; a paper without an entry gets PaperView() (generic bars per table).
-PAPER_VIEWS: dict[str, PaperView] = {
-    "menghani2019": PaperView(default=plot_menghani_table),
-    "khose2021": PaperView(extra=_khose_extra, extra_title="khose2021 Figures 1–3"),
-    "nguyen2021": PaperView(tables={
-        "Table 1": (plot_grouped_readings, "Table 1 (Figure 2 style): accuracy per augmentation set, the paper's "
-                    "(hatched) and ours per reading (e.g. per label fraction), 95% interval over seeds"),
-        "Table 2": (lambda rows, title, path: plot_grouped_readings(rows, title, path, name_stand_ins=True), "Table 2: the paper's accuracy (hatched) and ours as test accuracy and as "
-                    "agreement with the teacher, 95% interval over seeds"),
-        "Table 4": (plot_accuracy_vs_classes, "Table 4 (Figure 6 style): accuracy against the number of classes, the "
-                    "paper's points (diamonds) and ours per reading, 95% interval over seeds"),
-    }),
-}
-
-
-def paper_view(paper: str) -> PaperView:
-    return PAPER_VIEWS.get(paper, PaperView())
-
-
 # --------------------------------------------------------------------------- the report
 
 
@@ -1143,44 +185,38 @@ class Section:
     notes: list[str]
 
 
-def _unique(rows: pd.DataFrame, column: str) -> list[str]:
-    if column not in rows:
-        return []
-    return list(dict.fromkeys(str(v) for v in rows[column] if not _nan(v) and v != ""))
-
-
 def _texts(rows: pd.DataFrame, column: str) -> list[str]:
     """A column as text per row ("" where empty or absent)."""
     if column not in rows:
         return [""] * len(rows)
-    return ["" if _nan(v) else str(v) for v in rows[column]]
+    return ["" if is_missing(v) else str(v) for v in rows[column]]
 
 
 def _labels_text(rows: pd.DataFrame) -> str:
-    fractions = sorted({float(v) for v in rows.get("label_fraction", pd.Series(dtype=float)) if not _nan(v)})
+    fractions = sorted({float(v) for v in rows.get("label_fraction", pd.Series(dtype=float)) if not is_missing(v)})
     return "/".join(f"{f * 100:g}%" for f in fractions)
 
 
 def _cells_text(rows: pd.DataFrame) -> str:
     """What a group of cells is, for a reader: stage, method, model, data, labels, and their parents."""
     parts = []
-    for stage in _unique(rows, "stage"):
+    for stage in unique_texts(rows, "stage"):
         sub = rows[rows["stage"].astype(str) == stage]
-        model = "/".join(_unique(sub, "arch"))
-        frozen = [v for v in sub.get("frozen_backbone", pd.Series(dtype=object)) if not _nan(v)]
+        model = "/".join(unique_texts(sub, "arch"))
+        frozen = [v for v in sub.get("frozen_backbone", pd.Series(dtype=object)) if not is_missing(v)]
         if any(str(v).lower() == "true" for v in frozen):
-            heads = _unique(sub, "head")
+            heads = unique_texts(sub, "head")
             model += " (frozen backbone, new head" + (f" [{heads[0]}]" if heads and heads[0] else "") + ")"
-        data = ", ".join(dict.fromkeys(_data_text(d or None, u or None)
+        data = ", ".join(dict.fromkeys(data_text(d or None, u or None)
                                        for d, u in zip(_texts(sub, "dataset"), _texts(sub, "unlabeled"))))
-        classes = _unique(sub, "task_classes")
+        classes = unique_texts(sub, "task_classes")
         if classes:
             data += f" (first {'/'.join(str(int(float(k))) for k in classes)} classes)"
-        text = f"`{stage}`: {'/'.join(_unique(sub, 'method'))} {model} on {data}"
-        labels = _labels_text(sub) if set(_unique(sub, "method")) != {"blind"} else ""  # blind never sees a label
+        text = f"`{stage}`: {'/'.join(unique_texts(sub, 'method'))} {model} on {data}"
+        labels = _labels_text(sub) if set(unique_texts(sub, "method")) != {"blind"} else ""  # blind never sees a label
         if labels:
             text += f" at {labels} labels"
-        seeds = _unique(sub, "seed")
+        seeds = unique_texts(sub, "seed")
         if seeds:
             text += f", seeds {', '.join(seeds)}"
         roles = sorted({c[: -len(".id")] for c in sub.columns if c.endswith(".id") and "." not in c[: -len(".id")]
@@ -1188,9 +224,9 @@ def _cells_text(rows: pd.DataFrame) -> str:
         by_text: dict[str, list[str]] = {}
         for role in roles:
             have = sub[sub[f"{role}.id"].notna()]
-            desc = (f"`{'/'.join(_unique(have, f'{role}.stage'))}` {'/'.join(_unique(have, f'{role}.method'))} "
-                    f"{'/'.join(_unique(have, f'{role}.arch'))} on "
-                    + ", ".join(dict.fromkeys(_data_text(d or None, u or None) for d, u in zip(
+            desc = (f"`{'/'.join(unique_texts(have, f'{role}.stage'))}` {'/'.join(unique_texts(have, f'{role}.method'))} "
+                    f"{'/'.join(unique_texts(have, f'{role}.arch'))} on "
+                    + ", ".join(dict.fromkeys(data_text(d or None, u or None) for d, u in zip(
                         _texts(have, f"{role}.dataset"), _texts(have, f"{role}.unlabeled")))))
             by_text.setdefault(desc, []).append(role)
         if by_text:
@@ -1221,11 +257,11 @@ def _mapping_section(rows: list[FigureRow], stand_in: dict[str, Any], target: Ta
     records = []
     for glob, selector in stand_in.items():
         mine = [r for r in rows if r.mapping is not None and r.mapping[0] == glob]
-        cells = _concat([r.cells for r in mine])
+        cells = concat_rows([r.cells for r in mine])
         axes = list(dict.fromkeys(a for r in mine for rd in r.readings for a in rd.group))
         records.append({
             "figures": ", ".join(r.figure.id.partition("/")[2] for r in mine) or "— (none)",
-            "stand-in selector": _selector_text(selector),
+            "stand-in selector": selector_text(selector),
             "done cells": len(cells),
             "one reading per": ", ".join(axes) or "—",
             "stood in by": _cells_text(cells) if not cells.empty else "no done cell matches",
@@ -1274,7 +310,7 @@ def _to_decide(row: pd.Series) -> str:
 
     if row["verdict"] != "inconclusive":
         return "—"
-    if not _nan(row["seeds_needed"]) and row["seeds_needed"]:
+    if not is_missing(row["seeds_needed"]) and row["seeds_needed"]:
         return f"≈{int(row['seeds_needed'])} seeds"
     return f"≥{MIN_SEEDS} seeds" if row["n"] < 2 else "more seeds unlikely to (mean at the band's edge)"
 
@@ -1289,9 +325,9 @@ def _verdicts_section(judged: list[tuple[str, pd.DataFrame]], out: Path, written
     for _, r in frame.iterrows():
         unit = r["unit"]
         rows.append({
-            "table": r["table"], "figure": _display_label(r["figure"]), "reading": r.get("reading", "") or "—",
+            "table": r["table"], "figure": display_label(r["figure"]), "reading": r.get("reading", "") or "—",
             "reported": f"{r['reported']:.2f} {unit}", "reproduced": r["reproduced_text"],
-            f"{LEVEL:.0%} interval": "—" if _nan(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['interval']})",
+            f"{LEVEL:.0%} interval": "—" if is_missing(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['interval']})",
             "band": f"± {r['band']:.2f}", "verdict": r["verdict"], "to decide": _to_decide(r),
         })
     csv_path = out / "verdicts.csv"
@@ -1426,10 +462,10 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
             images = []
             title = f"{paper.paper} {name}: reported vs reproduced ({target.matrix})"
             differing = list(dict.fromkeys(r.data_note.split(": ", 1)[1] for r in trows if r.data_differs))
-            behind = _concat([r.cells for r in trows])
+            behind = concat_rows([r.cells for r in trows])
             if stand_in and mapping:
-                title += (f"\nstood in by {', '.join(_unique(behind, 'arch'))} on "
-                          f"{', '.join(dict.fromkeys(_unique(behind, 'dataset')))}")
+                title += (f"\nstood in by {', '.join(unique_texts(behind, 'arch'))} on "
+                          f"{', '.join(dict.fromkeys(unique_texts(behind, 'dataset')))}")
             elif stand_in and differing:
                 title += "\n" + "; ".join(differing)
             plot, caption = view.plot(name)
@@ -1447,14 +483,14 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
             unmatched = [r for r in trows if not r.n]
             if unmatched and mapping:
                 unmapped = [r.figure.label for r in unmatched if r.mapping is None]
-                empty = [f"{r.figure.label} ({_selector_text(r.mapping[1])})" for r in unmatched if r.mapping is not None]
+                empty = [f"{r.figure.label} ({selector_text(r.mapping[1])})" for r in unmatched if r.mapping is not None]
                 intro.append(f"{len(unmatched)} of {len(trows)} figures have no reproduced value (—): "
                              + "; ".join(([f"no stand-in in `stand_in:` for {', '.join(unmapped)}"] if unmapped else [])
                                          + ([f"no done cell matches the stand-in of {', '.join(empty)}"] if empty else []))
                              + ".")
             elif unmatched:
                 intro.append(f"{len(unmatched)} of {len(trows)} figures have no done cell in `{target.matrix}` (reproduced —).")
-            fig_notes = [f"*{_display_label(r.figure.label)}*: {r.figure.notes}" for r in trows if r.figure.notes]
+            fig_notes = [f"*{display_label(r.figure.label)}*: {r.figure.notes}" for r in trows if r.figure.notes]
             sections.append(Section(name, intro, display_table(frame), csv_path, images, fig_notes))
         if judged:
             section, line = _verdicts_section(judged, out, written)

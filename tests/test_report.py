@@ -9,7 +9,8 @@ import pytest
 
 from bench.cli import main
 from bench.paper_figures import load_paper
-from bench.report import Target, build_report, plot_khose
+from bench.report import Target, build_report
+from bench.report_plots import plot_khose
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
 MNET = "mobilenetv3_large_100"
@@ -140,7 +141,7 @@ def test_a_set_variant_of_a_papers_own_matrix_is_not_a_stand_in() -> None:
     import pandas as pd
 
     from bench.paper_figures import load_paper
-    from bench.report import figure_rows
+    from bench.report_figures import figure_rows
 
     paper = load_paper("menghani2019")
     for name in ("menghani2019", "menghani2019@1a2b3c4d"):

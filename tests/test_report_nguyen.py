@@ -14,7 +14,9 @@ from bench.errors import ConfigError
 from bench.matrix import load_matrix
 from bench.paper_figures import check_stand_in, load_paper, plan_table, select_rows
 from bench.plan import expand
-from bench.report import PAPER_VIEWS, Target, build_report, figure_rows, plot_accuracy_vs_classes, resolve_targets, stage_axes
+from bench.report import Target, build_report, resolve_targets, stage_axes
+from bench.report_figures import figure_rows
+from bench.report_plots import PAPER_VIEWS, plot_accuracy_vs_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALOG = ROOT / "matrices" / "nguyen2021-analog.yaml"
