@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from bench.paper_figures import Figure, reproduce
 from bench.report_figures import UNITS, FigureRow, Reading
 from bench.report_format import DATASET_CLASSES, DATASET_NAMES, display_label, is_missing, unique_texts
 from bench.store import atomic_write_bytes
@@ -354,25 +355,17 @@ def plot_khose(table: pd.DataFrame, figures: list[Any], out: Path, tag: str) -> 
         values = pd.to_numeric(frame.loc[mask, metric], errors="coerce") if metric in frame else pd.Series(dtype=float)
         return float(values.mean()) * 100 if values.notna().any() else math.nan
 
-    def seed_means(frame: pd.DataFrame, **where: Any) -> pd.Series:
-        mask = pd.Series(True, index=frame.index)
-        for key, value in where.items():
-            mask &= frame[key] == value
-        rows = frame[mask]
-        values = pd.to_numeric(rows[val], errors="coerce") if val in rows else pd.Series(dtype=float)
-        seeds = rows["seed"].astype(str) if "seed" in rows else pd.Series("", index=rows.index)
-        return values.groupby(seeds).mean().dropna()
+    matrix = str(table["matrix"].iloc[0]) if "matrix" in table else ""
 
     def gain(teacher_arch: str, arch: str, lf: float) -> float:
-        """Relative gain in %, per common seed then averaged (as in the tables); else from the means."""
-        t = seed_means(teachers, arch=teacher_arch, lf=lf)
-        s = seed_means(students, arch=arch, lf=lf, **{"teacher.arch": teacher_arch})
-        common = sorted(set(t.index) & set(s.index))
-        if common:
-            return float(np.mean([(s[k] - t[k]) / t[k] * 100 for k in common if t[k]]))
-        if t.empty or s.empty or not t.mean():
-            return math.nan
-        return (s.mean() - t.mean()) / t.mean() * 100
+        """Relative gain in %, computed as every gain figure is (``bench.paper_figures.reproduce``:
+        per common seed, then averaged; else from the means)."""
+        figure = Figure(id="khose2021/plot", source="plot", table="plot", label="gain", metric=val,
+                        metric_definition="plot", value=0.0, kind="relative_gain", matrix=matrix, cells={
+                            "select": {"method": "kd", "arch": arch, "teacher.arch": teacher_arch, "teacher.label_fraction": lf},
+                            "baseline": {"stage": "teacher", "method": "supervised", "arch": teacher_arch, "label_fraction": lf}})
+        result = reproduce(figure, table)
+        return result["mean"] * 100 if result["n"] else math.nan
 
     plt = _pyplot()
     written: list[tuple[str, Path]] = []
