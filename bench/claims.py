@@ -80,6 +80,22 @@ def verdict(low: float, high: float) -> str:
     return "inconclusive"
 
 
+def _gains(rows: pd.DataFrame, table: pd.DataFrame, matrix: str, claim: Claim) -> pd.DataFrame:
+    """``rows`` with the metric replaced by each cell's gain over its ``gain_over`` parent (relative
+    or absolute); a cell whose parent is not in the table is left out."""
+    column = f"{claim.gain_over}.id"
+    if rows.empty or column not in rows:
+        return rows.iloc[0:0]
+    mine = table[table["matrix"] == matrix] if "matrix" in table else table
+    parents = pd.to_numeric(mine.drop_duplicates("id").set_index("id")[claim.metric], errors="coerce")
+    base = rows[column].map(parents)
+    value = pd.to_numeric(rows[claim.metric], errors="coerce") - base
+    if claim.gain == "relative":
+        value = value / base.where(base != 0)
+    out = rows.assign(**{claim.metric: value})
+    return out[out[claim.metric].notna()]
+
+
 def _groups(rows: pd.DataFrame, columns: list[str]) -> list[dict[str, str]]:
     if not columns or rows.empty:
         return [{}]
@@ -100,6 +116,8 @@ def evaluate(claim: Claim, table: pd.DataFrame, matrix: str) -> list[ClaimReadin
         higher = lower = table
     else:
         higher, lower = select_rows(table, matrix, claim.higher), select_rows(table, matrix, claim.lower)
+        if claim.gain_over:
+            higher, lower = (_gains(side, table, matrix, claim) for side in (higher, lower))
     # a side whose selector fixes a per column is the same in every comparison
     grouped = {"higher": [c for c in claim.per if c not in claim.higher and c in higher],
                "lower": [c for c in claim.per if c not in claim.lower and c in lower]}

@@ -174,7 +174,9 @@ class Claim(_Strict):
     supervised model on the labeled subset"): the ``higher`` cells' ``metric`` exceeds the
     ``lower`` cells'. It is judged within each value of the ``per`` columns (say, per label
     fraction); a side whose selector fixes a ``per`` column (the fully supervised bound's
-    ``label_fraction: 1.0``) is the same on every such comparison. ``bench.claims`` evaluates it
+    ``label_fraction: 1.0``) is the same on every such comparison. With ``gain_over: teacher`` the
+    sides are gains (each cell over its own teacher, found by lineage), so "distillation gains more
+    at fewer labels" is a claim too. ``bench.claims`` evaluates it
     on any matrix of the paper whose cells the selectors fit (the data distillation matrices
     share stage names for that)."""
 
@@ -185,6 +187,9 @@ class Claim(_Strict):
     higher: Selection
     lower: Selection
     per: tuple[str, ...] = ()
+    gain_over: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$", description="compare gains instead of values: "
+                                  "each cell's metric minus that of the cell it needs in this role (its `teacher`)")
+    gain: Literal["relative", "absolute"] = "relative"
     notes: str = ""
 
 

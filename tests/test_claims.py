@@ -86,3 +86,22 @@ def test_the_report_judges_the_claims_first(tmp_path: Path) -> None:
     claims = pd.read_csv(tmp_path / "claims.csv")
     assert claims.loc[claims["verdict"] == "holds", "claim"].tolist() == [
         "Data distillation beats the supervised model trained on the labeled subset"]
+
+
+def test_a_claim_on_gains_over_each_cells_own_teacher() -> None:
+    fewer = Claim(id="p/g", source="s", statement="distillation gains more with fewer labels", metric="val_acc",
+                  higher={"method": "kd", "teacher.label_fraction": 0.1}, lower={"method": "kd", "teacher.label_fraction": 0.5},
+                  per=("arch",), gain_over="teacher")
+    rows = []
+    for seed in range(3):
+        for lf, teacher_acc, student_acc in ((0.1, 0.50, 0.55 + 0.01 * seed), (0.5, 0.80, 0.81)):
+            tid = f"t{lf}{seed}"
+            rows.append({"matrix": "m", "id": tid, "method": "supervised", "arch": "a", "seed": seed, "val_acc": teacher_acc})
+            rows.append({"matrix": "m", "id": f"s{lf}{seed}", "method": "kd", "arch": "a", "seed": seed, "val_acc": student_acc,
+                         "teacher.id": tid, "teacher.label_fraction": lf})
+    (reading,) = evaluate(fewer, pd.DataFrame(rows), "m")
+    # relative gains: (0.55, 0.56, 0.57) / 0.5 - 1 = 10%, 12%, 14% against 0.01 / 0.8 = 1.25%
+    assert reading.higher.mean == pytest.approx(0.12) and reading.lower.mean == pytest.approx(0.0125)
+    assert reading.verdict == "holds" and reading.pairs == 3
+    absolute = fewer.model_copy(update={"gain": "absolute"})
+    assert evaluate(absolute, pd.DataFrame(rows), "m")[0].higher.mean == pytest.approx(0.06)
