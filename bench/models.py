@@ -193,10 +193,9 @@ def menghani_cnn(num_classes: int, in_chans: int, image_size: int) -> nn.Module:
 MENGHANI_MLP_HIDDEN = (100, 50)
 
 
-@MODELS.register("menghani_mlp")
-def menghani_mlp(num_classes: int, in_chans: int, image_size: int) -> nn.Module:
-    """menghani2019 MLP: three fully connected layers on the flattened image."""
-    h1, h2 = MENGHANI_MLP_HIDDEN
+def _mlp(hidden: tuple[int, int], num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """Three fully connected layers on the flattened image (two hidden, ReLU)."""
+    h1, h2 = hidden
     return SequentialClassifier(
         nn.Flatten(),
         nn.Linear(in_chans * image_size * image_size, h1),
@@ -205,6 +204,24 @@ def menghani_mlp(num_classes: int, in_chans: int, image_size: int) -> nn.Module:
         nn.ReLU(inplace=True),
         nn.Linear(h2, num_classes),
     )
+
+
+@MODELS.register("menghani_mlp")
+def menghani_mlp(num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """menghani2019 MLP: three fully connected layers on the flattened image."""
+    return _mlp(MENGHANI_MLP_HIDDEN, num_classes, in_chans, image_size)
+
+
+# A wider MLP for analogs on our CPUs, the "large" model beside menghani_mlp (khose2021-analog's
+# stand-in for EfficientNet-b5 as menghani_mlp is for MobileNetV3): 784-512-256-10, 535,818
+# parameters at 28x28, still thousands of images per second on one core.
+WIDE_MLP_HIDDEN = (512, 256)
+
+
+@MODELS.register("wide_mlp")
+def wide_mlp(num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """Not from a paper: menghani_mlp's shape, about six times its parameters."""
+    return _mlp(WIDE_MLP_HIDDEN, num_classes, in_chans, image_size)
 
 
 # menghani2019 CIFAR-10 CNN: "6 conv layers and one feed-forward layer with batch-norm

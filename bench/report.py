@@ -343,7 +343,7 @@ def _verdicts_section(judged: list[tuple[str, pd.DataFrame]], out: Path, written
              f"*not reproduced* when it lies wholly outside, *inconclusive* otherwise or with fewer than {MIN_SEEDS} "
              f"seeds; *to decide*: about how many seeds in all would decide it if mean and spread held. Bands are data "
              f"(`tolerance` per figure, `tolerances` per paper, else 2 points for accuracies and absolute gains, "
-             f"5% for relative gains)."]
+             f"2% of the baseline for relative gains)."]
     return Section("Verdicts", intro, pd.DataFrame(rows), csv_path, [], []), line
 
 
@@ -359,7 +359,8 @@ def _claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path, wri
     intro = [f"**{summary(readings)}.** Each claim compares two kinds of cells (higher − lower) within each "
              f"value of its grouping columns; Δ is the mean over seeds of the seed-paired differences, the interval "
              f"its {LEVEL:.0%} t-interval. *holds*: the interval lies above 0; *fails*: below 0; *inconclusive*: "
-             f"it contains 0, or fewer than 2 seeds pair up. Sides: mean ± std over seeds, in %."]
+             f"it contains 0, or fewer than 2 seeds pair up. Sides: mean ± std over seeds, in % (for a claim on gains, "
+             f"`gain_over`: each cell's gain over its own teacher, in % of the teacher or in points)."]
     notes = [f"*{claim.statement}*: {claim.source}" + (f" {claim.notes}" if claim.notes else "") for claim in paper.claims]
     return Section("Claims", intro, frame, csv_path, [], notes)
 

@@ -31,7 +31,14 @@ def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_paper_models_registered() -> None:
-    assert MODELS.names() == ["menghani_cifar_cnn", "menghani_cnn", "menghani_mlp", "small_cnn"]
+    assert MODELS.names() == ["menghani_cifar_cnn", "menghani_cnn", "menghani_mlp", "small_cnn", "wide_mlp"]
+
+
+def test_wide_mlp_is_menghani_mlps_shape_six_times_wider() -> None:
+    from bench.models import create_model
+
+    count = lambda arch: sum(p.numel() for p in create_model(arch, num_classes=10, in_chans=1, image_size=28).parameters())  # noqa: E731
+    assert (count("menghani_mlp"), count("wide_mlp")) == (84_060, 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10)
 
 
 def test_small_cnn_embeds_to_64_whatever_the_size() -> None:

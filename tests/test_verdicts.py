@@ -81,7 +81,7 @@ figures:
      cells: {select: {stage: s}, baseline: {stage: b}}}
 """
     paper = parse_paper(text, "p.yaml")
-    assert [f.band for f in paper.figures] == [0.05, 0.01, 0.05]  # the paper's, the figure's, the kind's default
+    assert [f.band for f in paper.figures] == [0.05, 0.01, 0.02]  # the paper's, the figure's, the kind's default
 
 
 def test_the_report_puts_verdicts_first_and_colours_them(tmp_path: Path) -> None:
