@@ -1,30 +1,14 @@
-"""Which config fields name a registry entry, and how to check the name exists."""
+"""Which config fields name a registry entry, and how to check the name exists (``bench.name_index``:
+without importing torch)."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
-
-def _method_exists(name: Any) -> bool:
-    from bench.methods import METHODS
-
-    return name in METHODS
-
-
-def _architecture_exists(name: Any) -> bool:
-    from bench.models import architecture_exists
-
-    return isinstance(name, str) and architecture_exists(name)
-
-
-def _dataset_exists(name: Any) -> bool:
-    from bench.data.datasets import DATASETS
-
-    return name in DATASETS
-
+from bench.name_index import architecture_exists, dataset_exists, method_exists
 
 NAME_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "method": _method_exists,
-    "arch": _architecture_exists,
-    "dataset": _dataset_exists,
-    "unlabeled": _dataset_exists,
+    "method": method_exists,
+    "arch": architecture_exists,
+    "dataset": dataset_exists,
+    "unlabeled": dataset_exists,
 }

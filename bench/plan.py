@@ -203,10 +203,10 @@ class Planner:
 
     def _check_method_needs(self, cell: Cell) -> None:
         """What a cell's method needs (roles, fields, a validation split) is checked before anything runs."""
-        from bench.methods import REQUIREMENTS
+        from bench.method_requirements import requirement
 
         c, where = cell.config, f"stages.{cell.stage}"
-        needs = REQUIREMENTS.get(c.method)
+        needs = requirement(c.method)
         for role in needs.roles if needs else ():
             if role not in c.deps:
                 raise ConfigError(self.matrix.source, f"{where}.needs", f"method {c.method!r} needs a {role!r} role (e.g. needs: {{{role}: <stage>}})")
@@ -226,9 +226,9 @@ class Planner:
         split (so no parent trained on its dependant's test images). A role the method takes for
         transfer (an encoder pretrained elsewhere) may be on another dataset; on the same dataset
         the guard holds."""
-        from bench.methods import REQUIREMENTS
+        from bench.method_requirements import requirement
 
-        needs = REQUIREMENTS.get(cell.config.method)
+        needs = requirement(cell.config.method)
         for role, parent in parents.items():
             if needs and role in needs.transfer_roles and parent.config.dataset != cell.config.dataset:
                 continue

@@ -59,10 +59,10 @@ def check_parents(cells: Iterable[Cell], store: Store) -> None:
     """A done parent whose ``model.pt`` is gone (deleted, or lost with a disk) cannot serve its
     dependants: say so before anything runs, with how to have it rewritten. (A parent that
     trains nothing, an annotate cell, has no model.pt: its dependants load its artifacts.)"""
-    from bench.methods import REQUIREMENTS
+    from bench.method_requirements import requirement
 
     cells = list(cells)
-    computed = {c.id for c in cells if not getattr(REQUIREMENTS.get(c.config.method), "trains", True)}
+    computed = {c.id for c in cells if not getattr(requirement(c.config.method), "trains", True)}
     for cell in cells:
         for role, dep_id in sorted(cell.config.deps.items()):
             dep = store.cell(dep_id)

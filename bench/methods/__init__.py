@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bench.data.images import ImageSet
+from bench.method_requirements import REQUIREMENTS, Requirement
 from bench.models import Normalized
 from bench.registry import Registry
 
@@ -125,18 +126,6 @@ Method = Callable[["CellContext"], "Training | Computation"]
 METHODS: Registry[Method] = Registry("method")
 
 
-@dataclass(frozen=True)
-class Requirement:
-    """What a method needs of its cell, checked when the matrix is planned, not after the teachers ran."""
-
-    roles: tuple[str, ...] = ()
-    fields: tuple[str, ...] = ()
-    transfer_roles: tuple[str, ...] = ()  # roles whose cell may be on another dataset (a pretrained encoder)
-    encoder: bool = False  # its model.pt is a backbone without a classifier (SimCLR)
-    trains: bool = True  # False: a Computation (no epochs, no model.pt; annotate)
-
-
-REQUIREMENTS: dict[str, Requirement] = {}
 
 
 def method(name: str, roles: tuple[str, ...] = (), fields: tuple[str, ...] = (),
