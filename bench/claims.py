@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from bench.paper_figures import Claim, select_rows
+from bench.paper_figures import Claim, seed_key, select_rows
 from bench.selectors import as_text
 from bench.verdicts import LEVEL, interval
 
@@ -46,7 +46,7 @@ class ClaimReading:
 
 def _per_seed(rows: pd.DataFrame, metric: str) -> pd.Series:
     values = pd.to_numeric(rows[metric], errors="coerce")
-    seeds = rows["seed"].map(as_text) if "seed" in rows else pd.Series("", index=rows.index)
+    seeds = rows["seed"].map(seed_key) if "seed" in rows else pd.Series("", index=rows.index)
     return values.groupby(seeds).mean().dropna()
 
 

@@ -328,7 +328,7 @@ def _gain(kind: str, a: float, b: float) -> float:
     return (a - b) / b
 
 
-def _seed_key(value: Any) -> str:
+def seed_key(value: Any) -> str:
     """A seed as text, so that 0, 0.0 and "0" pair up; "" when empty."""
     text = _as_text(value)
     try:
@@ -340,7 +340,7 @@ def _seed_key(value: Any) -> str:
 
 def _per_seed(values: pd.DataFrame) -> pd.Series:
     """Mean metric per seed (rows with an empty seed are left out)."""
-    keys = values["seed"].map(_seed_key)
+    keys = values["seed"].map(seed_key)
     keyed = values[keys != ""]
     return keyed.groupby(keys[keys != ""])["value"].mean()
 
@@ -363,7 +363,7 @@ def reproduce(figure: Figure, table: pd.DataFrame) -> dict[str, Any]:
     result: dict[str, Any] = {"id": figure.id, "kind": figure.kind, "metric": figure.metric, "reported": figure.value}
     after = _metric_values(table, figure.matrix, figure.cells.select, figure.metric)
     if figure.kind == "value":  # one value per seed (cells of one seed averaged first), as for gains
-        by_seed = _per_seed(after) if after["seed"].map(_seed_key).ne("").all() else after["value"]
+        by_seed = _per_seed(after) if after["seed"].map(seed_key).ne("").all() else after["value"]
         result.update(paired=None, n_select=len(after), n_baseline=None)
         return _judged(figure, by_seed.to_numpy(), result)
 

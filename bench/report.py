@@ -365,17 +365,24 @@ def _claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path, wri
     return Section("Claims", intro, frame, csv_path, [], notes)
 
 
+def stand_in_mapping(target: Target, paper: Any) -> tuple[bool, dict[str, Any]]:
+    """(whether ``target`` stands in for ``paper``'s own matrix, its validated ``stand_in:`` mapping)."""
+    from bench.paper_figures import check_stand_in
+
+    stand_in = paper.matrix != base_matrix_name(target.matrix)
+    return stand_in, check_stand_in(target.stand_in, target.source or target.matrix, paper) if stand_in else {}
+
+
 def judged_figures(table: pd.DataFrame, target: Target) -> pd.DataFrame:
     """Every reading of ``target``'s paper figures on its done cells, as ``table_frame`` rows with
     their verdicts (empty when the matrix names no paper); ``bench check --verdicts`` gates on it."""
-    from bench.paper_figures import check_stand_in, load_paper
+    from bench.paper_figures import load_paper
 
     if not target.paper or table.empty:
         return pd.DataFrame(columns=["matrix", "id", "reading", "verdict"])
     paper = load_paper(target.paper)
     mine = table[table["matrix"] == target.matrix].reset_index(drop=True)
-    stand_in = paper.matrix != base_matrix_name(target.matrix)
-    mapping = check_stand_in(target.stand_in, target.source or target.matrix, paper) if stand_in else {}
+    _, mapping = stand_in_mapping(target, paper)
     frame = table_frame(figure_rows(mine, target.matrix, paper, mapping, target.stage_axes))
     if frame.empty:
         return pd.DataFrame(columns=["matrix", "id", "reading", "verdict"])
@@ -389,7 +396,7 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
 
     ``unreadable``: done cells that ``bench collect`` could not read, and why; the planned ones are
     named in the header, so a reader does not take them for cells that never ran."""
-    from bench.paper_figures import check_stand_in, load_paper
+    from bench.paper_figures import load_paper
 
     out.mkdir(parents=True, exist_ok=True)
     mine = table[table["matrix"] == target.matrix].reset_index(drop=True) if not table.empty else table
@@ -416,8 +423,7 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
         header.append("No paper: the matrix names no `paper`, so there are no reported figures to compare; "
                       "only the cells table follows.")
     else:
-        stand_in = paper.matrix != base_matrix_name(target.matrix)
-        mapping = check_stand_in(target.stand_in, target.source or target.matrix, paper) if stand_in else {}
+        stand_in, mapping = stand_in_mapping(target, paper)
         header.append(f"Paper: **{paper.paper}** — {paper.title} (from {target.paper_reason}).")
         if not paper.figures:
             header.append(f"{paper.paper} reports no number a matrix of ours could reproduce (see *Notes on "

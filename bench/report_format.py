@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.selectors import is_empty as is_missing  # None, NaN, pd.NA/NaT: shown as —
+
 # Nicer names for the paper side of a "data differs" note; our side stays as the registry name.
 DATASET_NAMES = {
     "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
@@ -36,13 +38,6 @@ ACCURACY_COLUMNS = ("test_acc", "val_acc", "train_acc", "test_agreement", "probe
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def is_missing(value: Any) -> bool:
-    try:
-        return value is None or (isinstance(value, float) and math.isnan(value)) or bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _si(value: Any) -> str:
