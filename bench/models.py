@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlparse
 
-import timm
 import torch
 from torch import nn
 
 from bench.errors import BenchError, DataNotFoundError
 from bench.registry import Registry
+
+if TYPE_CHECKING:
+    import timm
+
+def _timm() -> ModuleType:
+    """timm, imported when a timm architecture is asked for: it imports torchvision and
+    torch._dynamo (~2 s), which a job training only the papers' own models does not need."""
+    import timm
+
+    return timm
+
 
 ModelBuilder = Callable[[int, int, int], nn.Module]
 """``(num_classes, in_chans, image_size) -> nn.Module``."""
@@ -270,7 +281,7 @@ def small_cnn(num_classes: int, in_chans: int, image_size: int) -> nn.Module:
 
 def architecture_exists(name: str) -> bool:
     """True if ``name`` is a paper model or a timm architecture; builds nothing."""
-    return name in MODELS or timm.is_model(name)
+    return name in MODELS or _timm().is_model(name)
 
 
 def _unknown(name: str) -> BenchError:
@@ -281,7 +292,7 @@ def _unknown(name: str) -> BenchError:
 
 
 def _timm_cfg(name: str) -> timm.models.PretrainedCfg | None:
-    return timm.models.get_pretrained_cfg(name)
+    return _timm().models.get_pretrained_cfg(name)
 
 
 def create_model(name: str, num_classes: int, in_chans: int, image_size: int,
@@ -295,7 +306,7 @@ def create_model(name: str, num_classes: int, in_chans: int, image_size: int,
         if pretrained:
             raise _no_weights(name)
         return MODELS.get(name)(num_classes, in_chans, image_size)
-    if not timm.is_model(name):
+    if not _timm().is_model(name):
         raise _unknown(name)
     kwargs: dict[str, object] = {"num_classes": num_classes, "in_chans": in_chans}
     cfg = _timm_cfg(name)
@@ -303,12 +314,12 @@ def create_model(name: str, num_classes: int, in_chans: int, image_size: int,
         # ViT-style models bake the image size into their position embeddings.
         kwargs["img_size"] = image_size
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        return _timm().create_model(name, pretrained=False, **kwargs)
     weights = _find_cached_weights(name)
     # Point timm at the local file: it then loads it without any network access and
     # still adapts the classifier (num_classes) and first conv (in_chans).
     overlay = {"file": weights.path, "source": "", "custom_load": weights.custom_load}
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    return _timm().create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
 
 
 # --------------------------------------------------------------------------- weights cache
@@ -372,7 +383,7 @@ def _weight_candidates(name: str) -> list[_Candidate]:
     """Where timm would fetch ``name``'s weights from, preferred first (mirrors timm's resolution)."""
     if name in MODELS:
         raise _no_weights(name)
-    if not timm.is_model(name):
+    if not _timm().is_model(name):
         raise _unknown(name)
     from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives, hf_split
 
@@ -509,7 +520,7 @@ def normalization(name: str, in_chans: int) -> tuple[tuple[float, ...], tuple[fl
     """
     if name in MODELS:
         return (PAPER_MEAN_STD,) * in_chans, (PAPER_MEAN_STD,) * in_chans
-    if not timm.is_model(name):
+    if not _timm().is_model(name):
         raise _unknown(name)
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 

@@ -41,14 +41,21 @@ def encoder_file_path(name: str) -> Path:
     return path
 
 
-def check_inputs(cells: Iterable[Cell], data_root: Path | None) -> None:
-    """Raise DataNotFoundError (one line) for the first missing dataset or weight file."""
-    from bench.data.datasets import load_dataset
+def check_inputs(cells: Iterable[Cell], data_root: Path | None, load: bool = True) -> None:
+    """Raise DataNotFoundError (one line) for the first missing dataset or weight file.
+
+    ``load``: load each dataset (cells that run in this process then find it in memory);
+    otherwise only find its files, as the loader would (cells run on a cluster load their data
+    there, and a login node need not read it all)."""
+    from bench.data.datasets import load_dataset, locate_dataset
     from bench.models import check_pretrained_available
 
     datasets, weights, files = needed_inputs(cells)
     for name, split, size in sorted(datasets, key=str):
-        load_dataset(name, split, root=data_root, image_size=size)
+        if load:
+            load_dataset(name, split, root=data_root, image_size=size)
+        else:
+            locate_dataset(name, data_root, [split])
     for arch in sorted(weights):
         check_pretrained_available(arch)
     for name in sorted(files):
