@@ -225,7 +225,7 @@ class CellContext:
         teacher = self.frozen_model(role)
         if self.config.augment:
             def online(batch: Batch) -> torch.Tensor:
-                with torch.no_grad(), torch.autocast(device.type, enabled=self.runtime.use_amp):
+                with torch.no_grad(), self.runtime.autocast():
                     return teacher(batch.images).float()
             return online
         table = self._cached_logits(role, teacher, source, items)
@@ -243,7 +243,7 @@ class CellContext:
         # items), their transform (none: the cache serves only unaugmented students), and how
         # they were computed (precision, device type: a CPU run must not reuse AMP logits).
         r = self.runtime
-        described = f"{source.name}|{len(source)}|{source.channels}|{source.size}|transform=none|amp={r.use_amp}|{r.torch_device.type}"
+        described = f"{source.name}|{len(source)}|{source.channels}|{source.size}|transform=none|amp={r.amp_label}|{r.torch_device.type}"
         key = hashlib.sha256(described.encode() + items.numpy().tobytes()).hexdigest()[:16]
         path: Path = self.store.cell(self._dep_id(role)).artifacts / f"logits-{key}.pt"
         if path.exists():

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench import data_parallel
 from bench.config import CellConfig
 from bench.data.augment import augment
 from bench.data.images import ImageSet
@@ -174,12 +175,15 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         module.to(device)
     if runtime.use_channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if runtime.compile:
+        model.compile()  # in place: the state dict keeps its keys
     parameters = [p for module in training.modules() for p in module.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, parameters)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[config.schedule](config))
-    scaler = torch.amp.GradScaler(device.type, enabled=runtime.use_amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.scales_loss and device.type == "cuda")
     targets = training.visible_targets if training.visible_targets is not None else training.source.targets
     view = training.augment or _crop_flip(config)
+    data_parallel.check_batch(config.batch_size, runtime.world_size)
     metrics: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch = 0
@@ -200,41 +204,53 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         start_epoch = state["epoch"] + 1
         progress(f"  resuming from epoch {start_epoch}/{config.epochs}")
 
+    world, rank = runtime.world_size, runtime.rank
+    data_parallel.broadcast_from_first(training.modules(), world)
     for epoch in range(start_epoch, config.epochs):
         training.train_mode()
         order = training.order(epoch) if training.order is not None else \
             training.indices[torch.randperm(len(training.indices), generator=derived_generator(config.seed, epoch, "order"))]
         generators = view_generators(config.seed, epoch, training.views)
         loss_sum, seen, last_print = 0.0, 0, time.monotonic()
-        n_batches = math.ceil(len(order) / config.batch_size)
+        global_sizes = data_parallel.global_batch_sizes(len(order), config.batch_size)
+        shard = data_parallel.shard_order(order, config.batch_size, rank, world)
+        local = training.source.batches(shard, config.batch_size // world, runtime.workers)
         synchronize(runtime)
         epoch_start = time.perf_counter()
-        for step, (images, _, idx) in enumerate(training.source.batches(order, config.batch_size, runtime.workers)):
-            x = to_device(images, runtime)
-            views = tuple(layout(view(x, generator), runtime) for generator in generators)
-            batch = Batch(views, targets[idx].to(device, non_blocking=True), idx)
-            with torch.autocast(device.type, enabled=runtime.use_amp):
-                loss = training.step(batch)
+        for step, global_items in enumerate(global_sizes):
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            got = next(local, None)  # None: this rank's shard of the last batch is empty
+            if got is not None:
+                images, _, idx = got
+                x = to_device(images, runtime)
+                views = tuple(layout(view(x, generator), runtime) for generator in generators)
+                batch = Batch(views, targets[idx].to(device, non_blocking=True), idx)
+                with runtime.autocast():
+                    loss = training.step(batch)
+                weighted = loss if world == 1 else loss * data_parallel.share_weight(len(idx), global_items, world)
+                scaler.scale(weighted).backward()
+                loss_sum += loss.item() * len(idx)
+                seen += len(idx)
+            data_parallel.average_gradients(parameters, world)
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += loss.item() * len(idx)
-            seen += len(idx)
             if time.monotonic() - last_print > runtime.progress_seconds:
                 last_print = time.monotonic()
                 rate = seen / (time.perf_counter() - epoch_start)
-                progress(f"  epoch {epoch + 1}/{config.epochs} batch {step + 1}/{n_batches} loss {loss_sum / seen:.4f} {rate:.0f} img/s")
+                progress(f"  epoch {epoch + 1}/{config.epochs} batch {step + 1}/{len(global_sizes)} loss {loss_sum / seen:.4f} {rate:.0f} img/s")
         synchronize(runtime)
         seconds = time.perf_counter() - epoch_start
+        loss_sum, seen = data_parallel.sum_over_ranks(world, loss_sum, seen)
         train_seconds += seconds
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         last = epoch + 1 == config.epochs
-        row = _epoch_metrics(model, training, evals, config, runtime, final=last) \
-            if last or (epoch + 1) % config.eval_every == 0 else dict(_NOT_MEASURED)
+        measured = runtime.writes and (last or (epoch + 1) % config.eval_every == 0)  # other ranks only train
+        row = _epoch_metrics(model, training, evals, config, runtime, final=last) if measured else dict(_NOT_MEASURED)
         row.update(epoch=epoch + 1, train_loss=loss_sum / max(seen, 1), lr=lr, train_images_per_s=seen / max(seconds, 1e-9), epoch_seconds=seconds)
         metrics.append(row)
+        if not runtime.writes:
+            continue
         if config.metric == "best_val" and select_epoch(metrics, config.metric) is row:  # the weights of the reported epoch
             best_state = {k: v.detach().cpu().clone() for k, v in model.inner.state_dict().items()}
         save_checkpoint(cell, {
@@ -247,6 +263,8 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         atomic_write_json(cell.metrics, metrics)
         progress("  " + describe_epoch(row, config.epochs))
 
+    if not runtime.writes:
+        return Outcome(metrics, metrics[-1] if metrics else {}, train_seconds, math.nan, time.perf_counter() - segment_start)
     if not metrics:  # epochs == 0: evaluate the model as it is
         row = _epoch_metrics(model, training, evals, config, runtime)
         row.update(epoch=0, train_loss=math.nan, lr=0.0, train_images_per_s=math.nan, epoch_seconds=0.0)

@@ -40,7 +40,7 @@ def predict(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size:
     outputs = []
     for images, _, _ in source.batches(items, batch_size, runtime.workers):
         x = as_float(to_device(images, runtime), runtime)
-        with torch.autocast(runtime.torch_device.type, enabled=runtime.use_amp):
+        with runtime.autocast():
             outputs.append((forward or model)(x).float().cpu())
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0)

@@ -279,14 +279,17 @@ def _minutes(seconds: float) -> str:
 
 
 def cost_line(rows: pd.DataFrame) -> str:
-    """Compute spent on the matrix's done cells (summed wall time; GPU-hours for cells on CUDA) and
+    """Compute spent on the matrix's done cells (summed wall time; GPU-hours for cells on CUDA,
+    wall time times ranks) and
     what sharing saved: a parent that serves k dependants (a teacher, an annotation) ran once
     instead of k times, so its wall time times k - 1."""
     cells = rows.drop_duplicates("id").set_index("id")
     wall = pd.to_numeric(cells["wall_seconds"], errors="coerce").fillna(0.0)
     text = f"Compute: {len(cells)} cells, {_minutes(float(wall.sum()))} of wall time in all"
     if "device" in cells:
-        gpu = wall[cells["device"].astype(str).str.startswith("cuda")]
+        on_cuda = cells["device"].astype(str).str.startswith("cuda")
+        ranks = pd.to_numeric(cells["ranks"], errors="coerce").fillna(1.0) if "ranks" in cells else 1.0
+        gpu = (wall * ranks)[on_cuda]  # a data-parallel cell holds one GPU per rank
         if len(gpu):
             text += f" ({gpu.sum() / 3600:.2f} GPU-hours on CUDA)"
     served: dict[str, set[str]] = {}

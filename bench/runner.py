@@ -49,6 +49,8 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
     cell = store.cell(cell_id)
     if cell.is_done():
         return read_json(cell.result)
+    if not runtime.writes:
+        return _follow(CellContext(config, cell_id, store, runtime), progress)
     with cell.lock(wait=True, echo=progress):  # another process running it: wait, then find it done
         if cell.is_done():
             return read_json(cell.result)
@@ -76,12 +78,26 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
         return result
 
 
+def _follow(ctx: CellContext, progress: Progress) -> dict[str, Any]:
+    """A rank other than 0 of a data-parallel cell: train in lockstep with rank 0 and write
+    nothing (rank 0 writes the checkpoints, the result and DONE). A cell that trains nothing is
+    rank 0's alone."""
+    work = METHODS.get(ctx.config.method)(ctx)
+    if isinstance(work, Training):
+        train(ctx.config, work, _eval_sets(ctx), ctx.store.cell(ctx.cell_id), ctx.runtime, progress)
+    return {}
+
+
+def _eval_sets(ctx: CellContext) -> EvalSets:
+    splits = ctx.splits()
+    has_val = len(splits.val) > 0  # best_val without one is refused when the matrix is planned
+    return EvalSets((splits.source, splits.val) if has_val else None, (splits.test_source, splits.test))
+
+
 def _trained(ctx: CellContext, training: Training, progress: Progress, started: float) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Train the cell (``bench.engine``): its result fields, artifacts and a one-line summary."""
     config = ctx.config
-    splits = ctx.splits()
-    has_val = len(splits.val) > 0  # best_val without one is refused when the matrix is planned
-    evals = EvalSets((splits.source, splits.val) if has_val else None, (splits.test_source, splits.test))
+    evals = _eval_sets(ctx)
     started_training = time.perf_counter()
     outcome = train(config, training, evals, ctx.store.cell(ctx.cell_id), ctx.runtime, progress)
     result: dict[str, Any] = {("selected_epoch" if k == "epoch" else k): outcome.selected[k] for k in RESULT_METRICS}

@@ -28,6 +28,9 @@ class Runtime:
     workers: int = 0
     data_root: Path | None = None
     progress_seconds: float = 30.0  # print an in-epoch progress line at most this often
+    compile: bool = False  # torch.compile the trained model (its forward, in place)
+    rank: int = 0  # this process's rank in a data-parallel cell (bench.data_parallel); 0 writes the files
+    world_size: int = 1
 
     @property
     def use_amp(self) -> bool:
@@ -38,12 +41,38 @@ class Runtime:
         return self.channels_last if self.channels_last is not None else self.device.startswith("cuda")
 
     @property
+    def amp_dtype(self) -> torch.dtype:
+        """bfloat16 where the device supports it (no loss scaling needed), else float16 on CUDA."""
+        if self.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+
+    @property
+    def amp_label(self) -> str:
+        """The precision as a cache key and result field: ``False`` without AMP, else its dtype."""
+        return str(self.amp_dtype).removeprefix("torch.") if self.use_amp else "False"
+
+    @property
+    def scales_loss(self) -> bool:
+        """float16 AMP needs a GradScaler; bfloat16 and float32 do not."""
+        return self.use_amp and self.amp_dtype == torch.float16
+
+    def autocast(self) -> torch.autocast:
+        """Mixed precision for a forward on this runtime's device (a no-op without AMP)."""
+        return torch.autocast(self.torch_device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the cell's files (rank 0 of a data-parallel cell)."""
+        return self.rank == 0
+
+    @property
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 
     @classmethod
     def from_options(cls, device: str | None, amp: bool | None, workers: int, data_root: str | Path | None,
-                     on_this_machine: bool = True) -> "Runtime":
+                     on_this_machine: bool = True, compile: bool = False) -> "Runtime":
         """A run's Runtime from the command line. Cells that run elsewhere (on a cluster) choose
         their device on the compute node, so only the syntax of ``device`` is checked here."""
         if on_this_machine:
@@ -52,7 +81,7 @@ class Runtime:
             chosen = "cpu"
             if device:
                 parse_device(device)
-        return cls(device=chosen, amp=amp, workers=workers, data_root=Path(data_root) if data_root else None)
+        return cls(device=chosen, amp=amp, workers=workers, data_root=Path(data_root) if data_root else None, compile=compile)
 
     def describe(self) -> dict[str, object]:
         name = torch.cuda.get_device_name(self.torch_device) if self.device.startswith("cuda") else "cpu"
@@ -60,10 +89,13 @@ class Runtime:
             "device": self.device,
             "device_name": name,
             "amp": self.use_amp,
+            "precision": str(self.amp_dtype).removeprefix("torch.") if self.use_amp else "float32",
+            "compiled": self.compile,
             "channels_last": self.use_channels_last,
             "torch": torch.__version__,
             "cuda": torch.version.cuda or "",
             "threads": torch.get_num_threads(),
+            "ranks": self.world_size,
             "host": os.uname().nodename,
             "git_commit": source_commit(),
         }

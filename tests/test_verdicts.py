@@ -158,3 +158,11 @@ def test_a_damaged_verdict_baseline_is_one_line(tmp_path: Path) -> None:
     path.write_text("matrix,id\nm,p/a\n")
     with pytest.raises(BenchError, match="no column reading, verdict"):
         read_verdicts(path)
+
+
+def test_gpu_hours_count_every_rank_of_a_data_parallel_cell() -> None:
+    from bench.report import cost_line
+
+    rows = pd.DataFrame([{"id": "t", "wall_seconds": 1800.0, "device": "cuda", "ranks": 4},
+                         {"id": "s", "wall_seconds": 1800.0, "device": "cuda", "ranks": 1}])
+    assert "(2.50 GPU-hours on CUDA)" in cost_line(rows)  # 0.5 h on 4 GPUs + 0.5 h on 1

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from bench.plan import Cell
 
 DEFAULT_RESULTS = "runs"
-MODULES = ("bench.commands.runs", "bench.commands.results", "bench.commands.cluster")
+MODULES = ("bench.commands.runs", "bench.commands.results", "bench.commands.cluster", "bench.commands.doctor")
 Handler = Callable[[argparse.Namespace], int]
 
 

@@ -35,11 +35,11 @@ def run_command(args: argparse.Namespace) -> int:
     store = Store(results_dir(args))
     executor_class = get_executor(args.executor)
     runtime = Runtime.from_options(args.device, args.amp, args.workers, args.data_root or matrix.data_root,
-                                   on_this_machine=executor_class.runs_here)
+                                   on_this_machine=executor_class.runs_here, compile=args.compile)
     name = plan_name(matrix.name, args.set)
     record_plan(store, name, matrix, all_cells, args.set or [])
     to_run = [c for c in cells if not store.cell(c.id).is_done()]
-    check_inputs(to_run, runtime.data_root)
+    check_inputs(to_run, runtime.data_root, load=executor_class.runs_here)
     check_parents(to_run, store)
     executor = executor_class.from_args(args)
     print(f"{name}: {len(cells)} cells -> {store.root}/ on {executor.describe(runtime)}", file=sys.stderr)
@@ -88,6 +88,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="dataset root (default: the matrix's data_root, ${BENCH_DATA}, ~/.cache/bench/data)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the trained model (worth it on GPUs for long cells)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for datasets streamed from disk")
     p.set_defaults(handler=run_command)
 

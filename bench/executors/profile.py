@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -9,6 +10,9 @@ from bench.errors import ConfigError
 from bench.yaml_input import load_yaml, validate
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm"
+
+
+CellsPerJob = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 
 class Resources(BaseModel):
@@ -26,6 +30,9 @@ class Resources(BaseModel):
     array_parallelism: int | None = Field(None, ge=1)
     max_requeues: int | None = Field(None, ge=0)
     setup: list[str] | None = None
+    cells_per_job: CellsPerJob | None = Field(None, description="cells run one after another in one job")
+    nodes: int | None = Field(None, ge=1)
+    tasks_per_node: int | None = Field(None, ge=1, description="processes per node: one per GPU for a data-parallel cell")
 
 
 class Profile(Resources):
@@ -39,6 +46,12 @@ class Profile(Resources):
     array_parallelism: int = Field(16, ge=1)
     max_requeues: int = Field(10, ge=0, description="timeouts/preemptions a cell may be requeued for")
     setup: list[str] = Field(default_factory=list)
+    # 1: one cell per job. N: up to N ready cells of a stage per job (they share the process, so
+    # start-up and data loading are paid once). auto: a stage's cells spread evenly over
+    # array_parallelism jobs.
+    cells_per_job: CellsPerJob = Field(1, description="cells run one after another in one job")
+    nodes: int = Field(1, ge=1)
+    tasks_per_node: int = Field(1, ge=1, description="processes per node: one per GPU for a data-parallel cell")
     stages: dict[str, Resources] = Field(default_factory=dict)
     source: str = Field("", exclude=True)
 

@@ -1,5 +1,6 @@
-"""Dispatch cells to SLURM through submitit: one job array per stage, SLURM dependencies between
-stages, checkpoint + requeue on preemption or time limit.
+"""Dispatch cells to SLURM through submitit: job arrays per stage, SLURM dependencies between
+stages, checkpoint + requeue on preemption or time limit. What a job runs is
+``bench.executors.slurm_job``.
 
 Why SLURM dependencies rather than staged submission: the user can log off right after
 ``bench run --no-wait``; the cluster releases each stage when the jobs it depends on succeed.
@@ -7,27 +8,31 @@ A stage's array depends (``afterok``) on exactly the parent jobs (array tasks) i
 that are still queued; parents already done need nothing. With ``kill-on-invalid-dep`` SLURM
 cancels a dependant whose parent failed instead of leaving it pending forever, and the next
 ``bench run`` resubmits it.
+
+Packing (``cells_per_job``): a job runs several cells of a stage. Packs wait with ``afterany``
+(a parent pack with one failed cell must not cancel its healthy cells' dependants); a packed
+cell whose parent is not done is recorded blocked by the job.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import submitit
 
-from bench.config import CellConfig
 from bench.console import Echo, echo
 from bench.errors import BenchError, ConfigError
 from bench.executors import EXECUTORS, RunSummary
-from bench.executors.local import record_failure, tee
 from bench.executors.profile import Profile, load_profile
+from bench.executors.slurm_job import BLOCKED, CellJob
 from bench.plan import Cell, describe_cell
-from bench.runner import prepare_cell, run_cell
-from bench.runtime import Runtime, default_device
+from bench.runner import prepare_cell
+from bench.runtime import Runtime
 from bench.store import Store, atomic_write_json, read_json
 
 ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED")
@@ -35,33 +40,7 @@ RECORD = "slurm.json"
 # sacct knows a job a second or two after sbatch; past this, UNKNOWN means gone (purged, or no
 # accounting), not queued, and the cell may be submitted again.
 UNKNOWN_GRACE_SECONDS = 300
-
-
-class CellJob(submitit.helpers.Checkpointable):
-    """What runs on the compute node: one cell. On USR2 (preemption, time limit) submitit calls
-    ``checkpoint`` and requeues the job; the cell then resumes from its last epoch checkpoint."""
-
-    def __init__(self, results: str, device: str | None, amp: bool | None, workers: int, data_root: str | None) -> None:
-        self.results = results
-        self.device = device
-        self.amp = amp
-        self.workers = workers
-        self.data_root = data_root
-
-    def __call__(self, cell_id: str) -> dict[str, Any]:
-        store = Store(self.results)
-        cell = store.cell(cell_id)
-        config = CellConfig.model_validate(read_json(cell.config))
-        runtime = Runtime(device=self.device or default_device(), amp=self.amp, workers=self.workers,
-                          data_root=Path(self.data_root) if self.data_root else None)
-        progress = tee(cell.log, lambda m: print(m, flush=True))
-        try:
-            result = run_cell(store, cell_id, config, runtime, progress)
-        except Exception as error:
-            progress(f"  FAILED: {record_failure(store, cell_id, error)}")
-            raise
-        cell.failure.unlink(missing_ok=True)
-        return result
+MARKER_POLL_SECONDS = 1.0
 
 
 @dataclass
@@ -69,6 +48,7 @@ class JobRecord:
     job_id: str
     folder: str
     submitted: float
+    pack: list[str] = field(default_factory=list)  # the cells this job runs, in order (empty: this one)
 
     @classmethod
     def read(cls, store: Store, cell_id: str) -> "JobRecord | None":
@@ -118,7 +98,24 @@ def check_partition(profile: Profile, stages: set[str]) -> None:
                               f"{resources.partition!r} has no GPUs (sinfo gres: {','.join(sorted(set(gres)))}); set it to 0 or pick a GPU partition")
 
 
-def make_executor(folder: Path, profile: Profile, stage: str, name: str, dependencies: list[str]) -> submitit.AutoExecutor:
+def make_packs(cells: list[Cell], parents_of: dict[str, tuple[str, ...]], profile: Profile) -> list[list[Cell]]:
+    """A stage's cells in jobs of ``cells_per_job`` (``auto``: spread over ``array_parallelism``
+    jobs), cells that wait for the same parent jobs side by side, plan order otherwise."""
+    by_parents: dict[tuple[str, ...], list[Cell]] = {}
+    for cell in cells:
+        by_parents.setdefault(parents_of[cell.id], []).append(cell)
+    ordered = [c for group in by_parents.values() for c in group]
+    size = profile.cells_per_job
+    if size == "auto":
+        size = max(1, -(-len(ordered) // profile.array_parallelism))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def make_executor(folder: Path, profile: Profile, stage: str, name: str, dependencies: list[str],
+                  after_any: bool = False) -> submitit.AutoExecutor:
+    """An executor for one array of a stage. ``after_any``: start when the parent jobs end, not
+    only when they succeed (packs: a parent pack with one failed cell must not cancel the
+    dependants of its other cells; a cell whose parent is not done is then recorded blocked)."""
     r = profile.for_stage(stage)
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm", slurm_max_num_timeout=r.max_requeues)
     params: dict[str, Any] = dict(
@@ -126,8 +123,10 @@ def make_executor(folder: Path, profile: Profile, stage: str, name: str, depende
         slurm_partition=r.partition, slurm_array_parallelism=r.array_parallelism, slurm_setup=list(r.setup),
         slurm_additional_parameters={"kill-on-invalid-dep": "yes"},
     )
+    if r.nodes > 1 or r.tasks_per_node > 1:  # one data-parallel cell over several processes
+        params.update(nodes=r.nodes, tasks_per_node=r.tasks_per_node, slurm_srun_args=["--kill-on-bad-exit=1"])
     if dependencies:
-        params["slurm_dependency"] = "afterok:" + ":".join(dependencies)
+        params["slurm_dependency"] = ("afterany:" if after_any else "afterok:") + ":".join(dependencies)
     if r.gpus_per_node:
         params["gpus_per_node"] = r.gpus_per_node
     for key, value in (("slurm_account", r.account), ("slurm_qos", r.qos), ("slurm_constraint", r.constraint)):
@@ -174,26 +173,38 @@ class SlurmExecutor:
             check_partition(self.profile, {c.stage for c in to_submit})
         stamp = time.strftime("%Y%m%d-%H%M%S")
         job_cell = CellJob(str(store.root.resolve()), self.device, runtime.amp, runtime.workers,
-                           str(runtime.data_root) if runtime.data_root else None)
+                           str(runtime.data_root) if runtime.data_root else None, runtime.compile)
+        packed = {r.job_id for _, r in states.values() if len(r.pack) > 1}  # parent jobs that run several cells
         for stage in dict.fromkeys(c.stage for c in cells):
-            # One array per set of parent jobs: a cell waits only for the parents it needs, so one
-            # failed teacher holds back its own students and nobody else's.
-            groups: dict[tuple[str, ...], list[Cell]] = {}
-            for cell in (c for c in to_submit if c.stage == stage):
+            stage_cells = [c for c in to_submit if c.stage == stage]
+            parents_of: dict[str, tuple[str, ...]] = {}
+            for cell in stage_cells:
                 prepare_cell(store, cell.id, cell.config)
-                parents = tuple(sorted({queued[d] for d in cell.config.deps.values() if d in queued}))
-                groups.setdefault(parents, []).append(cell)
-            for n, (parents, group) in enumerate(groups.items()):
+                parents_of[cell.id] = tuple(sorted({queued[d] for d in cell.config.deps.values() if d in queued}))
+            # One array per set of parent jobs: a job waits only for the parents its cells need, so
+            # one failed teacher holds back its own students and nobody else's.
+            arrays: dict[tuple[str, ...], list[list[Cell]]] = {}
+            for pack in make_packs(stage_cells, parents_of, self.profile.for_stage(stage)):
+                parents = tuple(sorted({p for c in pack for p in parents_of[c.id]}))
+                arrays.setdefault(parents, []).append(pack)
+            for n, (parents, packs) in enumerate(arrays.items()):
                 folder = store.root.resolve() / "slurm" / f"{stamp}-{stage}-{n}"
-                executor = make_executor(folder, self.profile, stage, f"bench-{stage}", list(parents))
+                after_any = any(len(p) > 1 for p in packs) or any(p in packed for p in parents)
+                executor = make_executor(folder, self.profile, stage, f"bench-{stage}", list(parents), after_any)
                 try:
-                    jobs = executor.map_array(job_cell, [c.id for c in group])
+                    jobs = executor.map_array(job_cell, [[c.id for c in pack] for pack in packs])
                 except submitit.core.utils.FailedJobError as error:
                     raise self._explain(error, stage) from None
-                for cell, job in zip(group, jobs):
-                    JobRecord(job.job_id, str(job.paths.folder), time.time()).write(store, cell.id)
-                    queued[cell.id] = job.job_id
-                self.echo(f"stage {stage}: {len(group)} cell(s) submitted as job {jobs[0].job_id.split('_')[0]}"
+                for pack, job in zip(packs, jobs):
+                    ids = [c.id for c in pack]
+                    for cell in pack:
+                        JobRecord(job.job_id, str(job.paths.folder), time.time(), ids).write(store, cell.id)
+                        queued[cell.id] = job.job_id
+                    if len(pack) > 1:
+                        packed.add(job.job_id)
+                cells_sent = sum(len(p) for p in packs)
+                self.echo(f"stage {stage}: {cells_sent} cell(s) submitted as job {jobs[0].job_id.split('_')[0]}"
+                          + (f" ({len(packs)} job(s) of up to {max(len(p) for p in packs)} cells)" if cells_sent > len(packs) else "")
                           + (f" after {len(parents)} parent job(s)" if parents else ""))
         if not self.wait:
             summary.submitted = list(queued)
@@ -211,9 +222,12 @@ class SlurmExecutor:
         pending = set(queued)
         last: dict[str, str] = {}
         by_id = {c.id: c for c in cells}
+        states: dict[str, tuple[str, JobRecord]] = {}
+        asked = -math.inf
         while pending:
-            time.sleep(self.poll_seconds)
-            states = job_states(store, sorted(pending))
+            time.sleep(MARKER_POLL_SECONDS)  # DONE markers are files: cheap to look at often
+            if time.monotonic() - asked >= self.poll_seconds:  # sacct at most every poll_seconds
+                states, asked = job_states(store, sorted(pending)), time.monotonic()
             for cell_id in [c.id for c in cells if c.id in pending]:  # plan order: parents' fate first
                 state = "DONE" if store.cell(cell_id).is_done() else states.get(cell_id, ("UNKNOWN", None))[0]
                 if state != last.get(cell_id):
@@ -224,11 +238,11 @@ class SlurmExecutor:
                     pending.discard(cell_id)
                 elif state not in ACTIVE:
                     pending.discard(cell_id)
-                    if state.startswith("CANCELLED") and any(d in summary.failed or d in summary.blocked for d in by_id[cell_id].config.deps.values()):
-                        summary.blocked.append(cell_id)
-                        continue
                     failure = store.cell(cell_id).failure
                     reason = read_json(failure)["reason"] if failure.exists() else f"SLURM state {state} without a DONE marker"
+                    if reason.startswith(BLOCKED) or any(d in summary.failed or d in summary.blocked for d in by_id[cell_id].config.deps.values()):
+                        summary.blocked.append(cell_id)
+                        continue
                     summary.failed[cell_id] = reason
         return summary
 

@@ -86,7 +86,7 @@ def label_pool(ctx: CellContext, model: torch.nn.Module, transforms: list[NamedT
         offset = done
         for images, _, idx in source.batches(part, batch_size, runtime.workers):
             x = as_float(to_device(images, runtime), runtime)
-            with torch.autocast(runtime.torch_device.type, enabled=runtime.use_amp):
+            with runtime.autocast():
                 probs = ensemble_probabilities(model, transforms, x).cpu()
             best, label = probs.max(1)
             labels[offset : offset + len(idx)], confidence[offset : offset + len(idx)] = label, best
