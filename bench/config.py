@@ -16,7 +16,7 @@ import json
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NPerClass = Union[int, Literal["all"], None]
 
@@ -115,6 +115,12 @@ class CellConfig(BaseModel):
                                         "images in every minibatch (the rest pseudo-labeled)")
     init: Literal["scratch", "teacher"] = Field("scratch", description="data_distill: the student re-initialised "
                                                 "(the paper's choice) or fine-tuned from the teacher")
+    teacher_targets: Literal["online", "bank"] = Field(
+        "online", description="kd, blind, finetune with augment: the teacher's logits computed on each batch's views "
+        "(online), or replayed from a view bank of bank_views views per image computed once per teacher (bench/view_bank.py)")
+    bank_views: int = Field(10, gt=0, description="teacher_targets bank: augmented views per image")
+    bank_seed: int = Field(0, description="teacher_targets bank: seed of the views' parameters (shared by the students)")
+    bank_precision: Literal["float16", "float32"] = Field("float16", description="teacher_targets bank: stored logits")
     deps: dict[SafeName, CellId] = Field(default_factory=dict, description="role -> cell id of the cells this one needs")
 
     @field_validator("encoder_file")
@@ -123,6 +129,12 @@ class CellConfig(BaseModel):
         if value is not None and (not value or any(c in value for c in "\n\r\0")):
             raise ValueError("must be a path on one line")
         return value
+
+    @model_validator(mode="after")
+    def _bank_replays_crop_and_flip(self) -> "CellConfig":
+        if self.teacher_targets == "bank" and "color" in self.augment:
+            raise ValueError("teacher_targets: a view bank replays crop and flip only, not color; use online")
+        return self
 
     @property
     def effective_split_seed(self) -> int:

@@ -18,12 +18,14 @@ from bench.data.images import ImageSet, TensorImageSet
 from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError
 from bench.inference import predict
-from bench.methods import Batch
+from bench.console import Echo, echo
+from bench.methods import Batch, ViewFn
 from bench.methods.distill import TeacherFn
 from bench.methods.contrastive import dense_head
 from bench.models import Normalized, WithHead, create_backbone, create_model, normalization
 from bench.runtime import Runtime
 from bench.store import CellDir, Store, UnreadableFile, atomic_torch_save, load_tensors, read_json
+from bench.view_bank import BankedTeacher, BankSpec, bank_path, load_or_build
 
 
 def match_channels(images: ImageSet, channels: int) -> ImageSet:
@@ -98,11 +100,12 @@ def _limited(items: torch.Tensor, config: CellConfig) -> torch.Tensor:
 class CellContext:
     """One cell's view of its data and dependencies."""
 
-    def __init__(self, config: CellConfig, cell_id: str, store: Store, runtime: Runtime) -> None:
+    def __init__(self, config: CellConfig, cell_id: str, store: Store, runtime: Runtime, progress: Echo = echo) -> None:
         self.config = config
         self.cell_id = cell_id
         self.store = store
         self.runtime = runtime
+        self.progress = progress  # for long preparations (a view bank's build)
 
     def _load(self, name: str, split: str) -> ImageSet:
         return load_dataset(name, split, root=self.runtime.data_root, image_size=self.config.image_size)
@@ -213,6 +216,19 @@ class CellContext:
             return load_tensors(dep.artifacts / f"{name}.pt")
         except UnreadableFile as error:
             raise BenchError(f"cell {self.cell_id}: artifact {name!r} of its {role}: {error}") from None
+
+    def teacher_targets(self, role: str, source: ImageSet, items: torch.Tensor) -> tuple[TeacherFn, ViewFn | None]:
+        """The teacher's logits for a batch, and the student's view of it when they go together:
+        with ``teacher_targets: bank`` and augmentation, views replayed from the teacher's view
+        bank with their stored logits; otherwise ``teacher_logits`` and the cell's own views."""
+        c = self.config
+        if c.teacher_targets != "bank" or not c.augment:
+            return self.teacher_logits(role, source, items), None
+        spec = BankSpec(tuple(c.augment), c.crop_padding, c.bank_views, c.bank_seed, c.bank_precision)
+        path = bank_path(self.store.cell(self._dep_id(role)).artifacts, source, items, spec, self.runtime)
+        bank = load_or_build(self.frozen_model(role), source, items, spec, self.runtime, c.batch_size, path, self.progress)
+        banked = BankedTeacher(bank, len(source), spec, self.runtime.torch_device)
+        return banked.targets, banked.view
 
     def teacher_logits(self, role: str, source: ImageSet, items: torch.Tensor) -> TeacherFn:
         """The teacher's logits for a batch.

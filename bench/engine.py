@@ -44,12 +44,12 @@ def view_generators(seed: int, epoch: int, views: int) -> list[torch.Generator]:
     return [derived_generator(seed, epoch, "augment", *((v,) if v else ())) for v in range(views)]
 
 
-def _crop_flip(config: CellConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+def _crop_flip(config: CellConfig) -> Callable[[torch.Tensor, torch.Generator, torch.Tensor], torch.Tensor]:
     """The cell's own augmentation: ``augment``'s crop and flip on uint8, then float in [0, 1],
     then its colour distortion (SimCLR's, strength ``color_strength``) when it names ``color``."""
     geometric = tuple(name for name in config.augment if name != "color")
 
-    def view(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def view(images: torch.Tensor, generator: torch.Generator, indices: torch.Tensor) -> torch.Tensor:
         x = augment(images, geometric, generator, config.crop_padding).float().div_(255.0)
         return random_color_distortion(x, generator, config.color_strength) if "color" in config.augment else x
 
@@ -223,7 +223,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
             if got is not None:
                 images, _, idx = got
                 x = to_device(images, runtime)
-                views = tuple(layout(view(x, generator), runtime) for generator in generators)
+                views = tuple(layout(view(x, generator, idx), runtime) for generator in generators)
                 batch = Batch(views, targets[idx].to(device, non_blocking=True), idx)
                 with runtime.autocast():
                     loss = training.step(batch)

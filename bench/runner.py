@@ -50,7 +50,7 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
     if cell.is_done():
         return read_json(cell.result)
     if not runtime.writes:
-        return _follow(CellContext(config, cell_id, store, runtime), progress)
+        return _follow(CellContext(config, cell_id, store, runtime, progress), progress)
     with cell.lock(wait=True, echo=progress):  # another process running it: wait, then find it done
         if cell.is_done():
             return read_json(cell.result)
@@ -59,7 +59,7 @@ def run_cell(store: Store, cell_id: str, config: CellConfig, runtime: Runtime, p
         prepare_cell(store, cell_id, config)
         started = time.perf_counter()
         reset_peak(runtime)
-        ctx = CellContext(config, cell_id, store, runtime)
+        ctx = CellContext(config, cell_id, store, runtime, progress)
         work = METHODS.get(config.method)(ctx)
         run = _computed if isinstance(work, Computation) else _trained
         result, artifacts, summary = run(ctx, work, progress, started)

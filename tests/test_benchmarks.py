@@ -232,3 +232,37 @@ def test_teacher_targets_recomputed(benchmark: BenchmarkFixture, speed: Speed, k
     epoch, online = student_epoch(kd_cell), target_fn(kd_cell, augmented=True)
     out = timed(benchmark, speed, TARGETS, "baseline", "CellContext.teacher_logits, online", lambda: [online(batch) for batch in epoch])
     assert [len(x) for x in out] == [len(batch.indices) for batch in epoch]
+
+
+# ------------------------------------------------------------------ teacher targets of an augmented student
+
+BANKED = "kd with crop+flip: one student epoch through the engine, teacher targets from a view bank vs online"
+
+
+def augmented_training(kd_cell: KdCell, targets: str) -> tuple[CellConfig, Callable[[], Training]]:
+    """The kd student with crop+flip, its teacher's targets online or from a bank of 10 views."""
+    config = kd_cell.config.model_copy(update={"augment": ("crop", "flip"), "crop_padding": 2, "teacher_targets": targets})
+    ctx = CellContext(config, kd_cell.ctx.cell_id, kd_cell.ctx.store, kd_cell.ctx.runtime, lambda line: None)
+    return config, lambda: METHODS.get("kd")(ctx)
+
+
+def augmented_epoch(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell, targets: str, side: str) -> Outcome:
+    config, training = augmented_training(kd_cell, targets)
+    training()  # a bank is built here, once, untimed: it is the teacher's, shared by its students' epochs
+    splits = kd_cell.ctx.splits()
+    evals = EvalSets(None, (splits.test_source, splits.test))
+
+    def setup() -> tuple[tuple, dict]:
+        return (config, training(), evals, kd_cell.ctx.store.cell(kd_cell.new_cell()), kd_cell.ctx.runtime, lambda line: None), {}
+
+    return timed(benchmark, speed, BANKED, side, f"teacher_targets: {targets}", train, setup, rounds=5)
+
+
+def test_augmented_kd_epoch_with_a_view_bank(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell) -> None:
+    outcome = augmented_epoch(benchmark, speed, kd_cell, "bank", "bench")
+    assert len(outcome.metrics) == 1 and 0 <= outcome.selected["test_agreement"] <= 1
+
+
+def test_augmented_kd_epoch_with_an_online_teacher(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell) -> None:
+    outcome = augmented_epoch(benchmark, speed, kd_cell, "online", "baseline")
+    assert len(outcome.metrics) == 1 and 0 <= outcome.selected["test_agreement"] <= 1

@@ -2,7 +2,8 @@
 
 Per-sample random crops with zero padding and horizontal flips are done with one gather per
 batch instead of a PIL transform per image. The random draws come from an explicit generator
-so a resumed epoch replays the same augmentation.
+so a resumed epoch replays the same augmentation; ``crop_with`` and ``flip_with`` apply explicit
+parameters (what a view bank stores and replays).
 """
 from __future__ import annotations
 
@@ -17,27 +18,40 @@ Augmentation = Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]
 AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
 
 
-@AUGMENTATIONS.register("crop")
-def random_crop(images: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
-    """Pad by ``padding`` and take a random crop of the original size, per sample."""
+def crop_with(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, padding: int) -> torch.Tensor:
+    """Each image zero-padded by ``padding`` and cropped back to its size at offsets (dy, dx)
+    (``padding`` = no shift), in one gather."""
     if padding == 0:
         return images
     b, _, h, w = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(images.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(images.device)
-    rows = (dy[:, None] + torch.arange(h, device=images.device)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=images.device)[None, :])[:, None, None, :]
+    rows = (dy.long()[:, None] + torch.arange(h, device=images.device)[None, :])[:, None, :, None]
+    cols = (dx.long()[:, None] + torch.arange(w, device=images.device)[None, :])[:, None, None, :]
     batch = torch.arange(b, device=images.device)[:, None, None, None]
     chans = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
     return padded[batch, chans, rows, cols]
 
 
+def flip_with(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """The images whose ``flip`` bit is set mirrored horizontally."""
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+@AUGMENTATIONS.register("crop")
+def random_crop(images: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
+    """Pad by ``padding`` and take a random crop of the original size, per sample."""
+    if padding == 0:
+        return images
+    b = images.shape[0]
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(images.device)
+    return crop_with(images, dy, dx, padding)
+
+
 @AUGMENTATIONS.register("flip")
 def random_flip(images: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
     """Flip each sample horizontally with probability 1/2."""
-    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return flip_with(images, (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device))
 
 
 def augment(images: torch.Tensor, names: Sequence[str], generator: torch.Generator, padding: int) -> torch.Tensor:

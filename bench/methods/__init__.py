@@ -40,8 +40,9 @@ class Batch:
 
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 StepFn = Callable[[Batch], torch.Tensor]
-ViewFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-"""uint8 batch on the device, generator -> one float view in [0, 1]."""
+ViewFn = Callable[[torch.Tensor, torch.Generator, torch.Tensor], torch.Tensor]
+"""(uint8 batch on the device, generator, the items' indices in the source) -> one float view in
+[0, 1] (a view bank looks the items' stored view parameters up by index)."""
 
 
 def classify(model: nn.Module, loss: LossFn) -> StepFn:

@@ -44,7 +44,7 @@ def simclr(ctx: CellContext) -> Training:
         first, second = (head(encoder.embed(view)) for view in batch.views)
         return nt_xent(first, second, c.temperature)
 
-    def view(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def view(images: torch.Tensor, generator: torch.Generator, indices: torch.Tensor) -> torch.Tensor:
         return simclr_view(images.float().div_(255.0), generator, ops=c.views, strength=c.color_strength,
                            scale=(c.crop_scale, 1.0))
 

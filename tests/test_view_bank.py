@@ -1,0 +1,151 @@
+"""The view bank: a student's teacher targets are the teacher's logits on the very view it sees,
+computed once per teacher, resumable, shared by its students."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.config import CellConfig
+from bench.context import CellContext
+from bench.data.augment import augment
+from bench.methods import Batch
+from bench.runtime import Runtime
+from bench.seeding import derived_generator
+from bench.store import Store, read_json
+from bench import view_bank
+from bench.view_bank import BankedTeacher, BankSpec, bank_path, load_or_build
+from tests.conftest import write_matrix
+
+MATRIX = {
+    "name": "bank",
+    "defaults": {"dataset": "digits", "image_size": 16, "protocol": "official", "epochs": 2, "lr": 0.05, "batch_size": 64},
+    "stages": {
+        "teacher": {"method": "supervised", "axes": {"arch": ["menghani_cnn"]}},
+        "student": {"method": "kd", "needs": {"teacher": "teacher"},
+                    "set": {"augment": ["crop", "flip"], "crop_padding": 2, "temperature": 4.0, "label_fraction": 0.5,
+                            "teacher_targets": "bank", "bank_views": 3},
+                    "axes": {"arch": ["menghani_mlp", "menghani_cnn"]}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def banked_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bank")
+    results = folder / "runs"
+    assert main(["run", str(write_matrix(folder, MATRIX)), "--results", str(results)]) == 0
+    return results
+
+
+def _cells(results: Path) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for config in sorted((results / "cells").glob("*/config.json")):
+        out.setdefault(read_json(config)["stage"], []).append(config.parent)
+    return out
+
+
+def _teacher_and_spec(results: Path, precision: str) -> tuple[CellContext, BankSpec]:
+    student = _cells(results)["student"][0]
+    config = CellConfig.model_validate(read_json(student / "config.json"))
+    ctx = CellContext(config, student.name, Store(results), Runtime(device="cpu"))
+    spec = BankSpec(tuple(config.augment), config.crop_padding, config.bank_views, config.bank_seed, precision)
+    return ctx, spec
+
+
+def test_two_students_of_one_teacher_build_its_bank_once(banked_run: Path) -> None:
+    cells = _cells(banked_run)
+    banks = list(cells["teacher"][0].glob("artifacts/bank-*.pt"))
+    assert len(banks) == 1 and not list(cells["teacher"][0].glob("artifacts/*partial*"))
+    logs = [(s / "log.txt").read_text() for s in cells["student"]]
+    assert sum("view bank of" in log for log in logs) == 1  # the first student built it, the second loaded it
+    bank = torch.load(banks[0], weights_only=True)
+    assert bank["logits"].dtype == torch.float16 and bank["logits"].shape[1] == MATRIX["stages"]["student"]["set"]["bank_views"]
+    assert bank["dy"].max() <= 4 and bank["flip"].any() and not bank["flip"].all()  # offsets within 2 * padding, flips drawn
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), [("float32", 0.0), ("float16", 2e-3)])
+def test_a_students_targets_are_the_teachers_logits_on_the_view_it_sees(banked_run: Path, tmp_path: Path,
+                                                                       precision: str, tolerance: float) -> None:
+    ctx, spec = _teacher_and_spec(banked_run, precision)
+    splits = ctx.splits()
+    teacher = ctx.frozen_model("teacher")
+    path = bank_path(tmp_path, splits.source, splits.train, spec, ctx.runtime)
+    bank = load_or_build(teacher, splits.source, splits.train, spec, ctx.runtime, 64, path, lambda m: None)
+    banked = BankedTeacher(bank, len(splits.source), spec, torch.device("cpu"))
+    idx = splits.train[torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(1))[:50]]
+    view = banked.view(splits.source.images[idx], derived_generator(5, 0, "augment"), idx)
+    assert view.shape == (50, 1, 16, 16) and view.dtype == torch.float32
+    got = banked.targets(Batch((view,), splits.source.targets[idx], idx))
+    with torch.no_grad():
+        recomputed = teacher(view)
+    scale = recomputed.abs().max().item()
+    assert (got - recomputed).abs().max().item() <= tolerance * scale  # float32: exactly; float16: its rounding
+    # and the views are the cell's augmentation: with one stored view per image equal to a fresh draw
+    assert not torch.equal(view, splits.source.images[idx].float() / 255)
+
+
+def test_bank_views_are_crops_and_flips_as_the_cells_own_augmentation_makes() -> None:
+    images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)
+    spec = BankSpec(("crop", "flip"), 2, 1, 0, "float32")
+    generator = torch.Generator().manual_seed(3)
+    dy = torch.randint(0, 5, (6,), generator=generator)
+    dx = torch.randint(0, 5, (6,), generator=generator)
+    flip = torch.rand(6, generator=generator) < 0.5
+    replayed = view_bank.apply_params(images, dy, dx, flip, spec)
+    fresh = augment(images, ("crop", "flip"), torch.Generator().manual_seed(3), 2).float() / 255
+    assert torch.equal(replayed, fresh)  # same draws, same order: the same views
+
+
+def test_a_killed_bank_build_resumes_and_ends_equal_to_an_uninterrupted_one(banked_run: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, spec = _teacher_and_spec(banked_run, "float32")
+    splits = ctx.splits()
+    teacher = ctx.frozen_model("teacher")
+    monkeypatch.setattr(view_bank, "CHUNK_BATCHES", 2)
+    calls = {"n": 0}
+
+    class Killed(Exception):
+        pass
+
+    class DiesAfterAWhile(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            if calls["n"] > 2 * 2 * spec.views + 1:  # into the third chunk of two batches
+                raise Killed
+            return teacher(x)
+
+    dies_after_a_while = DiesAfterAWhile()
+
+    path = bank_path(tmp_path, splits.source, splits.train, spec, ctx.runtime)
+    with pytest.raises(Killed):
+        load_or_build(dies_after_a_while, splits.source, splits.train, spec, ctx.runtime, 32, path, lambda m: None)
+    partial = path.with_name(path.name.replace(".pt", ".partial.pt"))
+    assert partial.exists() and not path.exists()
+    said: list[str] = []
+    resumed = load_or_build(teacher, splits.source, splits.train, spec, ctx.runtime, 32, path, said.append)
+    assert any("resuming the view bank at image 128/" in line for line in said), said
+    assert not partial.exists()
+    whole = load_or_build(teacher, splits.source, splits.train, spec, ctx.runtime, 32, tmp_path / "other" / path.name, lambda m: None)
+    assert all(torch.equal(resumed[k], whole[k]) for k in ("items", "dy", "dx", "flip", "logits"))
+
+
+def test_banked_students_learn_and_online_ids_leave_the_bank_fields_out(banked_run: Path) -> None:
+    from bench.config import id_payload
+
+    for student in _cells(banked_run)["student"]:
+        assert json.loads((student / "result.json").read_text())["test_acc"] > 0.5  # chance is 0.1
+    config = read_json(_cells(banked_run)["student"][0] / "config.json")
+    assert {"teacher_targets", "bank_views"} <= set(id_payload(CellConfig.model_validate(config)))
+    online = CellConfig.model_validate({**config, "teacher_targets": "online", "bank_views": 10})
+    assert not {"teacher_targets", "bank_views", "bank_seed", "bank_precision"} & set(id_payload(online))
+
+
+def test_a_bank_refuses_the_colour_distortion_it_cannot_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = json.loads(json.dumps(MATRIX))
+    spec["stages"]["student"]["set"]["augment"] = ["crop", "color"]
+    assert main(["plan", str(write_matrix(tmp_path, spec))]) == 2
+    assert "a view bank replays crop and flip only" in capsys.readouterr().err
