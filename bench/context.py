@@ -17,7 +17,7 @@ from bench.data.datasets import load_dataset
 from bench.data.images import ImageSet, TensorImageSet
 from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError
-from bench.inference import predict
+from bench.inference import forward_in_batches, predict
 from bench.console import Echo, echo
 from bench.methods import Batch, ViewFn
 from bench.methods.distill import TeacherFn
@@ -241,8 +241,7 @@ class CellContext:
         teacher = self.frozen_model(role)
         if self.config.augment:
             def online(batch: Batch) -> torch.Tensor:
-                with torch.no_grad(), self.runtime.autocast():
-                    return teacher(batch.images).float()
+                return forward_in_batches(teacher, batch.images, self.runtime).float()
             return online
         table = self._cached_logits(role, teacher, source, items)
         position = torch.full((len(source),), -1, dtype=torch.int64)

@@ -30,6 +30,15 @@ def layout(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if runtime.use_channels_last else x
 
 
+def forward_in_batches(model: nn.Module, x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """``model(x)`` without gradient, in inference batches (``Runtime.inference_batch``)."""
+    size = runtime.inference_batch(len(x))
+    with torch.no_grad(), runtime.autocast():
+        if len(x) <= size:
+            return model(x)
+        return torch.cat([model(part) for part in x.split(size)])
+
+
 @torch.no_grad()
 def predict(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size: int, runtime: Runtime,
             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
@@ -38,7 +47,7 @@ def predict(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size:
     was_training = model.training
     model.eval()
     outputs = []
-    for images, _, _ in source.batches(items, batch_size, runtime.workers):
+    for images, _, _ in source.batches(items, runtime.inference_batch(batch_size), runtime.workers):
         x = as_float(to_device(images, runtime), runtime)
         with runtime.autocast():
             outputs.append((forward or model)(x).float().cpu())

@@ -29,7 +29,7 @@ from torch import nn
 
 from bench.data.augment import crop_with, flip_with
 from bench.data.images import ImageSet
-from bench.inference import layout, to_device
+from bench.inference import forward_in_batches, layout, to_device
 from bench.locks import exclusive
 from bench.methods import Batch
 from bench.runtime import Runtime
@@ -118,6 +118,7 @@ def _build(teacher: nn.Module, source: ImageSet, items: torch.Tensor, spec: Bank
     dtype = PRECISIONS[spec.precision]
     teacher.eval()
     started, last_print, resumed_at = time.perf_counter(), time.monotonic(), done
+    batch_size = runtime.inference_batch(batch_size)
     chunk = CHUNK_BATCHES * batch_size
     while done < len(items):
         part = items[done:done + chunk]
@@ -129,8 +130,7 @@ def _build(teacher: nn.Module, source: ImageSet, items: torch.Tensor, spec: Bank
             per_view = []
             for k in range(spec.views):
                 view = apply_params(x, params["dy"][rows, k], params["dx"][rows, k], params["flip"][rows, k], spec)
-                with torch.no_grad(), runtime.autocast():
-                    per_view.append(teacher(layout(view, runtime)).float().to(dtype).cpu())
+                per_view.append(forward_in_batches(teacher, layout(view, runtime), runtime).float().to(dtype).cpu())
             logits.append(torch.stack(per_view, dim=1))
             offset += len(idx)
             if time.monotonic() - last_print > runtime.progress_seconds:

@@ -35,7 +35,8 @@ def run_command(args: argparse.Namespace) -> int:
     store = Store(results_dir(args))
     executor_class = get_executor(args.executor)
     runtime = Runtime.from_options(args.device, args.amp, args.workers, args.data_root or matrix.data_root,
-                                   on_this_machine=executor_class.runs_here, compile=args.compile)
+                                   on_this_machine=executor_class.runs_here, compile=args.compile,
+                                   infer_batch_size=args.infer_batch_size)
     name = plan_name(matrix.name, args.set)
     record_plan(store, name, matrix, all_cells, args.set or [])
     to_run = [c for c in cells if not store.cell(c.id).is_done()]
@@ -89,6 +90,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the trained model (worth it on GPUs for long cells)")
+    p.add_argument("--infer-batch-size", type=int, metavar="N", help="batch of forwards without gradient (evaluation, "
+                   "teacher logits, view banks; default 32 on the CPU, the cell's batch_size on GPUs)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for datasets streamed from disk")
     p.set_defaults(handler=run_command)
 

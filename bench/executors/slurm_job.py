@@ -41,9 +41,10 @@ class CellJob(submitit.helpers.Checkpointable):
     submitit calls ``checkpoint`` and requeues the job with the same pack."""
 
     def __init__(self, results: str, device: str | None, amp: bool | None, workers: int, data_root: str | None,
-                 compile: bool = False) -> None:
+                 compile: bool = False, infer_batch_size: int | None = None) -> None:
         self.results = results
         self.compile = compile
+        self.infer_batch_size = infer_batch_size
         self.device = device
         self.amp = amp
         self.workers = workers
@@ -56,7 +57,8 @@ class CellJob(submitit.helpers.Checkpointable):
         with process_group_from_slurm() as (rank, world):
             runtime = Runtime(device=self.device or default_device(), amp=self.amp, workers=self.workers,
                               data_root=Path(self.data_root) if self.data_root else None, rank=rank, world_size=world,
-                              compile=getattr(self, "compile", False))  # jobs pickled before --compile lack it
+                              compile=getattr(self, "compile", False),  # jobs pickled before these options lack them
+                              infer_batch_size=getattr(self, "infer_batch_size", None))
             outcomes = {cell_id: self._one(store, cell_id, runtime, f"[{n}/{len(ids)}] " if len(ids) > 1 else "")
                         for n, cell_id in enumerate(ids, 1)}
         unfinished = {i: o for i, o in outcomes.items() if o != "done"}

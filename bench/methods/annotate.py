@@ -64,7 +64,7 @@ def _pass_key(teacher_id: str, transforms: list[NamedTransform], items: torch.Te
 def label_pool(ctx: CellContext, model: torch.nn.Module, transforms: list[NamedTransform], source: ImageSet,
                items: torch.Tensor, progress: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
     """(argmax label, ensemble confidence) of every item, resumed from the cell's checkpoint."""
-    cell, runtime, batch_size = ctx.store.cell(ctx.cell_id), ctx.runtime, ctx.config.batch_size
+    cell, runtime, batch_size = ctx.store.cell(ctx.cell_id), ctx.runtime, ctx.runtime.inference_batch(ctx.config.batch_size)
     key = _pass_key(ctx.config.deps["teacher"], transforms, items)
     labels = torch.full((len(items),), -1, dtype=torch.int64)
     confidence = torch.zeros(len(items), dtype=torch.float32)
