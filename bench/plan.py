@@ -193,11 +193,14 @@ class Planner:
         fields.update(stage=stage_name, deps=dict(sorted(deps.items())))
         cli_sets = {**self.global_sets, **self.stage_sets.get(stage_name, {})}
         probe = Cell(self._validate(stage_name, {**fields, **cli_sets}), axis_values, parents)
-        for override in self.matrix.overrides:
-            if _matches(probe, override.when):
+        matched = [o for o in self.matrix.overrides if _matches(probe, o.when)]
+        if matched:
+            for override in matched:
                 fields.update(override.set)
-        fields.update(cli_sets)
-        cell = Cell(self._validate(stage_name, fields), axis_values, parents)
+            fields.update(cli_sets)
+            cell = Cell(self._validate(stage_name, fields), axis_values, parents)
+        else:
+            cell = probe  # no override applies: the probe is the cell (validated and hashed once)
         self._check_method_needs(cell)
         return cell
 
