@@ -43,7 +43,7 @@ def process_group_from_slurm() -> Iterator[tuple[int, int]]:
         yield 0, 1
         return
     env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"  # the epoch's sums are CPU tensors
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
     try:
         yield env.rank, env.world_size
@@ -106,6 +106,16 @@ def sum_over_ranks(world: int, *values: float) -> list[float]:
     total = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(total)
     return total.tolist()
+
+
+def rank_zero_says(world: int, value: str) -> str:
+    """Rank 0's ``value`` on every rank: ranks must agree which cell they run next (and whether),
+    or their collectives would pair across cells."""
+    if world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def share_weight(items: int, global_items: int, world: int) -> float:

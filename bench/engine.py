@@ -38,10 +38,13 @@ from bench.store import (
 Progress = Callable[[str], None]
 
 
-def view_generators(seed: int, epoch: int, views: int) -> list[torch.Generator]:
+def view_generators(seed: int, epoch: int, views: int, rank: int | None = None) -> list[torch.Generator]:
     """One generator per view: view 0 keeps the stream of single-view cells (so their results
-    are unchanged), view v > 0 gets its own, all recomputable from (seed, epoch) on resume."""
-    return [derived_generator(seed, epoch, "augment", *((v,) if v else ())) for v in range(views)]
+    are unchanged), view v > 0 gets its own, all recomputable from (seed, epoch) on resume. A
+    rank of a data-parallel cell gets its own streams (``rank``), so its shard's images are not
+    augmented like the other ranks' images at the same positions."""
+    ranked = ("rank", rank) if rank is not None else ()
+    return [derived_generator(seed, epoch, "augment", *((v,) if v else ()), *ranked) for v in range(views)]
 
 
 def _crop_flip(config: CellConfig) -> Callable[[torch.Tensor, torch.Generator, torch.Tensor], torch.Tensor]:
@@ -210,7 +213,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         training.train_mode()
         order = training.order(epoch) if training.order is not None else \
             training.indices[torch.randperm(len(training.indices), generator=derived_generator(config.seed, epoch, "order"))]
-        generators = view_generators(config.seed, epoch, training.views)
+        generators = view_generators(config.seed, epoch, training.views, rank if world > 1 else None)
         loss_sum, seen, last_print = 0.0, 0, time.monotonic()
         global_sizes = data_parallel.global_batch_sizes(len(order), config.batch_size)
         shard = data_parallel.shard_order(order, config.batch_size, rank, world)

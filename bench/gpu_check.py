@@ -23,7 +23,7 @@ def cuda_summary() -> str | None:
 
     if not torch.cuda.is_available():
         return None
-    bf16 = "bf16" if torch.cuda.is_bf16_supported() else "fp16 (no bf16)"
+    bf16 = "bf16" if torch.cuda.get_device_capability(0) >= (8, 0) else "fp16 (no native bf16)"
     return (f"{torch.cuda.get_device_name(0)} ({bf16}), {torch.cuda.device_count()} visible, "
             f"torch {torch.__version__}, CUDA {torch.version.cuda}")
 

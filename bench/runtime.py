@@ -36,6 +36,10 @@ class Runtime:
     rank: int = 0  # this process's rank in a data-parallel cell (bench.data_parallel); 0 writes the files
     world_size: int = 1
 
+    def __post_init__(self) -> None:
+        if self.infer_batch_size is not None and self.infer_batch_size <= 0:
+            raise BenchError(f"--infer-batch-size {self.infer_batch_size}: must be a positive number of images")
+
     @property
     def use_amp(self) -> bool:
         return self.amp if self.amp is not None else self.device.startswith("cuda")
@@ -46,8 +50,9 @@ class Runtime:
 
     @property
     def amp_dtype(self) -> torch.dtype:
-        """bfloat16 where the device supports it (no loss scaling needed), else float16 on CUDA."""
-        if self.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        """bfloat16 where the device has it natively (Ampere and later; no loss scaling needed),
+        else float16 (with a GradScaler) on CUDA."""
+        if self.device.startswith("cuda") and torch.cuda.get_device_capability(self.torch_device) < (8, 0):  # emulated bf16 is slow
             return torch.float16
         return torch.bfloat16
 
@@ -89,8 +94,6 @@ class Runtime:
                      on_this_machine: bool = True, compile: bool = False, infer_batch_size: int | None = None) -> "Runtime":
         """A run's Runtime from the command line. Cells that run elsewhere (on a cluster) choose
         their device on the compute node, so only the syntax of ``device`` is checked here."""
-        if infer_batch_size is not None and infer_batch_size <= 0:
-            raise BenchError(f"--infer-batch-size {infer_batch_size}: must be a positive number of images")
         if on_this_machine:
             chosen = checked_device(device)
         else:

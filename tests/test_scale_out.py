@@ -93,7 +93,8 @@ def test_the_gpu_check_as_a_dry_run_on_the_cpu_compares_every_ci_cell_and_gates(
     table = out[out.index("beside the CPU"):out.index("results under")]
     rows = [line for line in table.splitlines()[2:] if line.strip()]
     assert len(rows) == 14  # every cell of ci.yaml, with its rate on both sides and its accuracy beside the baseline
-    assert all(float(line.split()[6]) == pytest.approx(1.0, abs=0.5) for line in rows)  # CPU vs CPU: the same speed, within noise
+    assert all(float(line.split()[6]) > 0 for line in rows)  # a ratio of two measured rates (never asserted: it is timing)
+    assert all(float(line.split()[-1]) == 0 for line in rows)  # CPU vs CPU baseline: the same accuracies
     assert "bench check: OK" in out
 
 

@@ -40,7 +40,7 @@ def in_running_pack(store: Store, cell_id: str, record) -> str:
         reason = _failure_since(store, other, record.submitted)
         if store.cell(other).is_done() or reason is not None:
             if other == cell_id:
-                return "blocked" if reason.startswith(BLOCKED) else "failed"
+                return "done" if reason is None else "blocked" if reason.startswith(BLOCKED) else "failed"
             continue
         if other == cell_id:
             return "running" if ahead == 0 else f"pending (in its job, {ahead} ahead)"

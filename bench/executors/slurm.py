@@ -239,13 +239,25 @@ class SlurmExecutor:
                     pending.discard(cell_id)
                 elif state not in ACTIVE:
                     pending.discard(cell_id)
-                    failure = store.cell(cell_id).failure
-                    reason = read_json(failure)["reason"] if failure.exists() else f"SLURM state {state} without a DONE marker"
+                    reason = _failure_reason(store, cell_id, states.get(cell_id, (None, None))[1]) or \
+                        f"SLURM state {state} without a DONE marker"
                     if reason.startswith(BLOCKED) or any(d in summary.failed or d in summary.blocked for d in by_id[cell_id].config.deps.values()):
                         summary.blocked.append(cell_id)
                         continue
                     summary.failed[cell_id] = reason
         return summary
+
+
+def _failure_reason(store: Store, cell_id: str, record: JobRecord | None) -> str | None:
+    """Why the cell failed in its last job: its failure.json unless written before that job was
+    submitted (an earlier run's reason, say an old "blocked", is not this job's)."""
+    failure = store.cell(cell_id).failure
+    if not failure.exists():
+        return None
+    written = read_json(failure)
+    if record is not None and written.get("time", record.submitted) < record.submitted:
+        return None
+    return written.get("reason")
 
 
 EXECUTORS.register("slurm")(SlurmExecutor)

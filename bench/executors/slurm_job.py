@@ -20,6 +20,7 @@ import submitit
 import torch
 
 from bench.config import CellConfig
+from bench import data_parallel
 from bench.data_parallel import process_group_from_slurm
 from bench.errors import BenchError
 from bench.executors.cell_output import record_failure, tee
@@ -70,7 +71,8 @@ class CellJob(submitit.helpers.Checkpointable):
     def _one(self, store: Store, cell_id: str, runtime: Runtime, prefix: str) -> str:
         """Run one cell of the pack: "done", "failed" or "blocked"."""
         cell = store.cell(cell_id)
-        if cell.is_done():
+        # every rank takes rank 0's word for whether to run the cell (they must run the same cells)
+        if data_parallel.rank_zero_says(runtime.world_size, "done" if cell.is_done() else "run") == "done":
             return "done"
         config = CellConfig.model_validate(read_json(cell.config))
         say = lambda m: print(m, flush=True)  # noqa: E731
