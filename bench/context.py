@@ -5,7 +5,6 @@ Everything is loaded lazily and once, so a method only pays for what it uses.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from functools import cached_property
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from bench.data.datasets import load_dataset
 from bench.data.images import ImageSet, TensorImageSet
 from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError
-from bench.inference import forward_in_batches, predict
+from bench.inference import forward_in_batches, item_positions, outputs_key, predict
 from bench.console import Echo, echo
 from bench.methods import Batch, ViewFn
 from bench.methods.distill import TeacherFn
@@ -243,10 +242,8 @@ class CellContext:
             def online(batch: Batch) -> torch.Tensor:
                 return forward_in_batches(teacher, batch.images, self.runtime).float()
             return online
-        table = self._cached_logits(role, teacher, source, items)
-        position = torch.full((len(source),), -1, dtype=torch.int64)
-        position[items] = torch.arange(len(items))
-        table = table.to(device)
+        table = self._cached_logits(role, teacher, source, items).to(device)
+        position = item_positions(items, len(source))
 
         def cached(batch: Batch) -> torch.Tensor:
             return table[position[batch.indices.cpu()].to(device)]
@@ -254,12 +251,8 @@ class CellContext:
         return cached
 
     def _cached_logits(self, role: str, teacher: nn.Module, source: ImageSet, items: torch.Tensor) -> torch.Tensor:
-        # Everything that changes the logits: the teacher (its cell), the inputs (dataset, size,
-        # items), their transform (none: the cache serves only unaugmented students), and how
-        # they were computed (precision, device type: a CPU run must not reuse AMP logits).
-        r = self.runtime
-        described = f"{source.name}|{len(source)}|{source.channels}|{source.size}|transform=none|amp={r.amp_label}|{r.torch_device.type}"
-        key = hashlib.sha256(described.encode() + items.numpy().tobytes()).hexdigest()[:16]
+        # The transform is none: the cache serves only unaugmented students.
+        key = outputs_key(source, items, "transform=none", self.runtime)
         path: Path = self.store.cell(self._dep_id(role)).artifacts / f"logits-{key}.pt"
         if path.exists():
             with contextlib.suppress(UnreadableFile):  # a damaged cache is recomputed and replaced

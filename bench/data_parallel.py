@@ -120,4 +120,4 @@ def rank_zero_says(world: int, value: str) -> str:
 
 def share_weight(items: int, global_items: int, world: int) -> float:
     """The factor on a rank's mean loss that makes the averaged gradient the global mean's."""
-    return items * world / global_items if world > 1 else 1.0
+    return items * world / global_items

@@ -21,9 +21,11 @@ def cuda_summary() -> str | None:
     """One line on the CUDA device (name, bf16 support, torch and CUDA versions), None without one."""
     import torch
 
+    from bench.runtime import native_bf16
+
     if not torch.cuda.is_available():
         return None
-    bf16 = "bf16" if torch.cuda.get_device_capability(0) >= (8, 0) else "fp16 (no native bf16)"
+    bf16 = "bf16" if native_bf16(0) else "fp16 (no native bf16)"
     return (f"{torch.cuda.get_device_name(0)} ({bf16}), {torch.cuda.device_count()} visible, "
             f"torch {torch.__version__}, CUDA {torch.version.cuda}")
 

@@ -5,6 +5,8 @@ and anything else that needs a model's outputs on a set of items, so it imports 
 """
 from __future__ import annotations
 
+import hashlib
+
 import math
 import time
 from typing import Callable
@@ -28,6 +30,23 @@ def as_float(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 def layout(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if runtime.use_channels_last else x
+
+
+def outputs_key(source: ImageSet, items: torch.Tensor, transform: str, runtime: Runtime) -> str:
+    """The key of a stored table of a teacher's outputs (beside the teacher, so the teacher is
+    named by the folder): everything else that changes them — the inputs (dataset, size, items),
+    their ``transform`` and how they were computed (precision, device type: a CPU run must not
+    reuse AMP outputs)."""
+    described = (f"{source.name}|{len(source)}|{source.channels}|{source.size}|{transform}"
+                 f"|amp={runtime.amp_label}|{runtime.torch_device.type}")
+    return hashlib.sha256(described.encode() + items.numpy().tobytes()).hexdigest()[:16]
+
+
+def item_positions(items: torch.Tensor, source_size: int) -> torch.Tensor:
+    """For every item of a source, its row in a table computed over ``items`` (-1 if absent)."""
+    position = torch.full((source_size,), -1, dtype=torch.int64)
+    position[items] = torch.arange(len(items))
+    return position
 
 
 def forward_in_batches(model: nn.Module, x: torch.Tensor, runtime: Runtime) -> torch.Tensor:

@@ -16,6 +16,12 @@ import torch
 from bench.errors import BenchError
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether a CUDA device computes bfloat16 natively (Ampere and later); ``torch.cuda.
+    is_bf16_supported()`` also says yes where it is emulated (V100, T4), and slow."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -52,7 +58,7 @@ class Runtime:
     def amp_dtype(self) -> torch.dtype:
         """bfloat16 where the device has it natively (Ampere and later; no loss scaling needed),
         else float16 (with a GradScaler) on CUDA."""
-        if self.device.startswith("cuda") and torch.cuda.get_device_capability(self.torch_device) < (8, 0):  # emulated bf16 is slow
+        if self.device.startswith("cuda") and not native_bf16(self.torch_device):
             return torch.float16
         return torch.bfloat16
 

@@ -18,7 +18,6 @@ build resumes from its last chunk (``bank-<key>.partial.pt``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +28,13 @@ from torch import nn
 
 from bench.data.augment import crop_with, flip_with
 from bench.data.images import ImageSet
-from bench.inference import forward_in_batches, layout, to_device
+from bench.inference import forward_in_batches, item_positions, layout, outputs_key, to_device
 from bench.locks import exclusive
 from bench.methods import Batch
 from bench.runtime import Runtime
 from bench.seeding import derived_generator
 from bench.store import UnreadableFile, atomic_torch_save, load_tensors
 
-SUPPORTED = ("crop", "flip")
 CHUNK_BATCHES = 50  # the partial bank is saved every this many batches
 PRECISIONS = {"float16": torch.float16, "float32": torch.float32}
 
@@ -83,10 +81,12 @@ def apply_params(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip:
 
 
 def bank_path(folder: Path, source: ImageSet, items: torch.Tensor, spec: BankSpec, runtime: Runtime) -> Path:
-    described = (f"{source.name}|{len(source)}|{source.channels}|{source.size}|{spec.describe()}"
-                 f"|amp={runtime.amp_label}|{runtime.torch_device.type}")
-    key = hashlib.sha256(described.encode() + items.numpy().tobytes()).hexdigest()[:16]
-    return folder / f"bank-{key}.pt"
+    return folder / f"bank-{outputs_key(source, items, spec.describe(), runtime)}.pt"
+
+
+def _partial(path: Path) -> Path:
+    """Where a bank being built keeps its finished chunks."""
+    return path.with_name(path.name.replace(".pt", ".partial.pt"))
 
 
 def load_or_build(teacher: nn.Module, source: ImageSet, items: torch.Tensor, spec: BankSpec, runtime: Runtime,
@@ -100,14 +100,14 @@ def load_or_build(teacher: nn.Module, source: ImageSet, items: torch.Tensor, spe
                     return bank
         bank = _build(teacher, source, items, spec, runtime, batch_size, path, progress)
         atomic_torch_save(path, bank)
-        path.with_name(path.name.replace(".pt", ".partial.pt")).unlink(missing_ok=True)
+        _partial(path).unlink(missing_ok=True)
         return bank
 
 
 def _build(teacher: nn.Module, source: ImageSet, items: torch.Tensor, spec: BankSpec, runtime: Runtime,
            batch_size: int, path: Path, progress: Callable[[str], None]) -> dict[str, torch.Tensor]:
     params = draw_params(len(items), spec)
-    partial = path.with_name(path.name.replace(".pt", ".partial.pt"))
+    partial = _partial(path)
     done, chunks = 0, []
     if partial.exists():
         with contextlib.suppress(UnreadableFile):
@@ -151,20 +151,19 @@ class BankedTeacher:
 
     def __init__(self, bank: dict[str, torch.Tensor], source_size: int, spec: BankSpec, device: torch.device) -> None:
         self.spec = spec
-        self.position = torch.full((source_size,), -1, dtype=torch.int64)
-        self.position[bank["items"]] = torch.arange(len(bank["items"]))
+        self.position = item_positions(bank["items"], source_size)
         self.dy, self.dx, self.flip = bank["dy"], bank["dx"], bank["flip"]
         self.logits = bank["logits"].to(device)
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (indices, views chosen) of the batch being trained
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (indices, rows, views chosen) of the batch being trained
 
     def view(self, images: torch.Tensor, generator: torch.Generator, indices: torch.Tensor) -> torch.Tensor:
         rows = self.position[indices.cpu()]
         choice = torch.randint(0, self.spec.views, (len(rows),), generator=generator)
-        self._last = (indices, choice)
+        self._last = (indices, rows, choice)
         return apply_params(images, self.dy[rows, choice], self.dx[rows, choice], self.flip[rows, choice], self.spec)
 
     def targets(self, batch: Batch) -> torch.Tensor:
         if self._last is None or self._last[0] is not batch.indices:
             raise RuntimeError("view bank: the teacher's targets were asked for a batch whose views it did not draw")
-        rows = self.position[batch.indices.cpu()]
-        return self.logits[rows.to(self.logits.device), self._last[1].to(self.logits.device)].float()
+        _, rows, choice = self._last
+        return self.logits[rows.to(self.logits.device), choice.to(self.logits.device)].float()

@@ -21,23 +21,15 @@ def _tail(path: Path, lines: int = LOG_LINES) -> str:
     return " | ".join(line.strip() for line in path.read_text(errors="replace").splitlines()[-lines:] if line.strip())
 
 
-def _failure_since(store: Store, cell_id: str, since: float) -> str | None:
-    """The cell's failure reason if it was written after ``since`` (this job's, not an old one's)."""
-    failure = store.cell(cell_id).failure
-    if not failure.exists():
-        return None
-    record = read_json(failure)
-    return record["reason"] if record.get("time", 0) >= since else None
-
-
 def in_running_pack(store: Store, cell_id: str, record) -> str:
     """Where a cell stands in a running job of several cells: done, failed or blocked in this job,
     running (the first of the rest), or pending behind the ones ahead of it."""
+    from bench.executors.slurm import failure_in_job
     from bench.executors.slurm_job import BLOCKED
 
     ahead = 0
     for other in record.pack:
-        reason = _failure_since(store, other, record.submitted)
+        reason = failure_in_job(store, other, record)
         if store.cell(other).is_done() or reason is not None:
             if other == cell_id:
                 return "done" if reason is None else "blocked" if reason.startswith(BLOCKED) else "failed"
@@ -51,7 +43,7 @@ def in_running_pack(store: Store, cell_id: str, record) -> str:
 def cell_status(store: Store, cells) -> pd.DataFrame:
     """done / running / pending / failed / blocked / cancelled / not started, with the failure's
     last lines. A cell in a running job of several cells says where it stands in that job."""
-    from bench.executors.slurm import job_states
+    from bench.executors.slurm import failure_in_job, job_states
     from bench.executors.slurm_job import BLOCKED
 
     states = job_states(store, [c.id for c in cells if not store.cell(c.id).is_done()])
@@ -65,7 +57,7 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
             state, record = states[cell.id]
             job = record.job_id
             status = in_running_pack(store, cell.id, record) if state == "RUNNING" and len(record.pack) > 1 else state.lower()
-            reason = _failure_since(store, cell.id, record.submitted) if status in ("failed", "completed") else None
+            reason = failure_in_job(store, cell.id, record) if status in ("failed", "completed") else None
             if reason is not None:
                 status = "blocked" if reason.startswith(BLOCKED) else "failed"
         elif handle.failure.exists():

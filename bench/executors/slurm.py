@@ -239,7 +239,7 @@ class SlurmExecutor:
                     pending.discard(cell_id)
                 elif state not in ACTIVE:
                     pending.discard(cell_id)
-                    reason = _failure_reason(store, cell_id, states.get(cell_id, (None, None))[1]) or \
+                    reason = failure_in_job(store, cell_id, states.get(cell_id, (None, None))[1]) or \
                         f"SLURM state {state} without a DONE marker"
                     if reason.startswith(BLOCKED) or any(d in summary.failed or d in summary.blocked for d in by_id[cell_id].config.deps.values()):
                         summary.blocked.append(cell_id)
@@ -248,14 +248,15 @@ class SlurmExecutor:
         return summary
 
 
-def _failure_reason(store: Store, cell_id: str, record: JobRecord | None) -> str | None:
-    """Why the cell failed in its last job: its failure.json unless written before that job was
-    submitted (an earlier run's reason, say an old "blocked", is not this job's)."""
+def failure_in_job(store: Store, cell_id: str, record: JobRecord | None) -> str | None:
+    """Why the cell failed in the job of ``record``: its failure.json's reason, unless written
+    before that job was submitted (an earlier run's, say an old "blocked"; a failure without a
+    time cannot be dated and is not taken as this job's). Without a record: any failure's."""
     failure = store.cell(cell_id).failure
     if not failure.exists():
         return None
     written = read_json(failure)
-    if record is not None and written.get("time", record.submitted) < record.submitted:
+    if record is not None and written.get("time", 0) < record.submitted:
         return None
     return written.get("reason")
 

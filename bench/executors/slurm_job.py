@@ -19,9 +19,8 @@ from pathlib import Path
 import submitit
 import torch
 
-from bench.config import CellConfig
 from bench import data_parallel
-from bench.data_parallel import process_group_from_slurm
+from bench.config import CellConfig
 from bench.errors import BenchError
 from bench.executors.cell_output import record_failure, tee
 from bench.runner import run_cell
@@ -55,7 +54,7 @@ class CellJob(submitit.helpers.Checkpointable):
         ids = [cell_ids] if isinstance(cell_ids, str) else list(cell_ids)
         torch.set_num_threads(allotted_cpus())
         store = Store(self.results)
-        with process_group_from_slurm() as (rank, world):
+        with data_parallel.process_group_from_slurm() as (rank, world):
             runtime = Runtime(device=self.device or default_device(), amp=self.amp, workers=self.workers,
                               data_root=Path(self.data_root) if self.data_root else None, rank=rank, world_size=world,
                               compile=getattr(self, "compile", False),  # jobs pickled before these options lack them
