@@ -53,12 +53,9 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.metrics import GATE_METRIC, METRICS  # noqa: F401 (part of this module's interface)
 from bench.plan import describe_fields as describe
 from bench.store import atomic_write_bytes
-
-GATE_METRIC = "check_metric"  # which result column the gate compares ("metric" is a cell field)
-
-METRICS = ("test_acc", "val_acc", "train_acc")
 
 
 # --------------------------------------------------------------------------- config columns and groups

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from functools import lru_cache
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -159,11 +160,25 @@ ID_FIELDS_V1: frozenset[str] = frozenset({
 """The fields of the first release: always part of the id (frozen; never add to it)."""
 
 
+@lru_cache(maxsize=None)
+def _later_defaults(model: type[CellConfig]) -> dict[str, Any]:
+    """The defaults of the fields added after the first release, per config class."""
+    return {name: info.get_default(call_default_factory=True) for name, info in model.model_fields.items()
+            if name not in ID_FIELDS_V1}
+
+
 def id_payload(config: CellConfig) -> dict[str, Any]:
-    """What a cell's id hashes: every first-release field, and later fields off their default."""
-    full = config.model_dump(mode="json")
-    changed = config.model_dump(mode="json", exclude_defaults=True)
-    return {name: value for name, value in full.items() if name in ID_FIELDS_V1 or name in changed}
+    """What a cell's id hashes: every first-release field, and later fields off their default
+    (``model_dump(exclude_defaults=True)``'s rule). Values are the config's own: every field is
+    JSON-native (text, numbers, bools, None, tuples, dicts), so they encode exactly as their
+    ``model_dump(mode="json")`` does, without a dump per cell (planning 10,000 cells hashes
+    10,000 configs)."""
+    values = config.__dict__
+    payload = dict(values)
+    for name, default in _later_defaults(type(config)).items():
+        if values[name] == default:
+            del payload[name]
+    return payload
 
 
 ID_LENGTH = 12

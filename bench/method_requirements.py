@@ -4,6 +4,7 @@ so the planner reads it from ``bench.name_index`` without importing the methods.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 
@@ -29,8 +30,10 @@ REQUIREMENTS: dict[str, Requirement] = {}
 """method name -> its requirement, filled by ``bench.methods.method`` as the methods register."""
 
 
+@lru_cache(maxsize=None)
 def requirement(method: str) -> Requirement | None:
-    """The requirement of a method by name, from the name index (no torch import)."""
+    """The requirement of a method by name, from the name index (no torch import; read once per
+    method and process: the planner asks for every cell)."""
     from bench.name_index import index
 
     data = index()["methods"].get(method)

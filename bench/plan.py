@@ -24,8 +24,6 @@ from bench.yaml_input import parse_yaml
 DEFAULT_MAX_CELLS = 100_000
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from bench.store import Store
 
 # A dependant sees its parents' inputs: the same images, and the same train/val/test split (which
@@ -330,20 +328,21 @@ def describe_cell(cell: Cell) -> str:
     values |= {f"{role}.arch": parent.config.arch for role, parent in cell.parents.items() if cell.config.deps.get(role) == parent.id}
     return f"{cell.id} {describe_fields(values)}"
 
-def plan_table(cells: list[Cell]) -> "pd.DataFrame":
-    """One row per cell: what ``bench plan`` prints."""
-    import pandas as pd
+PLAN_COLUMNS = ("id", "stage", "method", "dataset", "arch", "labels", "seed", "epochs", "lr", "needs")
+"""What ``bench plan`` prints of each cell."""
 
+
+def plan_rows(cells: list[Cell]) -> list[tuple[Any, ...]]:
+    """One row per cell, in the order of :data:`PLAN_COLUMNS` (no pandas: plan stays quick)."""
     rows = []
     for c in cells:
         cfg = c.config
-        rows.append({
-            "id": c.id, "stage": cfg.stage, "method": cfg.method, "dataset": cfg.dataset + (f"+{cfg.unlabeled}" if cfg.unlabeled else ""),
-            "arch": cfg.arch, "labels": f"n={cfg.n_per_class}" if cfg.n_per_class is not None else f"{cfg.label_fraction:g}",
-            "seed": cfg.seed, "epochs": cfg.epochs, "lr": cfg.lr,
-            "needs": " ".join(f"{role}:{dep}" for role, dep in sorted(cfg.deps.items())) or "-",
-        })
-    return pd.DataFrame(rows)
+        rows.append((
+            c.id, cfg.stage, cfg.method, cfg.dataset + (f"+{cfg.unlabeled}" if cfg.unlabeled else ""), cfg.arch,
+            f"n={cfg.n_per_class}" if cfg.n_per_class is not None else f"{cfg.label_fraction:g}",
+            cfg.seed, cfg.epochs, float(cfg.lr), " ".join(f"{role}:{dep}" for role, dep in sorted(cfg.deps.items())) or "-",
+        ))
+    return rows
 
 
 def record_plan(store: "Store", name: str, matrix: Matrix, cells: list[Cell], sets: list[str]) -> None:

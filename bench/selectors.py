@@ -17,16 +17,28 @@ from __future__ import annotations
 
 import ast
 import math
+import numbers
+import sys
 from typing import Any
 
-import numpy as np
-import pandas as pd
+
+# numpy and pandas are looked up, not imported: a value can only be one of theirs once something
+# imported them (a results table did), and planning a matrix, which never does, stays quick.
+def _is_bool(value: Any) -> bool:
+    np = sys.modules.get("numpy")
+    return isinstance(value, bool) or (np is not None and isinstance(value, np.bool_))
+
+
+def _is_sequence(value: Any) -> bool:
+    np = sys.modules.get("numpy")
+    return isinstance(value, (list, tuple)) or (np is not None and isinstance(value, np.ndarray))
 
 
 def is_empty(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
+    pd = sys.modules.get("pandas")
+    if value is None or (pd is not None and (value is pd.NA or value is pd.NaT)):
         return True
-    return isinstance(value, (float, np.floating)) and math.isnan(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and math.isnan(value)
 
 
 def as_text(value: Any) -> str:
@@ -36,7 +48,7 @@ def as_text(value: Any) -> str:
 def as_list(value: Any) -> list[Any] | None:
     """A value as a list: lists/tuples/arrays as they are; text as written by ``bench.collect``
     ("crop,flip"; "" or an empty cell for an empty list) or as a Python/JSON list ("['crop']")."""
-    if isinstance(value, (list, tuple, np.ndarray)):
+    if _is_sequence(value):
         return list(value)
     if is_empty(value):
         return []
@@ -53,9 +65,9 @@ def as_list(value: Any) -> list[Any] | None:
 
 
 def as_number(value: Any) -> float | None:
-    if isinstance(value, (bool, np.bool_)) or is_empty(value):
+    if _is_bool(value) or is_empty(value):
         return None
-    if isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, numbers.Real):  # int, float and numpy's (which numpy registers)
         return float(value)
     if isinstance(value, str):
         try:
@@ -68,16 +80,16 @@ def as_number(value: Any) -> float | None:
 def value_matches(value: Any, accepted: Any) -> bool:
     """Whether ``value`` is the one ``accepted`` value (a scalar, or a list for a list field)."""
     if isinstance(accepted, bool):
-        if isinstance(value, (bool, np.bool_)):
+        if _is_bool(value):
             return bool(value) is accepted
         return isinstance(value, str) and value.strip().lower() == str(accepted).lower()
     if isinstance(accepted, (list, tuple)):
         items = as_list(value)
         return items is not None and sorted(map(str, items)) == sorted(map(str, accepted))
-    if isinstance(value, (bool, np.bool_)):
+    if _is_bool(value):
         return False
     if isinstance(accepted, str):
-        return not isinstance(value, (list, tuple, np.ndarray)) and as_text(value) == accepted
+        return not _is_sequence(value) and as_text(value) == accepted
     if accepted is None:
         return is_empty(value)
     number = as_number(value)

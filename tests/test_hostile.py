@@ -24,7 +24,7 @@ import torch
 from pydantic import create_model
 
 from bench.cli import main
-from bench.config import CellConfig, cell_id, id_payload
+from bench.config import ID_FIELDS_V1, CellConfig, cell_id, id_payload
 from bench.engine import load_checkpoint
 from bench.errors import BenchError, ConfigError
 from bench.locks import exclusive
@@ -470,3 +470,14 @@ def test_a_damaged_plan_file_is_skipped_with_a_warning(tmp_path: Path, tiny_resu
     assert len(table) == good and set(table["matrix"]) == {"tiny"}
     for name in ("list", "noid", "escape", "torn"):
         assert f"plans/{name}.json" in err
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_IDS))
+def test_the_id_payload_encodes_as_the_configs_json_dump(name: str) -> None:
+    """id_payload takes the config's own values (no dump per cell, for speed); they must encode
+    exactly as the first release's rule did: the JSON dump, minus later fields at their default."""
+    for cell in expand(load_matrix(ROOT / "matrices" / f"{name}.yaml")):
+        full = cell.config.model_dump(mode="json")
+        changed = cell.config.model_dump(mode="json", exclude_defaults=True)
+        before = {k: v for k, v in full.items() if k in ID_FIELDS_V1 or k in changed}
+        assert json.dumps(id_payload(cell.config), sort_keys=True) == json.dumps(before, sort_keys=True)

@@ -53,8 +53,6 @@ def planned_cells(args: argparse.Namespace) -> tuple[Matrix, list[Cell]]:
 
 def print_frame(frame: pd.DataFrame) -> None:
     """A table on stdout, whole (no elided rows or columns), four decimals."""
-    import pandas as pd
+    from bench.text_table import frame_text
 
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
-                           "display.float_format", lambda v: f"{v:.4f}"):
-        print(frame.to_string(index=False))
+    print(frame_text(frame))

@@ -5,12 +5,14 @@ import argparse
 import subprocess
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from bench.commands import matrix_args, planned_cells, print_frame, results_dir
-from bench.plan import select
 from bench.errors import BenchError
 from bench.store import Store, read_json
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOG_LINES = 5
 
@@ -43,6 +45,8 @@ def in_running_pack(store: Store, cell_id: str, record) -> str:
 def cell_status(store: Store, cells) -> pd.DataFrame:
     """done / running / pending / failed / blocked / cancelled / not started, with the failure's
     last lines. A cell in a running job of several cells says where it stands in that job."""
+    import pandas as pd
+
     from bench.executors.slurm import failure_in_job, job_states
     from bench.executors.slurm_job import BLOCKED
 
@@ -76,6 +80,8 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
 
 
 def status_command(args: argparse.Namespace) -> int:
+    from bench.plan import select
+
     matrix, cells = planned_cells(args)
     cells = select(cells, args.only)
     table = cell_status(Store(results_dir(args)), cells)
@@ -87,6 +93,7 @@ def status_command(args: argparse.Namespace) -> int:
 
 def cancel_command(args: argparse.Namespace) -> int:
     from bench.executors.slurm import ACTIVE, job_states
+    from bench.plan import select
 
     _, cells = planned_cells(args)
     store = Store(results_dir(args))

@@ -5,12 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.check import (GATE_METRIC, METRICS, build_baseline, collect_results, compare, matrix_to_update, read_baseline,
-                         shown, write_baseline)
 from bench.commands import DEFAULT_RESULTS, results_dir
 from bench.errors import BenchError
-from bench.store import Store
-from bench.tracking import ingest, is_http, scheme
+from bench.metrics import METRICS
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -28,6 +25,8 @@ def ingest_command(args: argparse.Namespace) -> int:
 
 def ingest_and_print(root: Path, tracking_uri: str | None) -> None:
     """Ingest and tell the user where to look (used by ``bench ingest`` and ``bench collect``)."""
+    from bench.tracking import ingest, is_http, scheme
+
     summary = ingest(root, tracking_uri)
     if summary.total == 0:
         broken = f" ({len(summary.unreadable)} unreadable, see above)" if summary.unreadable else ""
@@ -75,6 +74,10 @@ def verdict_check(args: argparse.Namespace) -> int:
 
 
 def metric_check(args: argparse.Namespace) -> int:
+    from bench.check import (GATE_METRIC, build_baseline, collect_results, compare, matrix_to_update, read_baseline, shown,
+                             write_baseline)
+    from bench.store import Store
+
     results, path = Path(args.results), Path(args.baseline)
     if not args.tolerance >= 0:
         raise BenchError(f"--tolerance must be >= 0, not {args.tolerance}")

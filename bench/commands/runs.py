@@ -10,14 +10,15 @@ from bench.errors import BenchError
 
 
 def plan_command(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from collections import Counter
 
-    from bench.plan import plan_table, select
+    from bench.plan import PLAN_COLUMNS, plan_rows, select
+    from bench.text_table import format_table
 
     matrix, cells = planned_cells(args)
     cells = select(cells, args.only)
-    print_frame(plan_table(cells))
-    counts = pd.Series([c.stage for c in cells]).value_counts()
+    print(format_table(PLAN_COLUMNS, plan_rows(cells)))
+    counts = Counter(c.stage for c in cells)
     print(f"\n{matrix.name}: {len(cells)} cells (" + ", ".join(f"{stage} {counts[stage]}" for stage in matrix.stages if stage in counts) + ")")
     return 0
 
