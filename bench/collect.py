@@ -125,15 +125,21 @@ def read_cell_files(store: Store, cell_id: str) -> tuple[dict[str, Any], dict[st
         raise UnreadableCell(cell_id, f"marked done but {problem}", rerun_command(store, cell_id, *remove)) from None
 
 
-def read_cell(store: Store, cell_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config fields with the dependencies' fields as ``role.field``, result) of a done cell.
+def read_cell(store: Store, cell_id: str, dep_configs: dict[str, dict[str, Any] | None] | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config fields with the dependencies' fields as ``role.field``, result) of a done cell;
+    list and object values as text (:func:`_normalise`), as the table holds them.
 
     Raises :class:`UnreadableCell`. A dependency whose config.json is absent (a partial copy of a
     folder) leaves its columns empty; one whose config.json is damaged makes this cell unreadable.
+    ``dep_configs`` remembers the dependencies' configs across calls (one teacher serves many
+    students: its config.json is read once per collect, not once per student).
     """
     config, result = read_cell_files(store, cell_id)
     deps: dict[str, str] = config.pop("deps", {})
-    row = {k: v for k, v in config.items() if k not in RESERVED}
+    row = {k: _normalise(v) if type(v) in _COMPOUND else v for k, v in config.items() if k not in RESERVED}
+    result = {k: _normalise(v) if type(v) in _COMPOUND else v for k, v in result.items()}
+    dep_configs = {} if dep_configs is None else dep_configs
     for role, dep_id in sorted(deps.items()):
         row[f"{role}.id"] = dep_id
         try:
@@ -141,15 +147,22 @@ def read_cell(store: Store, cell_id: str) -> tuple[dict[str, Any], dict[str, Any
         except BenchError:  # not a cell id (the store refuses names that could leave the folder)
             raise UnreadableCell(cell_id, f"marked done but config.json has deps.{role} = {json.dumps(dep_id)[:40]}, "
                                  "not a cell id", rerun_command(store, cell_id, "DONE", "config.json")) from None
-        if not dep.config.exists():
-            continue
-        try:
-            dep_config = _config(dep.config)
-        except FileProblem as problem:
-            raise UnreadableCell(cell_id, f"its {role} cell {dep_id}: {problem}",
-                                 rerun_command(store, dep_id, "DONE", "config.json", what="that cell")) from None
-        row.update({f"{role}.{key}": value for key, value in dep_config.items() if key != "deps"})
+        if dep_id not in dep_configs:
+            try:
+                dep_configs[dep_id] = _shown(_config(dep.config))
+            except FileProblem as problem:
+                if problem.path.exists():
+                    raise UnreadableCell(cell_id, f"its {role} cell {dep_id}: {problem}",
+                                         rerun_command(store, dep_id, "DONE", "config.json", what="that cell")) from None
+                dep_configs[dep_id] = None
+        dep_config = dep_configs[dep_id]
+        if dep_config is not None:
+            row.update({f"{role}.{key}": value for key, value in dep_config.items() if key != "deps"})
     return row, result
+
+
+def _shown(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: _normalise(v) if type(v) in _COMPOUND else v for k, v in config.items()}
 
 
 _PRINTED: set[tuple[str, str]] = set()  # (cell folder, message) printed and not yet repeated by an ingest
@@ -166,6 +179,9 @@ def warn_unreadable(store: Store, problems: dict[str, str], ingest: bool = False
         print(f"bench: warning: cell {cell_id}: {message}", file=sys.stderr)
         if not ingest:
             _PRINTED.add(key)
+
+
+_COMPOUND = (list, tuple, dict)
 
 
 def _normalise(value: Any) -> Any:
@@ -189,11 +205,10 @@ def read_cells(root: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
     membership = store.membership()
     rows = []
     problems: dict[str, str] = {}
-    for cell_id in store.cell_ids():
-        if not store.cell(cell_id).is_done():
-            continue
+    dep_configs: dict[str, dict[str, Any] | None] = {}
+    for cell_id in store.done_cell_ids():
         try:
-            row, result = read_cell(store, cell_id)
+            row, result = read_cell(store, cell_id, dep_configs)
         except UnreadableCell as error:
             problems[cell_id] = str(error)
             continue
@@ -203,7 +218,7 @@ def read_cells(root: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame, problems
-    frame = _one_type_per_column(frame.map(_normalise))
+    frame = _one_type_per_column(frame)
     if "n_per_class" in frame:
         frame["n_per_class"] = frame["n_per_class"].map(_n_per_class)
     leading = ["matrix", "id", "stage", "method", "arch", "dataset", "unlabeled", "label_fraction", "n_per_class", "seed", "test_acc", "val_acc", "train_acc"]

@@ -254,6 +254,12 @@ class Store:
             found[path.stem] = plan
         return found
 
+    def done_cell_ids(self) -> list[str]:
+        """:meth:`cell_ids` of the cells marked done (a stat each, on plain paths: 10,000 cells are
+        listed in milliseconds, where a Path and a CellDir per cell cost a good part of a second)."""
+        folder = os.path.join(self.root, "cells")
+        return [cell_id for cell_id in self.cell_ids() if os.path.exists(os.path.join(folder, cell_id, DONE))]
+
     def cell_ids(self) -> list[str]:
         """Folders under cells/ named like a cell id (anything else planted there is ignored)."""
         folder = self.root / "cells"

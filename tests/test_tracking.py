@@ -261,3 +261,52 @@ def test_ingest_into_a_real_server(results: Path, mlflow_server: str, capsys: py
     assert (second.created, second.updated, second.skipped) == (0, 0, 4)
     assert second.runs == first.runs
     assert len(runs_by_cell(MlflowClient(tracking_uri=mlflow_server), "bench/tiny")) == 4
+
+
+def test_an_unchanged_reingest_opens_no_mlflow_and_a_touched_database_gets_the_full_check(
+        results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger skips cells whose files are as ingested, while the database is as that ingest
+    left it; a run deleted by hand (the database changed) is written again, and a changed file
+    is re-read and its run updated."""
+    from mlflow import MlflowClient
+
+    import bench.tracking as tracking
+    from bench.ingest_ledger import LEDGER_FILE
+
+    first = ingest(results)
+    assert (results / LEDGER_FILE).is_file()
+    real_write = tracking._write_runs
+
+    def no_mlflow(*args, **kwargs):
+        raise AssertionError("an ingest with nothing new talked to MLflow")
+
+    monkeypatch.setattr(tracking, "_write_runs", no_mlflow)
+    again = ingest(results)
+    assert (again.created, again.updated, again.skipped) == (0, 0, 4) and again.runs == first.runs
+    assert again.experiments == first.experiments
+
+    monkeypatch.setattr(tracking, "_write_runs", real_write)
+    client = MlflowClient(tracking_uri=first.tracking_uri)
+    cell_id, run_id = next((c, r) for (_, c), r in first.runs.items())
+    client.delete_run(run_id)  # by hand, as in the UI: the ledger no longer describes the database
+    healed = ingest(results)
+    assert (healed.created, healed.updated, healed.skipped) == (1, 0, 3)
+    assert len(runs_by_cell(client, "bench/tiny")) == 4
+
+    other = next(c for (_, c) in first.runs if c != cell_id)
+    path = results / "cells" / other / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "test_acc": 0.25}))
+    changed = ingest(results)
+    assert (changed.created, changed.updated, changed.skipped) == (0, 1, 3)
+    assert runs_by_cell(client, "bench/tiny")[other].data.metrics["test_acc"] == 0.25
+
+
+def test_a_damaged_ledger_costs_only_the_full_check(results: Path) -> None:
+    from bench.ingest_ledger import LEDGER_FILE
+
+    first = ingest(results)
+    for garbage in (b"not json", b"[1, 2]", b'{"key": 5, "runs": []}'):
+        (results / LEDGER_FILE).write_bytes(garbage)
+        again = ingest(results)
+        assert (again.created, again.updated, again.skipped) == (0, 0, 4) and again.runs == first.runs
+    assert json.loads((results / LEDGER_FILE).read_text())["runs"]  # rewritten by the full check
