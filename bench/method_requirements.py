@@ -17,6 +17,7 @@ class Requirement:
     transfer_roles: tuple[str, ...] = ()  # roles whose cell may be on another dataset (a pretrained encoder)
     encoder: bool = False  # its model.pt is a backbone without a classifier (SimCLR)
     trains: bool = True  # False: a Computation (no epochs, no model.pt; annotate)
+    distills: bool = False  # trains on its teacher's targets (so teacher_targets applies; bench plan --cost counts them)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -149,3 +149,32 @@ def test_a_bank_refuses_the_colour_distortion_it_cannot_replay(tmp_path: Path, c
     spec["stages"]["student"]["set"]["augment"] = ["crop", "color"]
     assert main(["plan", str(write_matrix(tmp_path, spec))]) == 2
     assert "a view bank replays crop and flip only" in capsys.readouterr().err
+
+
+def test_plan_cost_counts_teacher_passes_per_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Online: a pass per student epoch; bank: bank_views passes per bank, shared by the students
+    with the same items (seeds of one split); no augmentation: one cached pass per teacher."""
+    from bench.matrix import load_matrix
+    from bench.plan import expand
+    from bench.plan_cost import teacher_passes
+
+    matrix = {
+        "name": "cost", "defaults": {"dataset": "digits", "image_size": 8, "split_seed": 0},
+        "stages": {
+            "teacher": {"method": "supervised", "set": {"epochs": 2}, "axes": {"arch": ["menghani_cnn"]}},
+            "student": {"method": "kd", "needs": {"teacher": "teacher"},
+                        "set": {"epochs": 7, "augment": ["crop", "flip"], "bank_views": 3},
+                        "axes": {"seed": [0, 1, 2], "teacher_targets": ["online", "bank"]}},
+            "plain": {"method": "kd", "needs": {"teacher": "teacher"}, "set": {"epochs": 7}, "axes": {"seed": [0, 1]}},
+        },
+    }
+    cells = expand(load_matrix(write_matrix(tmp_path, matrix)))
+    costs = {cost.stage: cost for cost in teacher_passes(cells)}
+    augmented, plain = costs["student"], costs["plain"]
+    assert augmented.students == 6 and plain.students == 2
+    assert augmented.online == 6 * 7 and augmented.bank == 3  # three seeds of one split: one bank
+    assert augmented.configured == 3 * 7 + 3  # the online half, and the bank the other half shares
+    assert (plain.online, plain.bank, plain.configured) == (1, 1, 1)  # the logits cache, once
+    assert main(["plan", str(tmp_path / "m.yaml"), "--cost"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher forwards" in out and "0.071" in out  # bank / online of the augmented stage: 3 / 42

@@ -7,20 +7,35 @@ from pathlib import Path
 
 from bench.commands import DEFAULT_RESULTS, matrix_args, planned_cells, print_frame, results_dir
 from bench.errors import BenchError
+from bench.text_table import format_table
 
 
 def plan_command(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from bench.plan import PLAN_COLUMNS, plan_rows, select
-    from bench.text_table import format_table
 
     matrix, cells = planned_cells(args)
     cells = select(cells, args.only)
     print(format_table(PLAN_COLUMNS, plan_rows(cells)))
     counts = Counter(c.stage for c in cells)
     print(f"\n{matrix.name}: {len(cells)} cells (" + ", ".join(f"{stage} {counts[stage]}" for stage in matrix.stages if stage in counts) + ")")
+    if args.cost:
+        print_teacher_cost(cells)
     return 0
+
+
+def print_teacher_cost(cells: list) -> None:
+    from bench.plan_cost import COLUMNS, teacher_passes, total
+
+    costs = teacher_passes(cells)
+    if not costs:
+        print("\nteacher forwards: no distilling students in this selection")
+        return
+    rows = [cost.row() for cost in costs] + ([total(costs).row()] if len(costs) > 1 else [])
+    print("\nteacher forwards, in passes over each student's training items (logits cache: 1 per teacher and items; "
+          "online: 1 per student epoch; view bank: bank_views per bank, shared)")
+    print(format_table(COLUMNS, rows))
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -79,6 +94,8 @@ def collect_command(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="print every cell of a matrix without running")
     matrix_args(p)
+    p.add_argument("--cost", action="store_true", help="also count the teacher forwards the distilling students need, "
+                   "as configured and with teacher_targets online or bank")
     p.set_defaults(handler=plan_command)
 
     p = sub.add_parser("run", help="run a matrix's cells in dependency order")

@@ -130,11 +130,13 @@ METHODS: Registry[Method] = Registry("method")
 
 
 def method(name: str, roles: tuple[str, ...] = (), fields: tuple[str, ...] = (),
-           transfer_roles: tuple[str, ...] = (), encoder: bool = False, trains: bool = True) -> Callable[[Method], Method]:
+           transfer_roles: tuple[str, ...] = (), encoder: bool = False, trains: bool = True,
+           distills: bool = False) -> Callable[[Method], Method]:
     """Register a method with the dependency roles and config fields it cannot run without, the
     roles it may take from another dataset (transfer learning), whether it trains an encoder,
-    and whether it trains at all (a ``Computation`` does not)."""
-    REQUIREMENTS[name] = Requirement(roles, fields, transfer_roles, encoder, trains)
+    whether it trains at all (a ``Computation`` does not) and whether it learns from its
+    teacher's targets (``CellContext.teacher_targets``)."""
+    REQUIREMENTS[name] = Requirement(roles, fields, transfer_roles, encoder, trains, distills)
     return METHODS.register(name)
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from bench.context import CellContext
 
 
-@method("blind", roles=("teacher",), fields=("unlabeled",), transfer_roles=("backbone",))
+@method("blind", roles=("teacher",), fields=("unlabeled",), transfer_roles=("backbone",), distills=True)
 def blind(ctx: CellContext) -> Training:
     pool, items = ctx.unlabeled_pool()
     teacher, view = ctx.teacher_targets("teacher", pool, items)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from bench.context import CellContext
 
 
-@method("finetune", roles=("student", "teacher"), fields=("n_per_class",))
+@method("finetune", roles=("student", "teacher"), fields=("n_per_class",), distills=True)
 def finetune(ctx: CellContext) -> Training:
     splits = ctx.splits()
     few = splits.few

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bench.context import CellContext
 
 
-@method("kd", roles=("teacher",), transfer_roles=("backbone",))
+@method("kd", roles=("teacher",), transfer_roles=("backbone",), distills=True)
 def kd(ctx: CellContext) -> Training:
     splits = ctx.splits()
     items = splits.train
