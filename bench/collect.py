@@ -22,8 +22,9 @@ from typing import Any
 
 import pandas as pd
 
+from bench.collect_cache import CollectCache, Entry
 from bench.errors import BenchError
-from bench.store import Store, atomic_write_bytes
+from bench.store import Store, atomic_write_bytes, file_signature
 
 # result.json fields that are numbers, or null when not measured (val_acc without a validation split)
 NUMERIC_RESULTS = ("test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss", "selected_epoch",
@@ -125,8 +126,11 @@ def read_cell_files(store: Store, cell_id: str) -> tuple[dict[str, Any], dict[st
         raise UnreadableCell(cell_id, f"marked done but {problem}", rerun_command(store, cell_id, *remove)) from None
 
 
-def read_cell(store: Store, cell_id: str, dep_configs: dict[str, dict[str, Any] | None] | None = None
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+DepConfigs = dict[str, tuple[dict[str, Any] | None, Any]]
+"""dependency id -> (its config as shown, or None when absent; the signature of its config.json as read)."""
+
+
+def read_cell(store: Store, cell_id: str, dep_configs: DepConfigs | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config fields with the dependencies' fields as ``role.field``, result) of a done cell;
     list and object values as text (:func:`_normalise`), as the table holds them.
 
@@ -135,11 +139,16 @@ def read_cell(store: Store, cell_id: str, dep_configs: dict[str, dict[str, Any] 
     ``dep_configs`` remembers the dependencies' configs across calls (one teacher serves many
     students: its config.json is read once per collect, not once per student).
     """
+    row, result, _ = _read_cell(store, cell_id, {} if dep_configs is None else dep_configs)
+    return row, result
+
+
+def _read_cell(store: Store, cell_id: str, dep_configs: DepConfigs) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """:func:`read_cell`, and the ids of the dependencies whose configs it read."""
     config, result = read_cell_files(store, cell_id)
     deps: dict[str, str] = config.pop("deps", {})
     row = {k: _normalise(v) if type(v) in _COMPOUND else v for k, v in config.items() if k not in RESERVED}
     result = {k: _normalise(v) if type(v) in _COMPOUND else v for k, v in result.items()}
-    dep_configs = {} if dep_configs is None else dep_configs
     for role, dep_id in sorted(deps.items()):
         row[f"{role}.id"] = dep_id
         try:
@@ -148,17 +157,18 @@ def read_cell(store: Store, cell_id: str, dep_configs: dict[str, dict[str, Any] 
             raise UnreadableCell(cell_id, f"marked done but config.json has deps.{role} = {json.dumps(dep_id)[:40]}, "
                                  "not a cell id", rerun_command(store, cell_id, "DONE", "config.json")) from None
         if dep_id not in dep_configs:
+            signature = file_signature(dep.config)  # before reading: a file rewritten meanwhile is read again next time
             try:
-                dep_configs[dep_id] = _shown(_config(dep.config))
+                dep_configs[dep_id] = _shown(_config(dep.config)), signature
             except FileProblem as problem:
                 if problem.path.exists():
                     raise UnreadableCell(cell_id, f"its {role} cell {dep_id}: {problem}",
                                          rerun_command(store, dep_id, "DONE", "config.json", what="that cell")) from None
-                dep_configs[dep_id] = None
-        dep_config = dep_configs[dep_id]
+                dep_configs[dep_id] = None, signature
+        dep_config = dep_configs[dep_id][0]
         if dep_config is not None:
             row.update({f"{role}.{key}": value for key, value in dep_config.items() if key != "deps"})
-    return row, result
+    return row, result, sorted(set(deps.values()))
 
 
 def _shown(config: dict[str, Any]) -> dict[str, Any]:
@@ -200,21 +210,33 @@ def _one_type_per_column(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_cells(root: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
-    """(all readable done cells, one row per matrix they are in; unreadable done cell id -> why and how to rerun it)."""
+    """(all readable done cells, one row per matrix they are in; unreadable done cell id -> why and how to rerun it).
+
+    Cells unchanged since the last collect come from its cache (bench/collect_cache.py) unread."""
     store = Store(root)
     membership = store.membership()
     rows = []
     problems: dict[str, str] = {}
-    dep_configs: dict[str, dict[str, Any] | None] = {}
-    for cell_id in store.done_cell_ids():
-        try:
-            row, result = read_cell(store, cell_id, dep_configs)
-        except UnreadableCell as error:
-            problems[cell_id] = str(error)
-            continue
+    dep_configs: DepConfigs = {}
+    cache = CollectCache.load(store.root)
+    done = store.done_cell_ids()
+    for cell_id in done:
+        signature = store.cell(cell_id).signature()  # before reading, as for the dependencies
+        entry = cache.get(store, cell_id, signature)
+        if entry is None:
+            try:
+                row, result, deps = _read_cell(store, cell_id, dep_configs)
+            except UnreadableCell as error:
+                problems[cell_id] = str(error)
+                continue
+            cache.put(cell_id, Entry(signature, {dep: dep_configs[dep][1] for dep in deps}, row, result))
+        else:
+            row, result = entry.row, entry.result
         base = {**row, **{k: v for k, v in result.items() if k not in row and k not in RESERVED}, "id": cell_id}
         for matrix, position, _ in membership.get(cell_id, [("", 0, None)]):
             rows.append({"matrix": matrix, "plan_order": position, **base})
+    cache.keep_only(set(done) - set(problems))
+    cache.save()
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame, problems

@@ -18,31 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.store import DONE, atomic_write_bytes
+from bench.store import atomic_write_bytes, file_signature
 
 LEDGER_FILE = ".mlflow-ingest.json"
-SIGNED_FILES = ("config.json", "metrics.json", "result.json", DONE)
 
 Signature = list[Any]
-
-
-def file_signature(path: str | Path) -> list[int] | None:
-    """Size, mtime (ns) and inode of a file; None when it is absent."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-
-
-def cell_signature(cell_path: str | Path) -> Signature:
-    """A cell's files as an ingest last saw them (a rewritten file has a new mtime or inode)."""
-    return [file_signature(os.path.join(cell_path, name)) for name in SIGNED_FILES]
 
 
 @dataclass

@@ -167,6 +167,18 @@ def _plan_problem(plan: Any) -> str | None:
     return None
 
 
+SIGNED_FILES = ("config.json", "metrics.json", "result.json", DONE)
+
+
+def file_signature(path: str | Path) -> list[int] | None:
+    """Size, mtime (ns) and inode of a file; None when it is absent."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
 class CellDir:
     """Files of one cell."""
 
@@ -189,6 +201,11 @@ class CellDir:
 
     def is_done(self) -> bool:
         return self.done_marker.exists()
+
+    def signature(self) -> list[list[int] | None]:
+        """Its files as they are now (size, mtime, inode of each; a rewritten file changes it):
+        what lets collect and ingest skip a cell they already read, without reading it."""
+        return [file_signature(os.path.join(self.path, name)) for name in SIGNED_FILES]
 
     def mark_done(self) -> None:
         atomic_write_bytes(self.done_marker, b"")

@@ -90,7 +90,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from bench.errors import BenchError
-from bench.ingest_ledger import Ledger, cell_signature
+from bench.ingest_ledger import Ledger
 from bench.locks import exclusive
 
 if TYPE_CHECKING:
@@ -523,7 +523,7 @@ def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
     database = _sqlite_file(uri)
     with _ingest_lock(root):
         ledger = Ledger.load(root, f"{uri}\nformat {FORMAT_VERSION}", database)
-        signatures = {cell_id: cell_signature(store.cell(cell_id).path) for cell_id in store.done_cell_ids()}
+        signatures = {cell_id: store.cell(cell_id).signature() for cell_id in store.done_cell_ids()}
         cells: dict[str, _Cell] = {}
         unreadable: dict[str, str] = {}
         for cell_id, signature in signatures.items():

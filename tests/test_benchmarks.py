@@ -266,3 +266,41 @@ def test_augmented_kd_epoch_with_a_view_bank(benchmark: BenchmarkFixture, speed:
 def test_augmented_kd_epoch_with_an_online_teacher(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell) -> None:
     outcome = augmented_epoch(benchmark, speed, kd_cell, "online", "baseline")
     assert len(outcome.metrics) == 1 and 0 <= outcome.selected["test_agreement"] <= 1
+
+
+# ------------------------------------------------------------------ how close a teacher's forward is to the machine
+
+FLOPS = "teacher forward (menghani_cnn, 28x28, inference batches of 32) vs float32 2048x2048 matmuls of the same FLOPs"
+SGEMM = 2048
+
+
+@pytest.fixture(scope="module")
+def teacher_and_images() -> tuple[torch.nn.Module, torch.Tensor, int]:
+    """The paper's CNN teacher in eval mode and as many Fashion-MNIST-sized images as two 2048^3
+    matmuls have FLOPs (torch's FLOP counter), so equal times mean the teacher runs at sgemm speed."""
+    from bench.costs import flops_per_image
+    from bench.models import create_model
+
+    torch.manual_seed(0)
+    teacher = create_model("menghani_cnn", num_classes=10, in_chans=1, image_size=28).eval()
+    count = round(2 * (2 * SGEMM ** 3) / flops_per_image(teacher, 1, 28))
+    return teacher, torch.rand(count, 1, 28, 28), count
+
+
+def test_teacher_forward_flops(benchmark: BenchmarkFixture, speed: Speed, teacher_and_images) -> None:
+    from bench.inference import forward_in_batches
+
+    teacher, images, count = teacher_and_images
+    logits = timed(benchmark, speed, FLOPS, "bench", f"bench.inference.forward_in_batches, {count} images",
+                   lambda: forward_in_batches(teacher, images, Runtime(device="cpu")))
+    assert logits.shape == (count, 10)
+
+
+def test_sgemm_flops(benchmark: BenchmarkFixture, speed: Speed) -> None:
+    a, b = torch.rand(SGEMM, SGEMM, generator=torch.Generator().manual_seed(0)), torch.rand(SGEMM, SGEMM)
+
+    def two() -> torch.Tensor:
+        return a @ b + b @ a
+
+    out = timed(benchmark, speed, FLOPS, "baseline", "two torch.mm 2048x2048 float32", two)
+    assert out.shape == (SGEMM, SGEMM)

@@ -22,6 +22,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.collect import read_cells
+from bench.collect_cache import CACHE_FILE
 from bench.matrix import Matrix, load_matrix
 from bench.plan import PLAN_COLUMNS, expand, plan_rows, record_plan
 from bench.store import DONE, Store
@@ -45,6 +46,7 @@ SMOKE_AXES = {"seed": [0], "label_fraction": [1.0]}  # with one student arch: 4 
 INGESTED = 300  # 20 in the smoke run
 PLAN = "plan: a 10,164-cell matrix, expanded, validated, hashed and tabled"
 COLLECT = "collect: 10,164 done cells into one table"
+RECOLLECT = "collect: the same 10,164 done cells again, unchanged"
 INGEST = f"MLflow ingest: {INGESTED} new cells into a new sqlite database"
 REINGEST = f"MLflow ingest: {INGESTED} unchanged cells again"
 
@@ -126,9 +128,28 @@ def test_plan_hand_written(benchmark: BenchmarkFixture, speed: Speed, matrix: Ma
 # ------------------------------------------------------------------ collect
 
 
+def uncached(root: Path) -> tuple[tuple, dict]:
+    (root / CACHE_FILE).unlink(missing_ok=True)
+    return (root,), {}
+
+
 def test_collect_with_bench(benchmark: BenchmarkFixture, speed: Speed, done_cells: Path) -> None:
-    frame, problems = timed(benchmark, speed, COLLECT, "bench", "bench.collect.read_cells", lambda: read_cells(done_cells), rounds=3)
+    frame, problems = timed(benchmark, speed, COLLECT, "bench", "bench.collect.read_cells, no cache", read_cells,
+                            lambda: uncached(done_cells), rounds=3)
     assert not problems and len(frame) == len(Store(done_cells).cell_ids())
+
+
+def test_collect_again_from_the_cache(benchmark: BenchmarkFixture, speed: Speed, done_cells: Path) -> None:
+    read_cells(done_cells)
+    frame, _ = timed(benchmark, speed, RECOLLECT, "bench", "bench.collect.read_cells, from its cache",
+                     lambda: read_cells(done_cells), rounds=3)
+    assert len(frame) == len(Store(done_cells).cell_ids())
+
+
+def test_collect_again_without_the_cache(benchmark: BenchmarkFixture, speed: Speed, done_cells: Path) -> None:
+    frame, _ = timed(benchmark, speed, RECOLLECT, "baseline", "bench.collect.read_cells, no cache", read_cells,
+                     lambda: uncached(done_cells), rounds=3)
+    assert len(frame) == len(Store(done_cells).cell_ids())
 
 
 def test_collect_hand_written(benchmark: BenchmarkFixture, speed: Speed, done_cells: Path) -> None:
