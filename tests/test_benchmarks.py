@@ -31,6 +31,7 @@ from tests.conftest import Speed, write_matrix
 
 BATCH = 128
 CROP = "crop+flip: an epoch of 4096 uint8 28x28 images"
+CROP_PIL = "crop+flip: an epoch of 4096 28x28 images, batched vs a DataLoader of PIL images"
 SIMCLR = "SimCLR view: 256 RGB 32x32 images"
 EPOCH = "kd: one epoch of an MLP student of a CNN teacher on 16x16 digits (train, evaluate, save)"
 TARGETS = "kd: the CNN teacher's targets for one epoch of its student"
@@ -66,12 +67,42 @@ def fashion() -> torch.Tensor:
     return load_dataset("fashion_mnist", "train").images[:4096]
 
 
-def test_crop_flip_batched(benchmark: BenchmarkFixture, speed: Speed, fashion: torch.Tensor) -> None:
+@pytest.mark.parametrize("group", [CROP, CROP_PIL])
+def test_crop_flip_batched(benchmark: BenchmarkFixture, speed: Speed, fashion: torch.Tensor, group: str) -> None:
     def epoch() -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(0)
         return [augment(fashion[idx], ("crop", "flip"), generator, 4).float().div_(255) for idx in batches(len(fashion), BATCH)]
 
-    assert_views(timed(benchmark, speed, CROP, "bench", "bench.data.augment.augment, per batch", epoch), fashion)
+    assert_views(timed(benchmark, speed, group, "bench", "bench.data.augment.augment, per batch", epoch), fashion)
+
+
+class PilImages(torch.utils.data.Dataset):
+    """What a config-driven framework's loader does: one PIL image per item, transformed alone."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Callable) -> None:
+        self.images, self.targets, self.transform = images, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index, 0].numpy())), self.targets[index]
+
+
+def pil_loader(images: torch.Tensor, targets: torch.Tensor, size: int, padding: int, batch_size: int) -> torch.utils.data.DataLoader:
+    transform = v2.Compose([v2.RandomCrop(size, padding=padding), v2.RandomHorizontalFlip(), v2.PILToTensor(),
+                            v2.ToDtype(torch.float32, scale=True)])
+    return torch.utils.data.DataLoader(PilImages(images, targets, transform), batch_size=batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(0))
+
+
+def test_crop_flip_per_sample_pil_dataloader(benchmark: BenchmarkFixture, speed: Speed, fashion: torch.Tensor) -> None:
+    loader = pil_loader(fashion, torch.zeros(len(fashion), dtype=torch.long), 28, 4, BATCH)
+    out = timed(benchmark, speed, CROP_PIL, "baseline", "torch DataLoader of PIL images, torchvision v2 per image",
+                lambda: [x for x, _ in loader])
+    assert_views(out, fashion)
 
 
 def test_crop_flip_per_sample_torchvision(benchmark: BenchmarkFixture, speed: Speed, fashion: torch.Tensor) -> None:
@@ -166,6 +197,36 @@ def test_kd_epoch_through_the_engine(benchmark: BenchmarkFixture, speed: Speed, 
     assert outcome.selected["train_acc"] > 0.2 and 0 <= outcome.selected["test_agreement"] <= 1  # chance is 0.1
 
 
+def kd_loss(logits: torch.Tensor, soft: torch.Tensor, labels: torch.Tensor, c: CellConfig) -> torch.Tensor:
+    """bench's kd loss written out: KL at temperature T (times T^2) and cross-entropy on the labeled items."""
+    t = c.temperature
+    kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(soft / t, 1), log_target=True, reduction="batchmean")
+    known = labels >= 0
+    return (1 - c.alpha) * kl * t * t + c.alpha * F.cross_entropy(logits[known], labels[known])
+
+
+def epoch_end(kd_cell: KdCell, folder: Path) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """What an epoch of bench ends with, by hand: train/test accuracy, agreement with the teacher, weights on disk."""
+    c, splits = kd_cell.config, kd_cell.ctx.splits()
+    images = splits.source.images.float() / 255
+    test_x, test_y = splits.test_source.images[splits.test].float() / 255, splits.test_source.targets[splits.test]
+    teacher = kd_cell.ctx.dependency_model("teacher")
+
+    def predict(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([net(chunk) for chunk in x.split(c.batch_size)]).argmax(1)
+
+    def finish(model: torch.nn.Module) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            train_acc = (predict(model, images[splits.train]) == splits.source.targets[splits.train]).float().mean().item()
+            predicted = predict(model, test_x)
+            agreement = (predicted == predict(teacher, test_x)).float().mean().item()
+        torch.save(model.state_dict(), folder / "model.pt")
+        return {"train_acc": train_acc, "test_acc": (predicted == test_y).float().mean().item(), "test_agreement": agreement}
+
+    return finish
+
+
 def test_kd_epoch_hand_written(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell, tmp_path: Path) -> None:
     """The loop one would write instead: same model, optimiser, batches, targets, loss and the same
     numbers at the end (train/test accuracy, agreement, weights on disk), nothing else."""
@@ -173,32 +234,18 @@ def test_kd_epoch_hand_written(benchmark: BenchmarkFixture, speed: Speed, kd_cel
     splits = ctx.splits()
     images, labels = splits.source.images.float() / 255, splits.source.targets.clone()
     labels[splits.unlabeled] = -1
-    test_x, test_y = splits.test_source.images[splits.test].float() / 255, splits.test_source.targets[splits.test]
-    teacher = ctx.dependency_model("teacher")
     with torch.no_grad():
-        soft = teacher(images)  # the cache's content, for every item of the source
-
-    def predict(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([net(chunk) for chunk in x.split(c.batch_size)]).argmax(1)
+        soft = ctx.dependency_model("teacher")(images)  # the cache's content, for every item of the source
+    finish = epoch_end(kd_cell, tmp_path)
 
     def epoch(model: torch.nn.Module) -> dict[str, float]:
         optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        t = c.temperature
         for idx in batches(splits.train, c.batch_size):
-            logits = model(images[idx])
-            kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(soft[idx] / t, 1), log_target=True, reduction="batchmean")
-            known = labels[idx] >= 0
-            loss = (1 - c.alpha) * kl * t * t + c.alpha * F.cross_entropy(logits[known], labels[idx][known])
+            loss = kd_loss(model(images[idx]), soft[idx], labels[idx], c)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            train_acc = (predict(model, images[splits.train]) == splits.source.targets[splits.train]).float().mean().item()
-            predicted = predict(model, test_x)
-            agreement = (predicted == predict(teacher, test_x)).float().mean().item()
-        torch.save(model.state_dict(), tmp_path / "model.pt")
-        return {"train_acc": train_acc, "test_acc": (predicted == test_y).float().mean().item(), "test_agreement": agreement}
+        return finish(model)
 
     row = timed(benchmark, speed, EPOCH, "baseline", "a hand-written loop", epoch, lambda: ((kd_cell.training().model,), {}), rounds=10)
     assert row["train_acc"] > 0.2 and 0 <= row["test_agreement"] <= 1
@@ -246,7 +293,8 @@ def augmented_training(kd_cell: KdCell, targets: str) -> tuple[CellConfig, Calla
     return config, lambda: METHODS.get("kd")(ctx)
 
 
-def augmented_epoch(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell, targets: str, side: str) -> Outcome:
+def augmented_epoch(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell, targets: str, side: str,
+                    group: str = BANKED) -> Outcome:
     config, training = augmented_training(kd_cell, targets)
     training()  # a bank is built here, once, untimed: it is the teacher's, shared by its students' epochs
     splits = kd_cell.ctx.splits()
@@ -255,7 +303,7 @@ def augmented_epoch(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell, 
     def setup() -> tuple[tuple, dict]:
         return (config, training(), evals, kd_cell.ctx.store.cell(kd_cell.new_cell()), kd_cell.ctx.runtime, lambda line: None), {}
 
-    return timed(benchmark, speed, BANKED, side, f"teacher_targets: {targets}", train, setup, rounds=5)
+    return timed(benchmark, speed, group, side, f"teacher_targets: {targets}", train, setup, rounds=5)
 
 
 def test_augmented_kd_epoch_with_a_view_bank(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell) -> None:
@@ -266,6 +314,40 @@ def test_augmented_kd_epoch_with_a_view_bank(benchmark: BenchmarkFixture, speed:
 def test_augmented_kd_epoch_with_an_online_teacher(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell) -> None:
     outcome = augmented_epoch(benchmark, speed, kd_cell, "online", "baseline")
     assert len(outcome.metrics) == 1 and 0 <= outcome.selected["test_agreement"] <= 1
+
+
+ONLINE_PIL = "kd with crop+flip, online teacher: one student epoch, bench vs a per-sample PIL DataLoader loop"
+
+
+def test_online_kd_epoch_through_the_engine(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell) -> None:
+    outcome = augmented_epoch(benchmark, speed, kd_cell, "online", "bench", group=ONLINE_PIL)
+    assert len(outcome.metrics) == 1
+
+
+def test_online_kd_epoch_pil_dataloader(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell, tmp_path: Path) -> None:
+    """A framework's pipeline for the same epoch: PIL images one by one through torchvision, the
+    teacher on every augmented batch, the same loss, then the same evaluation and a saved model."""
+    c, ctx = kd_cell.config, kd_cell.ctx
+    splits = ctx.splits()
+    teacher = ctx.dependency_model("teacher").eval()
+    labels = splits.source.targets.clone()
+    labels[splits.unlabeled] = -1
+    loader = pil_loader(splits.source.images[splits.train], labels[splits.train], splits.source.images.shape[-1], 2, c.batch_size)
+    finish = epoch_end(kd_cell, tmp_path)
+
+    def epoch(model: torch.nn.Module) -> dict[str, float]:
+        optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        for x, y in loader:
+            with torch.no_grad():
+                soft = teacher(x)
+            optimizer.zero_grad(set_to_none=True)
+            kd_loss(model(x), soft, y, c).backward()
+            optimizer.step()
+        return finish(model)
+
+    row = timed(benchmark, speed, ONLINE_PIL, "baseline", "DataLoader of PIL images + online teacher, by hand", epoch,
+                lambda: ((kd_cell.training().model,), {}), rounds=5)
+    assert 0 <= row["test_agreement"] <= 1
 
 
 # ------------------------------------------------------------------ how close a teacher's forward is to the machine
