@@ -147,8 +147,8 @@ def _read_cell(store: Store, cell_id: str, dep_configs: DepConfigs) -> tuple[dic
     """:func:`read_cell`, and the ids of the dependencies whose configs it read."""
     config, result = read_cell_files(store, cell_id)
     deps: dict[str, str] = config.pop("deps", {})
-    row = {k: _normalise(v) if type(v) in _COMPOUND else v for k, v in config.items() if k not in RESERVED}
-    result = {k: _normalise(v) if type(v) in _COMPOUND else v for k, v in result.items()}
+    row = _shown({k: v for k, v in config.items() if k not in RESERVED})
+    result = _shown(result)
     for role, dep_id in sorted(deps.items()):
         row[f"{role}.id"] = dep_id
         try:
@@ -171,8 +171,9 @@ def _read_cell(store: Store, cell_id: str, dep_configs: DepConfigs) -> tuple[dic
     return row, result, sorted(set(deps.values()))
 
 
-def _shown(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: _normalise(v) if type(v) in _COMPOUND else v for k, v in config.items()}
+def _shown(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as the table holds them: lists and objects as text (:func:`_normalise`)."""
+    return {k: _normalise(v) if type(v) in _COMPOUND else v for k, v in values.items()}
 
 
 _PRINTED: set[tuple[str, str]] = set()  # (cell folder, message) printed and not yet repeated by an ingest
