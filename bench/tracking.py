@@ -42,7 +42,9 @@ Layout in MLflow (chosen to be easy to read in the UI)
 Idempotence
 -----------
 Runs are keyed on the tag ``bench.cell_id`` within the matrix's experiment (one search per
-experiment with a filter string). ``bench.result_sha`` is a sha256 of the cell's three files (and of
+experiment with a filter string). New runs go into a SQL store in bulk (:mod:`bench.ingest_bulk`:
+the rows MLflow's store would write, 500 runs a transaction, each run whole or absent); changed
+cells and runs on a server go through the client. ``bench.result_sha`` is a sha256 of the cell's three files (and of
 this module's format version), set last: a cell whose files did not change is skipped; a cell whose
 files changed is updated in place (same run: new or changed metric values are logged with the
 current time so they become the latest, tags set again, artifacts uploaded again). MLflow histories
@@ -87,9 +89,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from bench.errors import BenchError
+from bench.ingest_bulk import CHUNK, NewRun, create_runs, sql_store
 from bench.ingest_ledger import Ledger
 from bench.locks import exclusive
 
@@ -474,6 +477,20 @@ def _create(client: MlflowClient, experiment_id: str, cell: _Cell, tags: dict[st
     return run_id
 
 
+def _new_run(cell: _Cell, tags: dict[str, str]) -> NewRun:
+    """What :func:`_create` would write, for :func:`bench.ingest_bulk.create_runs`."""
+    return NewRun(run_name=_run_name(cell), tags={**tags, CELL_TAG: cell.id, SHA_TAG: cell.sha},
+                  params=flatten_config(cell.config), metrics=_metrics(cell), artifacts=list(cell.files.values()),
+                  start_ms=cell.start_ms, end_ms=cell.end_ms)
+
+
+def _progress(label: str, total: int) -> Callable[[int], None]:
+    """A progress line on stderr per chunk, for ingests long enough to need one."""
+    if total <= CHUNK:
+        return lambda done: None
+    return lambda done: print(f"{label}: {done}/{total} new runs written", file=sys.stderr, flush=True)
+
+
 def _update(client: MlflowClient, experiment_id: str, run: Run, cell: _Cell, tags: dict[str, str]) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
@@ -565,14 +582,19 @@ def _write_runs(root: Path, uri: str, store: Store, members: dict[str, list[tupl
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # fail fast when a server is down
             artifact_root = _artifact_root(root, uri)
+            bulk = sql_store(client)  # new runs in bulk into a SQL store; None: one by one through the client
             for matrix, entries in sorted(by_matrix.items()):
                 experiment_id = _experiment(client, matrix, artifact_root)
                 summary.experiments[EXPERIMENT_PREFIX + matrix] = experiment_id
                 existing = _existing_runs(client, experiment_id)
+                new_runs: dict[str, NewRun] = {}
                 for cell_id, describe in entries:
                     cell = cells[cell_id]
                     run = existing.get(cell_id)
                     tags = _tags(cell, matrix, describe)
+                    if run is None and bulk is not None:
+                        new_runs[cell_id] = _new_run(cell, tags)
+                        continue
                     if run is None:
                         run_id = _create(client, experiment_id, cell, tags)
                         summary.created += 1
@@ -583,6 +605,11 @@ def _write_runs(root: Path, uri: str, store: Store, members: dict[str, list[tupl
                         run_id = _update(client, experiment_id, run, cell, tags)
                         summary.updated += 1
                     summary.runs[(matrix, cell_id)] = run_id
+                if new_runs:
+                    create_runs(bulk, experiment_id, list(new_runs.values()),
+                                progress=_progress(f"bench: ingest: {matrix}", len(new_runs)))
+                    summary.created += len(new_runs)
+                    summary.runs.update({(matrix, cell_id): run.run_id for cell_id, run in new_runs.items()})
         except BenchError:
             raise
         except Exception as error:

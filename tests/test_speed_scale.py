@@ -3,8 +3,8 @@ work, measured in the same run and never asserted (tests/conftest.py prints the 
 
 ``python -m pytest tests/test_speed_scale.py --benchmark-enable -o addopts='' -s`` plans and
 collects a 10,164-cell matrix (308 teachers, 9,856 students) whose cells are written as done with
-synthetic results; MLflow ingest takes 300 of them (a first ingest costs ~50 ms a cell through
-MLflow's client here, so 10,000 would take ten minutes a side). In the default suite
+synthetic results; MLflow ingest takes 300 of them (the baseline, MLflow's client, costs ~30-50 ms
+a run here, so 10,000 would take minutes; bench writes new runs in bulk). In the default suite
 (``--benchmark-disable``) the same tests run once each on a 40-cell matrix, as smoke tests.
 """
 from __future__ import annotations

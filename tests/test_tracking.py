@@ -310,3 +310,48 @@ def test_a_damaged_ledger_costs_only_the_full_check(results: Path) -> None:
         again = ingest(results)
         assert (again.created, again.updated, again.skipped) == (0, 0, 4) and again.runs == first.runs
     assert json.loads((results / LEDGER_FILE).read_text())["runs"]  # rewritten by the full check
+
+
+def database_rows(db: Path) -> dict[str, list[tuple]]:
+    """Every row of every table of an MLflow sqlite database but the experiments' (their creation
+    times and folders differ), run ids replaced by cell ids and artifact folders (named by run id)
+    left out, so two databases of the same cells compare equal."""
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        cell_of = dict(connection.execute("SELECT run_uuid, value FROM tags WHERE key = ?", (CELL_TAG,)))
+        tables = [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                  if name != "experiments"]
+        rows = {}
+        for table in tables:
+            cursor = connection.execute(f'SELECT * FROM "{table}"')
+            columns = [c[0] for c in cursor.description]
+            rows[table] = sorted(
+                tuple(cell_of.get(v, v) if column == "run_uuid" else "<per run>" if column == "artifact_uri" else v
+                      for column, v in zip(columns, row)) for row in cursor)
+    return rows
+
+
+def test_runs_written_in_bulk_equal_runs_the_client_writes(results: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bulk path writes the very rows MLflow's client would, in every table of the database."""
+    import bench.tracking
+    from mlflow import MlflowClient
+
+    by_client = tmp_path / "by-client"
+    shutil.copytree(results, by_client)
+    in_bulk = ingest(results)
+    with monkeypatch.context() as patch:
+        patch.setattr(bench.tracking, "sql_store", lambda client: None)
+        one_by_one = ingest(by_client)
+    assert in_bulk.created == one_by_one.created == 4
+    bulk_rows, client_rows = database_rows(results / "mlflow.db"), database_rows(by_client / "mlflow.db")
+    assert sum(map(len, bulk_rows.values())) > 4 * 30  # runs, tags, params, metrics: compared below
+    assert bulk_rows == client_rows
+    for summary, root in ((in_bulk, results), (one_by_one, by_client)):
+        client = MlflowClient(tracking_uri=summary.tracking_uri)
+        check_runs(client, root)
+        for run_id in summary.runs.values():
+            assert {a.path: a.file_size for a in client.list_artifacts(run_id)} == {
+                a.path: a.file_size for a in MlflowClient(tracking_uri=one_by_one.tracking_uri).list_artifacts(
+                    one_by_one.runs[next(k for k, v in summary.runs.items() if v == run_id)])}
