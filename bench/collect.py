@@ -12,6 +12,8 @@ metric that was not measured may be ``null`` (strict JSON) or ``NaN`` (older fil
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import math
@@ -266,14 +268,42 @@ def collect(root: str | Path) -> pd.DataFrame:
     return frame
 
 
+TABLES_STATE = ".results-tables.json"  # what write_tables last wrote: the table's digest, the files' signatures
+
+
+def _digest(frame: pd.DataFrame) -> str | None:
+    """A digest of the table's columns, types and values (26 ms for 10,000 rows here, against
+    0.5 s to write both files); None when pandas cannot hash a column (then the files are written)."""
+    try:
+        values = pd.util.hash_pandas_object(frame, index=False).values
+    except TypeError:
+        return None
+    head = json.dumps([list(map(str, frame.columns)), list(map(str, frame.dtypes))]).encode()
+    return hashlib.sha256(head + values.tobytes()).hexdigest()
+
+
 def write_tables(frame: pd.DataFrame, root: str | Path) -> tuple[Path, Path]:
-    """results.csv and results.parquet in the results folder, each written atomically."""
+    """results.csv and results.parquet in the results folder, each written atomically; skipped
+    when both are still as the last call wrote them for the very same table."""
     root = Path(root)
     csv_path, parquet_path = root / "results.csv", root / "results.parquet"
+    state_path = root / TABLES_STATE
+    digest = _digest(frame)
+    try:
+        last = json.loads(state_path.read_bytes())
+    except (OSError, ValueError):
+        last = None
+    if digest is not None and last == {"digest": digest, "csv": file_signature(csv_path),
+                                       "parquet": file_signature(parquet_path)}:
+        return csv_path, parquet_path
     atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     atomic_write_bytes(parquet_path, buffer.getvalue())
+    if digest is not None:
+        state = {"digest": digest, "csv": file_signature(csv_path), "parquet": file_signature(parquet_path)}
+        with contextlib.suppress(OSError):  # a read-only folder just writes the tables every time
+            atomic_write_bytes(state_path, json.dumps(state).encode())
     return csv_path, parquet_path
 
 

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bench.cell_ids import CELL_ID
+
 NPerClass = Union[int, Literal["all"], None]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
@@ -34,7 +36,6 @@ def safe_name(value: str) -> str:
 
 
 SafeName = Annotated[str, AfterValidator(safe_name)]
-CELL_ID = re.compile(r"[0-9a-f]{12}")
 
 
 def cell_id_text(value: str) -> str:

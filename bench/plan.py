@@ -18,10 +18,9 @@ from pydantic import ValidationError
 from bench.config import CellConfig, cell_id
 from bench.errors import BenchError, ConfigError, first_validation_error, short
 from bench.matrix import Matrix, Rule, stage_order, validate_field
+from bench.plan_limits import DEFAULT_MAX_CELLS
 from bench.selectors import rule_matches
 from bench.yaml_input import parse_yaml
-
-DEFAULT_MAX_CELLS = 100_000
 
 if TYPE_CHECKING:
     from bench.store import Store

@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from bench.config import CELL_ID
+from bench.cell_ids import CELL_ID
 from bench.errors import BenchError, StorageError
 from bench.locks import Echo, exclusive
 

@@ -85,3 +85,28 @@ def test_a_damaged_cache_costs_only_a_fresh_collect(results: Path, garbage: byte
     assert not problems
     pd.testing.assert_frame_equal(frame, fresh(results))
     assert json.loads((results / CACHE_FILE).read_text())["format"] == 1  # rewritten
+
+
+def test_tables_are_rewritten_only_when_the_table_or_the_files_changed(results: Path) -> None:
+    from bench.collect import TABLES_STATE, write_tables
+
+    def signatures() -> tuple:
+        return tuple((p.stat().st_mtime_ns, p.stat().st_ino) for p in (results / "results.csv", results / "results.parquet"))
+
+    frame, _ = read_cells(results)
+    write_tables(frame, results)
+    first = signatures()
+    write_tables(read_cells(results)[0], results)
+    assert signatures() == first  # the same table: neither file written again
+    changed = frame.copy()
+    changed.loc[0, "test_acc"] = 0.125
+    write_tables(changed, results)
+    assert signatures() != first and pd.read_csv(results / "results.csv")["test_acc"][0] == 0.125
+    assert pd.read_parquet(results / "results.parquet")["test_acc"][0] == 0.125
+    for spoil in (lambda: (results / "results.csv").write_text("edited by hand\n"),
+                  lambda: (results / "results.parquet").unlink(),
+                  lambda: (results / TABLES_STATE).write_bytes(b"\xff not json")):
+        spoil()
+        write_tables(frame, results)
+        assert pd.read_parquet(results / "results.parquet")["test_acc"][0] == frame["test_acc"][0]
+        assert pd.read_csv(results / "results.csv")["test_acc"][0] == pytest.approx(frame["test_acc"][0])

@@ -31,7 +31,7 @@ def results_dir(args: argparse.Namespace | None = None, given: str | None = None
 
 def matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
     """The arguments every command on a matrix takes."""
-    from bench.plan import DEFAULT_MAX_CELLS
+    from bench.plan_limits import DEFAULT_MAX_CELLS
 
     p.add_argument("matrix", help="matrix YAML file (matrices/*.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
