@@ -250,6 +250,12 @@ class CellContext:
 
         return cached
 
+    def parent_logits(self, role: str, source: ImageSet, items: torch.Tensor) -> torch.Tensor:
+        """A frozen parent's logits on the plain images of ``items`` (``test_agreement``'s test set):
+        computed once per (parent, inputs), stored beside the parent and shared by all its dependants,
+        as the logits cache is (a 10,000-image test set through menghani_cnn is ~4 s of each student here)."""
+        return self._cached_logits(role, self.frozen_model(role), source, items)
+
     def _cached_logits(self, role: str, teacher: nn.Module, source: ImageSet, items: torch.Tensor) -> torch.Tensor:
         # The transform is none: the cache serves only unaugmented students.
         key = outputs_key(source, items, "transform=none", self.runtime)

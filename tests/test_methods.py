@@ -18,7 +18,7 @@ from bench.collect import collect
 from bench.config import CellConfig, cell_id
 from bench.context import CellContext
 from bench.data.augment import random_crop
-from bench.inference import predict
+from bench.inference import outputs_key, predict
 from bench.methods import METHODS, Batch
 from bench.runtime import Runtime
 from bench.store import Store
@@ -89,13 +89,16 @@ def test_blind_student_trains_only_on_the_unlabeled_pool(tiny_results: Path) -> 
 def test_kd_hides_unlabeled_labels_and_caches_teacher_logits_only_without_augmentation(kd_runs: Path, kd_results: pd.DataFrame) -> None:
     runs = kd_runs
     teacher_id = kd_results[kd_results.stage == "teacher"].id.iloc[0]
-    cached = list((runs / "cells" / teacher_id / "artifacts").glob("logits-*.pt"))
-    assert len(cached) == 1  # the augmented student computed its targets online
     student = kd_results[(kd_results.stage == "student") & (kd_results.augment == "")].iloc[0]
     config = CellConfig.model_validate_json((runs / "cells" / student.id / "config.json").read_text())
     ctx = _context(runs, config, student.id)
-    training = METHODS.get("kd")(ctx)
     splits = ctx.splits()
+    cached = {p.name for p in (runs / "cells" / teacher_id / "artifacts").glob("logits-*.pt")}
+    # once each: the plain student's targets on its items and the teacher's test-set logits that every
+    # student's test_agreement shares; the augmented student computed its targets online
+    assert cached == {f"logits-{outputs_key(source, items, 'transform=none', ctx.runtime)}.pt"
+                      for source, items in ((splits.source, splits.train), (splits.test_source, splits.test))}
+    training = METHODS.get("kd")(ctx)
     assert len(training.indices) == len(splits.train)  # labeled ∪ unlabeled
     visible = training.visible_targets
     assert visible is not None

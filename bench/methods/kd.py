@@ -47,14 +47,15 @@ def student_model(ctx: CellContext) -> tuple[Normalized, tuple[nn.Module, ...]]:
 
 
 def agreement(ctx: CellContext, role: str) -> Callable[[nn.Module], dict[str, float]]:
-    """``test_agreement``: the fraction of test images on which model and ``role`` predict alike."""
+    """``test_agreement``: the fraction of test images on which model and ``role`` predict alike
+    (``role``'s test predictions come from its logits cache: one pass per teacher, not per student)."""
     splits = ctx.splits()
     source, items = splits.test_source, splits.test
     cached: list[torch.Tensor] = []
 
     def measure(model: nn.Module) -> dict[str, float]:
         if not cached:
-            cached.append(predict(ctx.frozen_model(role), source, items, ctx.config.batch_size, ctx.runtime).argmax(1))
+            cached.append(ctx.parent_logits(role, source, items).argmax(1))
         mine = predict(model, source, items, ctx.config.batch_size, ctx.runtime).argmax(1)
         return {"test_agreement": (mine == cached[0]).float().mean().item()}
 
