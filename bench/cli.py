@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output left (`bench plan M | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush at exit does not raise again
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as stop:
         print(f"bench: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}; run the same command again to resume",
               file=sys.stderr)

@@ -123,3 +123,19 @@ def test_a_set_variant_keeps_its_own_plan(tiny_results: Path, tmp_path: Path) ->
     table = collect(results)
     assert (table.matrix == "tiny").sum() == 4 and table.matrix.str.startswith("tiny@").sum() == 4
     assert set(table[table.matrix == "tiny"].epochs) == {3}
+
+
+def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path) -> None:
+    """`bench plan M | head -1`: the reader leaves early; bench stops without a traceback. The plan
+    (2,000 cells, ~200 KB) is larger than a pipe holds, so bench is still writing when it closes."""
+    matrix = write_matrix(tmp_path, {"name": "wide", "defaults": {"dataset": "digits", "epochs": 1},
+                                     "axes": {"seed": list(range(2000))},
+                                     "stages": {"teacher": {"method": "supervised", "set": {"arch": "menghani_mlp"}}}})
+    with subprocess.Popen([sys.executable, "-m", "bench", "plan", str(matrix)], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()  # as head does after its line
+        stderr = process.stderr.read().decode()
+    assert b"stage" in first
+    assert process.returncode == 141 and stderr == ""
