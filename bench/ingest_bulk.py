@@ -7,10 +7,10 @@ tags, params, metrics, latest metrics) go in here as a few multi-row inserts per
 one transaction per chunk, into the tables of MLflow's own ORM models — so the schema is the
 installed MLflow's, never one of ours. A run is all there or not there: its sha tag commits with
 its metrics (an interrupted ingest loses at most the chunk in flight, whose artifacts may remain as
-orphan folders that no run points at). ``tests/test_tracking.py`` checks that a run written here
-reads back through ``MlflowClient`` exactly as one the client wrote; when a future MLflow changes
-its store so that the models are missing, :func:`sql_store` returns None and ingest takes the client
-path.
+orphan folders that no run points at). ``tests/test_tracking.py`` checks that every table of the
+database holds the same rows as after MLflow's client wrote the same cells, and that the runs read
+back through ``MlflowClient`` as the cells' files say; when a future MLflow moves any of the
+internals used here, :func:`sql_store` returns None and ingest takes the client path.
 
 Only new runs take this path; updates (a changed cell) and http servers go through the client.
 """
@@ -46,9 +46,13 @@ class NewRun:
 
 def sql_store(client: MlflowClient) -> Any | None:
     """The client's ``SqlAlchemyStore``, or None (an http server, or an MLflow without it)."""
-    try:
-        from mlflow.store.tracking.dbmodels import models  # noqa: F401  (the tables written below)
+    try:  # everything of MLflow's internals used below: if one moved, the client path
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag  # noqa: F401
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.utils.file_utils import local_file_uri_to_path  # noqa: F401
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER  # noqa: F401
+        from mlflow.utils.uri import append_to_uri_path  # noqa: F401
+        from mlflow.utils.validation import _validate_batch_log_data  # noqa: F401
     except ImportError:
         return None
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
