@@ -209,6 +209,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
 
     world, rank = runtime.world_size, runtime.rank
     data_parallel.broadcast_from_first(training.modules(), world)
+    rate = math.nan  # images/s of the last test pass of this segment: the cell's inference rate
     for epoch in range(start_epoch, config.epochs):
         training.train_mode()
         order = training.order(epoch) if training.order is not None else \
@@ -239,8 +240,8 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
             scaler.update()
             if time.monotonic() - last_print > runtime.progress_seconds:
                 last_print = time.monotonic()
-                rate = seen / (time.perf_counter() - epoch_start)
-                progress(f"  epoch {epoch + 1}/{config.epochs} batch {step + 1}/{len(global_sizes)} loss {loss_sum / seen:.4f} {rate:.0f} img/s")
+                so_far = seen / (time.perf_counter() - epoch_start)
+                progress(f"  epoch {epoch + 1}/{config.epochs} batch {step + 1}/{len(global_sizes)} loss {loss_sum / seen:.4f} {so_far:.0f} img/s")
         synchronize(runtime)
         seconds = time.perf_counter() - epoch_start
         loss_sum, seen = data_parallel.sum_over_ranks(world, loss_sum, seen)
@@ -249,7 +250,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         scheduler.step()
         last = epoch + 1 == config.epochs
         measured = runtime.writes and (last or (epoch + 1) % config.eval_every == 0)  # other ranks only train
-        row = _epoch_metrics(model, training, evals, config, runtime, final=last) if measured else dict(_NOT_MEASURED)
+        row, rate = _epoch_metrics(model, training, evals, config, runtime, final=last) if measured else (dict(_NOT_MEASURED), math.nan)
         row.update(epoch=epoch + 1, train_loss=loss_sum / max(seen, 1), lr=lr, train_images_per_s=seen / max(seconds, 1e-9), epoch_seconds=seconds)
         metrics.append(row)
         if not runtime.writes:
@@ -269,7 +270,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     if not runtime.writes:
         return Outcome(metrics, metrics[-1] if metrics else {}, train_seconds, math.nan, time.perf_counter() - segment_start)
     if not metrics:  # epochs == 0: evaluate the model as it is
-        row = _epoch_metrics(model, training, evals, config, runtime)
+        row, rate = _epoch_metrics(model, training, evals, config, runtime)
         row.update(epoch=0, train_loss=math.nan, lr=0.0, train_images_per_s=math.nan, epoch_seconds=0.0)
         metrics.append(row)
     # The checkpoint is the source of truth: a kill between writing it and metrics.json leaves the
@@ -281,22 +282,34 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     if best_state is not None:
         model.inner.load_state_dict(best_state)
     test_set, test_items = evals.test
-    infer = inference_rate(model, test_set, test_items, config.batch_size, runtime)
+    # the final epoch's test pass was timed (speed does not depend on which epoch's weights);
+    # a resumed cell with no epoch left, or a method evaluating itself, times a pass of its own
+    infer = rate if math.isfinite(rate) else inference_rate(model, test_set, test_items, config.batch_size, runtime)
     return Outcome(metrics, selected, train_seconds, infer, wall_before + time.perf_counter() - segment_start)
 
 
 def _epoch_metrics(model: nn.Module, training: Training, evals: EvalSets, config: CellConfig, runtime: Runtime,
-                   final: bool = True) -> dict[str, float]:
+                   final: bool = True) -> tuple[dict[str, float], float]:
+    """The epoch's row, and the images/s of its pass over the test set (NaN without one): the
+    cell's inference rate, so the final epoch need not run the test set once more to time it."""
     if training.evaluate is not None:  # the method's own (SSL: kNN accuracy on the embeddings)
-        return {**_NOT_MEASURED, **training.evaluate(model, final)}
+        return {**_NOT_MEASURED, **training.evaluate(model, final)}, math.nan
     row: dict[str, float] = {}
+    outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    rate = math.nan
     named = {"train": training.train_eval, "val": evals.val, "test": evals.test}
     for name, where in named.items():
-        result = evaluate(model, where[0], where[1], config.batch_size, runtime) if where is not None else {"acc": math.nan, "loss": math.nan}
+        if where is None:
+            row[f"{name}_acc"], row[f"{name}_loss"] = math.nan, math.nan
+            continue
+        result, items, logits = evaluate(model, where[0], where[1], config.batch_size, runtime)
         row[f"{name}_acc"], row[f"{name}_loss"] = result["acc"], result["loss"]
+        outputs[name] = (items, logits)
+        if name == "test" and len(items) == len(where[1]):  # every test image timed, as inference_rate would
+            rate = result["images_per_s"]
     if training.more_metrics is not None:
-        row.update(training.more_metrics(model))
-    return row
+        row.update(training.more_metrics(model, outputs))
+    return row, rate
 
 
 _NOT_MEASURED = {f"{split}_{kind}": math.nan for split in ("train", "val", "test") for kind in ("acc", "loss")}

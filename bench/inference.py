@@ -80,11 +80,13 @@ def embeddings(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_si
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size: int, runtime: Runtime) -> dict[str, float]:
-    """Accuracy and cross-entropy over the items with known labels, and images/s."""
+def evaluate(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size: int, runtime: Runtime
+             ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Accuracy and cross-entropy over the items with known labels, and images/s; with those
+    items and their logits (for metrics of the same outputs, and the cell's inference rate)."""
     items = items[source.targets[items] >= 0] if len(items) else items
     if len(items) == 0:
-        return {"acc": math.nan, "loss": math.nan, "images_per_s": math.nan}
+        return {"acc": math.nan, "loss": math.nan, "images_per_s": math.nan}, items, torch.empty(0)
     start = time.perf_counter()
     logits = predict(model, source, items, batch_size, runtime)
     synchronize(runtime)
@@ -94,7 +96,7 @@ def evaluate(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size
         "acc": (logits.argmax(1) == targets).float().mean().item(),
         "loss": nn.functional.cross_entropy(logits, targets).item(),
         "images_per_s": len(items) / max(seconds, 1e-9),
-    }
+    }, items, logits
 
 
 def inference_rate(model: nn.Module, source: ImageSet, items: torch.Tensor, batch_size: int, runtime: Runtime) -> float:

@@ -69,7 +69,9 @@ class Training:
     their BatchNorm statistics never move. ``artifacts`` are written to ``artifacts/<name>.pt``
     beside the cell before it is marked done, for dependants to load by role. ``evaluate``
     replaces the per-epoch classifier evaluation (an SSL cell reports kNN accuracy as its
-    ``*_acc``); ``more_metrics`` adds to it (a student's agreement with its teacher).
+    ``*_acc``); ``more_metrics`` adds to it (a student's agreement with its teacher), given the
+    model and the outputs the evaluation just computed (``{"test": (items, logits)}``), so it need
+    not run the model over the test set again.
 
     ``train_eval`` names the items whose accuracy is reported as ``train_acc`` (None when the
     training set has no labels, as in blind distillation). ``visible_targets`` are the labels
@@ -92,7 +94,7 @@ class Training:
     frozen: tuple[nn.Module, ...] = ()
     artifacts: dict[str, Callable[[], Any]] = field(default_factory=dict)
     evaluate: Callable[[nn.Module, bool], dict[str, float]] | None = None  # (model, last epoch?) -> metrics
-    more_metrics: Callable[[nn.Module], dict[str, float]] | None = None
+    more_metrics: Callable[[nn.Module, dict[str, tuple[torch.Tensor, torch.Tensor]]], dict[str, float]] | None = None
     order: Callable[[int], torch.Tensor] | None = None
 
     def modules(self) -> list[nn.Module]:
