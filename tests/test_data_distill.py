@@ -213,8 +213,11 @@ def test_a_killed_annotate_cell_resumes_and_never_leaves_a_half_written_artifact
     path = write_matrix(tmp_path, matrix)
     results = tmp_path / "runs"
     assert main(["run", str(path), "--results", str(results), "--only", "teacher"]) == 0
-    # the same command, saving its partial annotation every 2 batches instead of every 200
-    code = ("import sys, bench.methods.annotate as a; a.CHUNK_BATCHES = 2; from bench.cli import main; "
+    # the same command, saving its partial annotation every 2 batches instead of every 200, and
+    # pausing 50 ms after each save so the whole pass takes ~30 s: the kill lands before its end
+    code = ("import sys, time, bench.methods.annotate as a; a.CHUNK_BATCHES = 2; save = a.atomic_torch_save; "
+            "a.atomic_torch_save = lambda *args, **kw: (save(*args, **kw), time.sleep(0.05)); "
+            "from bench.cli import main; "
             f"sys.exit(main(['run', {str(path)!r}, '--results', {str(results)!r}]))")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
