@@ -58,9 +58,11 @@ class TensorImageSet(ImageSet):
         return int(self.images.shape[-1])
 
     def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
+        # index_select, not images[idx]: advanced indexing of a uint8 tensor is ~3x slower here
+        # (128 of 60,000 28x28 images: 23 vs 72 us), a tenth of an MLP student's epoch
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
-            yield self.images[idx], self.targets[idx], idx
+            yield self.images.index_select(0, idx), self.targets.index_select(0, idx), idx
 
     def resized(self, size: int) -> "TensorImageSet":
         """Return a copy resized once at load time (bilinear), e.g. digits 8x8 -> 28x28."""
