@@ -293,17 +293,19 @@ def write_tables(frame: pd.DataFrame, root: str | Path) -> tuple[Path, Path]:
         last = json.loads(state_path.read_bytes())
     except (OSError, ValueError):
         last = None
-    if digest is not None and last == {"digest": digest, "csv": file_signature(csv_path),
-                                       "parquet": file_signature(parquet_path)}:
+
+    def state() -> dict[str, Any]:
+        return {"digest": digest, "csv": file_signature(csv_path), "parquet": file_signature(parquet_path)}
+
+    if digest is not None and last == state():
         return csv_path, parquet_path
     atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     atomic_write_bytes(parquet_path, buffer.getvalue())
     if digest is not None:
-        state = {"digest": digest, "csv": file_signature(csv_path), "parquet": file_signature(parquet_path)}
         with contextlib.suppress(OSError):  # a read-only folder just writes the tables every time
-            atomic_write_bytes(state_path, json.dumps(state).encode())
+            atomic_write_bytes(state_path, json.dumps(state()).encode())
     return csv_path, parquet_path
 
 

@@ -89,11 +89,15 @@ def _rows(run: NewRun, experiment_id: str, artifact_uri: str) -> dict[str, list[
             "artifact_uri": artifact_uri, "experiment_id": int(experiment_id)}],
         "tags": [{"key": k, "value": v, "run_uuid": rid} for k, v in tags.items()],
         "params": [{"key": k, "value": v, "run_uuid": rid} for k, v in run.params.items()],
-        "metrics": [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step, "is_nan": False,
-                     "run_uuid": rid} for m in unique.values()],
-        "latest_metrics": [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step,
-                            "is_nan": False, "run_uuid": rid} for m in _latest(unique.values()).values()],
+        "metrics": [_metric_row(m, rid) for m in unique.values()],
+        "latest_metrics": [_metric_row(m, rid) for m in _latest(unique.values()).values()],
     }
+
+
+def _metric_row(metric: Metric, run_id: str) -> dict[str, Any]:
+    """A row of the metrics and of the latest_metrics table (same columns; values are finite here)."""
+    return {"key": metric.key, "value": metric.value, "timestamp": metric.timestamp, "step": metric.step,
+            "is_nan": False, "run_uuid": run_id}
 
 
 def _log_artifacts(artifact_uri: str, files: list[Path]) -> None:

@@ -466,19 +466,21 @@ def _finish(client: MlflowClient, run_id: str, cell: _Cell, metrics=(), params=(
 
 def _create(client: MlflowClient, experiment_id: str, cell: _Cell, tags: dict[str, str]) -> str:
     """A new run in four calls: created with its tags, artifacts, terminated, params and metrics
-    with the sha (each MLflow call is a transaction of several statements: ~50 ms a run on sqlite here)."""
+    with the sha (each MLflow call is a transaction of several statements: ~50 ms a run on sqlite here).
+    It holds what :func:`_new_run` says, as a run written in bulk does."""
     from mlflow.entities import Param
 
-    run = client.create_run(experiment_id, start_time=cell.start_ms, tags={**tags, CELL_TAG: cell.id},
-                            run_name=_run_name(cell))
+    new = _new_run(cell, tags)
+    run = client.create_run(experiment_id, start_time=new.start_ms, run_name=new.run_name,
+                            tags={k: v for k, v in new.tags.items() if k != SHA_TAG})  # the sha comes last, in _finish
     run_id = run.info.run_id
-    _finish(client, run_id, cell, metrics=_metrics(cell),
-            params=[Param(k, v) for k, v in flatten_config(cell.config).items()])
+    _finish(client, run_id, cell, metrics=new.metrics, params=[Param(k, v) for k, v in new.params.items()])
     return run_id
 
 
 def _new_run(cell: _Cell, tags: dict[str, str]) -> NewRun:
-    """What :func:`_create` would write, for :func:`bench.ingest_bulk.create_runs`."""
+    """Everything a cell's new run holds: written by :func:`_create` through the client, or in bulk
+    by :func:`bench.ingest_bulk.create_runs`."""
     return NewRun(run_name=_run_name(cell), tags={**tags, CELL_TAG: cell.id, SHA_TAG: cell.sha},
                   params=flatten_config(cell.config), metrics=_metrics(cell), artifacts=list(cell.files.values()),
                   start_ms=cell.start_ms, end_ms=cell.end_ms)

@@ -46,7 +46,7 @@ def student_model(ctx: CellContext) -> tuple[Normalized, tuple[nn.Module, ...]]:
     return with_backbone(ctx, ctx.config.frozen_backbone, role="backbone")
 
 
-def agreement(ctx: CellContext, role: str) -> Callable[[nn.Module], dict[str, float]]:
+def agreement(ctx: CellContext, role: str) -> Callable[[nn.Module, dict[str, tuple[torch.Tensor, torch.Tensor]]], dict[str, float]]:
     """``test_agreement``: the fraction of test images on which model and ``role`` predict alike
     (``role``'s test predictions come from its logits cache: one pass per teacher, not per student)."""
     splits = ctx.splits()
