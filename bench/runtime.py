@@ -81,7 +81,7 @@ class Runtime:
         online teachers). They keep no activations for a backward, so the best size is the
         device's, not the training batch's: on the CPU small batches stay in cache (menghani_cnn's
         forward on 128 images took 155 ms whole and 86 ms in chunks of 32 on one core here, with
-        bitwise the same logits); on a GPU the cell's batch unless set."""
+        bitwise the same logits there, within a float32 ulp on another CPU); on a GPU the cell's batch unless set."""
         if self.infer_batch_size is not None:
             return self.infer_batch_size
         return CPU_INFER_BATCH if self.torch_device.type == "cpu" else batch_size
