@@ -274,8 +274,10 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         row.update(epoch=0, train_loss=math.nan, lr=0.0, train_images_per_s=math.nan, epoch_seconds=0.0)
         metrics.append(row)
     # The checkpoint is the source of truth: a kill between writing it and metrics.json leaves the
-    # file one epoch behind, and a resume with no epoch left to run must still bring it up to date.
-    atomic_write_json(cell.metrics, metrics)
+    # file one epoch behind, and a resume with no epoch left to run must still bring it up to date
+    # (when the last epoch ran in this process, the loop just wrote it).
+    if start_epoch >= config.epochs:
+        atomic_write_json(cell.metrics, metrics)
     final_state = best_state if best_state is not None else model.inner.state_dict()
     atomic_torch_save(cell.model, final_state)
     selected = select_epoch(metrics, config.metric)
