@@ -205,14 +205,16 @@ def kd_cell_60k(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtur
     return make_kd_cell(tmp_path_factory.mktemp("bench-kd-60k"), KD_MATRIX_60K)
 
 
-def engine_side(kd_cell: KdCell) -> tuple[Callable[..., Outcome], Callable[[], tuple[tuple, dict]]]:
-    """bench.engine.train: the epoch, train/test accuracy and teacher agreement, images/s, checkpoint, model.pt."""
+def engine_side(kd_cell: KdCell, config: CellConfig | None = None,
+                training: Callable[[], Training] | None = None) -> tuple[Callable[..., Outcome], Callable[[], tuple[tuple, dict]]]:
+    """bench.engine.train: the epoch, train/test accuracy and teacher agreement, images/s, checkpoint, model.pt
+    (of the cell's student, or of ``config`` and ``training``: an augmented variant of it)."""
     splits = kd_cell.ctx.splits()
     evals = EvalSets(None, (splits.test_source, splits.test))
+    config, training = config or kd_cell.config, training or kd_cell.training
 
     def setup() -> tuple[tuple, dict]:
-        return (kd_cell.config, kd_cell.training(), evals, kd_cell.ctx.store.cell(kd_cell.new_cell()),
-                kd_cell.ctx.runtime, lambda line: None), {}
+        return (config, training(), evals, kd_cell.ctx.store.cell(kd_cell.new_cell()), kd_cell.ctx.runtime, lambda line: None), {}
 
     return train, setup
 
@@ -259,21 +261,56 @@ def epoch_end(kd_cell: KdCell, folder: Path) -> Callable[[torch.nn.Module], dict
     return finish
 
 
-def hand_side(kd_cell: KdCell, folder: Path) -> tuple[Callable[..., dict[str, float]], Callable[[], tuple[tuple, dict]]]:
+def hand_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding) and horizontal flip per image of a uint8 batch, written as one
+    would by hand: pad, index rows and columns at random offsets, mirror half the images."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy, dx = (torch.randint(0, 2 * padding + 1, (n, 1), generator=generator) for _ in range(2))
+    rows, cols = dy + torch.arange(h), dx + torch.arange(w)
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
+    return torch.where((torch.rand(n, generator=generator) < 0.5)[:, None, None, None], out.flip(3), out)
+
+
+def test_the_hand_written_crop_flip_makes_bench_s_views(fashion: torch.Tensor) -> None:
+    """The online baseline augments as bench does (same draws from the same generator, same
+    views), so the two sides of its group do the same work."""
+    images = fashion[:BATCH]
+    mine = augment(images, ("crop", "flip"), torch.Generator().manual_seed(3), 4)
+    assert torch.equal(hand_crop_flip(images, 4, torch.Generator().manual_seed(3)), mine) and not torch.equal(mine, images)
+
+
+def hand_side(kd_cell: KdCell, folder: Path, crop_padding: int | None = None
+              ) -> tuple[Callable[..., dict[str, float]], Callable[[], tuple[tuple, dict]]]:
     """The loop one would write instead: same model, optimiser, batches, targets, loss and the same
-    numbers at the end (train/test accuracy, agreement, weights on disk), nothing else."""
+    numbers at the end (train/test accuracy, agreement, weights on disk), nothing else. Its
+    teacher's logits are computed once for every item (bench's cache), or with ``crop_padding``
+    on every crop+flipped batch (online, in bench's inference batches: the same work)."""
     c, ctx = kd_cell.config, kd_cell.ctx
     splits = ctx.splits()
-    images, labels = splits.source.images.float() / 255, splits.source.targets.clone()
+    teacher = ctx.dependency_model("teacher").eval()
+    pixels, labels = splits.source.images, splits.source.targets.clone()
+    images = pixels.float() / 255
     labels[splits.unlabeled] = -1
-    with torch.no_grad():  # the cache's content, for every item of the source
-        soft = torch.cat([ctx.dependency_model("teacher")(x) for x in images.split(INFER)])
+    if crop_padding is None:
+        with torch.no_grad():  # the cache's content, for every item of the source
+            cached = torch.cat([teacher(x) for x in images.split(INFER)])
     finish = epoch_end(kd_cell, folder)
+    generator = torch.Generator().manual_seed(c.seed)
+
+    def inputs_and_targets(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if crop_padding is None:
+            return images[idx], cached[idx]
+        x = hand_crop_flip(pixels[idx], crop_padding, generator).float() / 255
+        with torch.no_grad():
+            return x, torch.cat([teacher(chunk) for chunk in x.split(INFER)])
 
     def epoch(model: torch.nn.Module) -> dict[str, float]:
         optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         for idx in batches(splits.train, c.batch_size):
-            loss = kd_loss(model(images[idx]), soft[idx], labels[idx], c)
+            x, soft = inputs_and_targets(idx)
+            loss = kd_loss(model(x), soft, labels[idx], c)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -291,12 +328,13 @@ def test_kd_epoch_hand_written(benchmark: BenchmarkFixture, speed: Speed, kd_cel
     check_row(timed(benchmark, speed, EPOCH, "baseline", "a hand-written loop", run, setup, rounds=10))
 
 
-def test_kd_epoch_60k_engine_and_hand_written_interleaved(benchmark: BenchmarkFixture, speed: Speed, kd_cell_60k: KdCell,
-                                                          tmp_path: Path) -> None:
-    """The two sides alternate round by round (an epoch here is ~1 s, long enough for the machine's
-    state to drift between two runs of five), and each side's median goes to the summary."""
-    sides = {"bench": ("bench.engine.train", *engine_side(kd_cell_60k), check_outcome),
-             "baseline": ("a hand-written loop", *hand_side(kd_cell_60k, tmp_path), check_row)}
+Side = tuple[str, Callable[..., object], Callable[[], tuple[tuple, dict]], Callable[[object], None]]
+
+
+def interleaved(benchmark: BenchmarkFixture, speed: Speed, group: str, sides: dict[str, Side], rounds: int) -> dict[str, list[float]]:
+    """Each side's (label, run, setup, check) run once per round, the sides alternating (an epoch
+    here is seconds long, long enough for the machine's state to drift between two runs of five);
+    each side's median, without the warm-up round, goes to the summary. Returns every round's seconds."""
     seconds: dict[str, list[float]] = {side: [] for side in sides}
 
     def both() -> None:
@@ -307,11 +345,19 @@ def test_kd_epoch_60k_engine_and_hand_written_interleaved(benchmark: BenchmarkFi
             seconds[side].append(time.perf_counter() - start)
             check(out)
 
-    benchmark.group = EPOCH_60K
-    benchmark.pedantic(both, rounds=7, warmup_rounds=1)
+    benchmark.group = group
+    benchmark.pedantic(both, rounds=rounds, warmup_rounds=1)
     if benchmark.enabled:
         for side, (label, *_) in sides.items():
-            speed.setdefault(EPOCH_60K, {})[side] = (label, statistics.median(seconds[side][1:]))
+            speed.setdefault(group, {})[side] = (label, statistics.median(seconds[side][1:]))
+    return seconds
+
+
+def test_kd_epoch_60k_engine_and_hand_written_interleaved(benchmark: BenchmarkFixture, speed: Speed, kd_cell_60k: KdCell,
+                                                          tmp_path: Path) -> None:
+    interleaved(benchmark, speed, EPOCH_60K, {"bench": ("bench.engine.train", *engine_side(kd_cell_60k), check_outcome),
+                                              "baseline": ("a hand-written loop", *hand_side(kd_cell_60k, tmp_path), check_row)},
+                rounds=7)
 
 
 def target_fn(kd_cell: KdCell, augmented: bool) -> Callable[[Batch], torch.Tensor]:
@@ -407,10 +453,29 @@ def test_augmented_kd_epoch_60k_with_a_view_bank(benchmark: BenchmarkFixture, sp
     assert len(outcome.metrics) == 1 and 0 <= outcome.selected["test_agreement"] <= 1
 
 
-def test_augmented_kd_epoch_60k_with_an_online_teacher(benchmark: BenchmarkFixture, speed: Speed, kd_cell_60k: KdCell) -> None:
-    outcome = augmented_epoch(benchmark, speed, kd_cell_60k, "online", "baseline", group=BANKED_60K_WHOLE,
-                              rounds=4, loop_group=BANKED_60K, **BANKED_60K_FIELDS)
-    assert len(outcome.metrics) == 1 and 0 <= outcome.selected["test_agreement"] <= 1
+ONLINE_60K = ("kd with crop(4)+flip on Fashion-MNIST's 60,000 images, online teacher: one student epoch, bench vs "
+              "a hand-written loop (the two sides interleaved round by round)")
+
+
+def test_online_kd_epoch_60k_engine_and_hand_written_interleaved(benchmark: BenchmarkFixture, speed: Speed, kd_cell_60k: KdCell,
+                                                                 tmp_path: Path) -> None:
+    """bench's online-teacher student against the loop one would write for it (tensor crop+flip,
+    the teacher on every batch); bench's side is also the online side of the view bank's groups."""
+    config, training = augmented_training(kd_cell_60k, "online", **BANKED_60K_FIELDS)
+    outcomes: list[Outcome] = []
+
+    def check(outcome: Outcome) -> None:
+        check_outcome(outcome)
+        outcomes.append(outcome)
+
+    seconds = interleaved(benchmark, speed, ONLINE_60K, {
+        "bench": ("bench.engine.train, teacher_targets: online", *engine_side(kd_cell_60k, config, training), check),
+        "baseline": ("a hand-written loop, tensor crop+flip, online teacher",
+                     *hand_side(kd_cell_60k, tmp_path, crop_padding=BANKED_60K_FIELDS["padding"]), check_row)}, rounds=3)
+    if benchmark.enabled:
+        online = "teacher_targets: online"
+        speed.setdefault(BANKED_60K_WHOLE, {})["baseline"] = (online, statistics.median(seconds["bench"][1:]))
+        speed.setdefault(BANKED_60K, {})["baseline"] = (online, statistics.median(o.metrics[0]["epoch_seconds"] for o in outcomes[1:]))
 
 
 ONLINE_PIL = "kd with crop+flip, online teacher: one student epoch, bench vs a per-sample PIL DataLoader loop"
