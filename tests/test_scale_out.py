@@ -94,7 +94,9 @@ def test_the_gpu_check_as_a_dry_run_on_the_cpu_compares_every_ci_cell_and_gates(
     rows = [line for line in table.splitlines()[2:] if line.strip()]
     assert len(rows) == 14  # every cell of ci.yaml, with its rate on both sides and its accuracy beside the baseline
     assert all(float(line.split()[6]) > 0 for line in rows)  # a ratio of two measured rates (never asserted: it is timing)
-    assert all(float(line.split()[-1]) == 0 for line in rows)  # CPU vs CPU baseline: the same accuracies
+    # both runs on this CPU: the same accuracies; the committed baseline is another machine's (~2 pts apart at most)
+    assert all(float(line.split()[-3]) == float(line.split()[-2]) for line in rows)
+    assert all(abs(float(line.split()[-1])) <= 0.03 for line in rows)
     assert "bench check: OK" in out
 
 
