@@ -270,16 +270,23 @@ def expand(matrix: Matrix, sets: dict[str, Any] | None = None, max_cells: int = 
     return Planner(matrix, sets, max_cells).cells()
 
 
+def matching(cells: list[Cell], pattern: str) -> list[Cell]:
+    """The cells whose id, stage, method or arch matches ``pattern`` (what ``bench cancel --only``
+    stops: a student's teacher is not cancelled with it)."""
+    found = [c for c in cells if c.id.startswith(pattern)
+             or any(fnmatch.fnmatchcase(v, pattern) for v in (c.id, c.stage, c.config.method, c.config.arch))]
+    if not found:
+        raise BenchError(f"--only {short(pattern, 60)} matches no cell's id, stage, method or arch")
+    return found
+
+
 def select(cells: list[Cell], pattern: str | None) -> list[Cell]:
     """Cells whose id, stage, method or arch matches ``pattern`` (a glob; an id may be given by
     its first characters), plus every cell they need. Free text (descriptions) is not matched:
     ``--only teacher`` means the teacher stage, not every cell whose description names one."""
     if not pattern:
         return cells
-    wanted = {c.id for c in cells if c.id.startswith(pattern)
-              or any(fnmatch.fnmatchcase(v, pattern) for v in (c.id, c.stage, c.config.method, c.config.arch))}
-    if not wanted:
-        raise BenchError(f"--only {short(pattern, 60)} matches no cell's id, stage, method or arch")
+    wanted = {c.id for c in matching(cells, pattern)}
     by_id = {c.id: c for c in cells}
     stack = list(wanted)
     while stack:

@@ -139,3 +139,45 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path) -> None:
         stderr = process.stderr.read().decode()
     assert b"stage" in first
     assert process.returncode == 141 and stderr == ""
+
+
+CANCEL_MATRIX = {
+    "name": "cancel-me",
+    "defaults": {"dataset": "digits", "image_size": 8, "label_fraction": 0.5, "epochs": 1},
+    "stages": {
+        "teacher": {"method": "supervised", "axes": {"arch": ["menghani_cnn"]}},
+        "student": {"method": "kd", "needs": {"teacher": "teacher"}, "axes": {"arch": ["menghani_mlp", "wide_mlp"]}},
+    },
+}
+
+
+def test_cancel_only_stops_the_matched_cells_jobs_and_never_a_packed_neighbour_unasked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """SLURM cancels whole jobs: `--only` one student of a job of two leaves the job queued and
+    says why (`--whole-jobs` cancels it), and a student's teacher is never cancelled with it."""
+    import time
+
+    import bench.executors.slurm as slurm
+    from bench.commands import cluster
+    from bench.matrix import load_matrix
+    from bench.plan import expand
+
+    matrix = write_matrix(tmp_path, CANCEL_MATRIX)
+    cells = {c.config.arch: c.id for c in expand(load_matrix(matrix))}
+    students = [cells["menghani_mlp"], cells["wide_mlp"]]
+    jobs = {cells["menghani_cnn"]: ("RUNNING", slurm.JobRecord("10", "f", time.time(), [])),
+            **{s: ("PENDING", slurm.JobRecord("11", "f", time.time(), students)) for s in students}}
+    monkeypatch.setattr(slurm, "job_states", lambda store, ids: {i: jobs[i] for i in ids if i in jobs})
+    cancelled: list[list[str]] = []
+    monkeypatch.setattr(cluster.subprocess, "run", lambda argv, **_: cancelled.append(argv[1:]) or subprocess.CompletedProcess(argv, 0, "", ""))
+    args = ["cancel", str(matrix), "--results", str(tmp_path / "runs")]
+
+    assert main([*args, "--only", students[0]]) == 0
+    out = capsys.readouterr().out
+    assert cancelled == [] and "job 11 left queued" in out and students[1] in out and "--whole-jobs" in out
+    assert main([*args, "--only", students[0], "--whole-jobs"]) == 0
+    assert cancelled == [["11"]] and students[1] in capsys.readouterr().out
+    assert main([*args, "--only", "student"]) == 0  # both of job 11's cells: cancelled, their running teacher not
+    assert cancelled[-1] == ["11"]
+    assert main(args) == 0
+    assert cancelled[-1] == ["10", "11"]

@@ -29,7 +29,10 @@ def results_dir(args: argparse.Namespace | None = None, given: str | None = None
     return Path(given or getattr(args, "results", None) or os.environ.get("BENCH_RESULTS") or DEFAULT_RESULTS)
 
 
-def matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
+ONLY_WITH_NEEDS = "only cells whose id, stage, method or arch matches (glob), plus what they need"
+
+
+def matrix_args(p: argparse.ArgumentParser, only: bool = True, only_help: str = ONLY_WITH_NEEDS) -> None:
     """The arguments every command on a matrix takes."""
     from bench.plan_limits import DEFAULT_MAX_CELLS
 
@@ -37,7 +40,7 @@ def matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a field for every cell (epochs=2) or one stage (teacher.epochs=2)")
     if only:
-        p.add_argument("--only", metavar="PATTERN", help="only cells whose id, stage, method or arch matches (glob), plus what they need")
+        p.add_argument("--only", metavar="PATTERN", help=only_help)
     p.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, metavar="N",
                    help=f"refuse a matrix expanding to more cells (default {DEFAULT_MAX_CELLS:,})")
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from bench.commands import matrix_args, planned_cells, print_frame, results_dir
+from bench.commands import ONLY_WITH_NEEDS, matrix_args, planned_cells, print_frame, results_dir
 from bench.errors import BenchError
 from bench.store import Store, read_json
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from bench.executors.slurm import JobRecord
 
 LOG_LINES = 5
 
@@ -91,16 +93,43 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def jobs_to_cancel(store: Store, chosen: set[str], records: dict[str, JobRecord]) -> tuple[list[str], dict[str, list[str]]]:
+    """The active jobs that run only chosen (or done) cells, and, by job, the cells not chosen and
+    not done that a packed job would take down with the chosen ones (SLURM cancels whole jobs)."""
+    clean: set[str] = set()
+    shared: dict[str, list[str]] = {}
+    for record in records.values():
+        others = [i for i in record.pack if i not in chosen and not store.cell(i).is_done()]
+        if others:
+            shared[record.job_id] = others
+        else:
+            clean.add(record.job_id)
+    return sorted(clean), shared
+
+
 def cancel_command(args: argparse.Namespace) -> int:
+    """Cancel the queued or running jobs of the cells ``--only`` matches (all of the matrix's
+    without it), not the cells they need. A packed job that also runs cells not matched is left
+    queued, with a line naming them, unless ``--whole-jobs``."""
     from bench.executors.slurm import ACTIVE, job_states
-    from bench.plan import select
+    from bench.plan import matching
 
     _, cells = planned_cells(args)
     store = Store(results_dir(args))
-    states = job_states(store, [c.id for c in select(cells, args.only) if not store.cell(c.id).is_done()])
-    active = sorted({record.job_id for state, record in states.values() if state in ACTIVE})
+    chosen = matching(cells, args.only) if args.only else cells
+    states = job_states(store, [c.id for c in chosen if not store.cell(c.id).is_done()])
+    records = {record.job_id: record for state, record in states.values() if state in ACTIVE}
+    active, shared = jobs_to_cancel(store, {c.id for c in chosen}, records)
+    for job_id, others in sorted(shared.items()):
+        if args.whole_jobs:
+            print(f"job {job_id} also runs {len(others)} cell(s) not selected, cancelled with it: {' '.join(others)}")
+        else:
+            print(f"job {job_id} left queued: it also runs {len(others)} cell(s) not selected ({' '.join(others[:4])}"
+                  f"{' ...' if len(others) > 4 else ''}); --whole-jobs cancels it with them")
+    if args.whole_jobs:
+        active = sorted({*active, *shared})
     if not active:
-        print("nothing queued")
+        print("nothing cancelled" if shared else "nothing queued")
         return 0
     result = subprocess.run(["scancel", *active], capture_output=True, text=True)
     if result.returncode != 0:
@@ -176,8 +205,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     for name, text, handler in (("status", "done / running / pending / failed per cell", status_command),
                                 ("cancel", "cancel a matrix's queued SLURM jobs", cancel_command)):
         p = sub.add_parser(name, help=text)
-        matrix_args(p)
+        matrix_args(p, only_help="only the jobs of cells whose id, stage, method or arch matches (glob), not of what they need"
+                    if name == "cancel" else ONLY_WITH_NEEDS)
         p.add_argument("--results", help="results folder (as for bench run)")
+        if name == "cancel":
+            p.add_argument("--whole-jobs", action="store_true",
+                           help="also cancel packed jobs that run cells --only does not match with the matched ones")
         p.set_defaults(handler=handler)
     p = sub.add_parser("prefetch", help="download the datasets and pretrained weights a matrix needs and `bench run` "
                                          "does not find yet (login node)")
