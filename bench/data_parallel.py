@@ -118,6 +118,13 @@ def rank_zero_says(world: int, value: str) -> str:
     return box[0]
 
 
+def usable_items(global_items: int, world: int, min_batch: int) -> int:
+    """The items of a global batch that take part in its step: those of the ranks' shards
+    (rank r has items r, r + world, ...) of at least ``min_batch`` images."""
+    sizes = (len(range(rank, global_items, world)) for rank in range(world))
+    return sum(size for size in sizes if size >= min_batch)
+
+
 def share_weight(items: int, global_items: int, world: int) -> float:
     """The factor on a rank's mean loss that makes the averaged gradient the global mean's."""
     return items * world / global_items

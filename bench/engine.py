@@ -224,6 +224,14 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         for step, global_items in enumerate(global_sizes):
             optimizer.zero_grad(set_to_none=True)
             got = next(local, None)  # None: this rank's shard of the last batch is empty
+            if got is not None and len(got[2]) < training.min_batch:  # too few images for the method's step
+                if epoch == start_epoch:
+                    progress(f"  batch {step + 1} of {len(got[2])} image(s) left out of each epoch "
+                             f"(the method's step needs {training.min_batch})")
+                got = None
+            if got is None and world == 1:
+                continue
+            global_items = data_parallel.usable_items(global_items, world, training.min_batch)
             if got is not None:
                 images, _, idx = got
                 x = to_device(images, runtime)

@@ -66,6 +66,11 @@ def test_rank_shards_of_each_batch_make_up_the_global_batch(items: int, batch: i
         assert sorted(union.tolist()) == sorted(order[step * batch: step * batch + size].tolist())
         weights = [data_parallel.share_weight(len(b), size, world) for b in got]
         assert sum(weights) == pytest.approx(world)  # averaged over ranks: the global batch's mean
+        # a method needing 2 images per step: shards of 1 sit out, the others' weights still make a mean
+        usable = data_parallel.usable_items(size, world, 2)
+        assert usable == sum(len(b) for b in got if len(b) >= 2)
+        if usable:
+            assert sum(data_parallel.share_weight(len(b), usable, world) for b in got if len(b) >= 2) == pytest.approx(world)
 
 
 def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused() -> None:

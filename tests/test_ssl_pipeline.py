@@ -166,3 +166,23 @@ def test_prefetch_knows_an_encoder_file_and_says_where_to_put_it(tmp_path: Path,
     torch.save({}, tmp_path / "r50.pt")
     assert main(["prefetch", str(matrix)]) == 0
     assert f"encoder file {tmp_path / 'r50.pt'}: found at {tmp_path / 'r50.pt'}" in capsys.readouterr().out
+
+
+def test_a_simclr_epoch_whose_last_batch_is_one_image_leaves_it_out(tmp_path: Path) -> None:
+    """One image has no negative and makes the v2 head's BatchNorm1d fail ("Expected more than 1
+    value per channel"): such a last batch is left out of the step, said once in the log."""
+    from bench.context import CellContext
+    from bench.runtime import Runtime
+    from bench.store import Store
+
+    pretrain = {**SSL["stages"]["pretrain"], "set": {**SSL["stages"]["pretrain"]["set"], "epochs": 2, "projection": "v2"}}
+    matrix = {**SSL, "stages": {"pretrain": pretrain}}
+    (cell,) = expand(load_matrix(write_matrix(tmp_path, matrix)))
+    items = len(CellContext(cell.config, cell.id, Store(tmp_path / "probe"), Runtime(device="cpu")).splits().train)
+    pretrain["set"]["batch_size"] = next(size for size in range(64, items) if items % size == 1)
+    results = tmp_path / "runs"
+    assert main(["run", str(write_matrix(tmp_path, matrix)), "--results", str(results)]) == 0
+    (folder,) = (results / "cells").iterdir()
+    assert (folder / "DONE").exists() and (folder / "log.txt").read_text().count("of 1 image(s) left out") == 1
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert [round(m["train_images_per_s"] * m["epoch_seconds"]) for m in metrics] == [items - 1] * 2

@@ -79,7 +79,9 @@ class Training:
     ``order(epoch)`` gives the items of an epoch in batch order (batched by ``batch_size``; a
     method composing its batches, as data distillation's fixed labeled share does); it must be
     a function of the epoch alone, so a resumed cell sees the same batches. None: a permutation
-    of ``indices`` from (seed, epoch).
+    of ``indices`` from (seed, epoch). ``min_batch``: the fewest images a step can use (SimCLR: 2,
+    for a negative and for its head's BatchNorm1d); a smaller last batch of an epoch, or a rank's
+    smaller shard of it, is left out of that step.
     """
 
     model: Normalized
@@ -96,6 +98,7 @@ class Training:
     evaluate: Callable[[nn.Module, bool], dict[str, float]] | None = None  # (model, last epoch?) -> metrics
     more_metrics: Callable[[nn.Module, dict[str, tuple[torch.Tensor, torch.Tensor]]], dict[str, float]] | None = None
     order: Callable[[int], torch.Tensor] | None = None
+    min_batch: int = 1
 
     def modules(self) -> list[nn.Module]:
         return [self.model, *self.extra.values()]

@@ -54,7 +54,7 @@ def simclr(ctx: CellContext) -> Training:
     hidden = torch.full_like(source.targets, -1)
     return Training(encoder, source, items, step, None, visible_targets=hidden, views=2, augment=view,
                     extra={"projection": head}, artifacts={"projection": head.state_dict},
-                    evaluate=knn_evaluation(ctx, labeled, val, test))
+                    evaluate=knn_evaluation(ctx, labeled, val, test), min_batch=2)
 
 
 def knn_evaluation(ctx: CellContext, memory: tuple[ImageSet, torch.Tensor], val: tuple[ImageSet, torch.Tensor] | None,
