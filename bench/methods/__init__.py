@@ -79,8 +79,8 @@ class Training:
     ``order(epoch)`` gives the items of an epoch in batch order (batched by ``batch_size``; a
     method composing its batches, as data distillation's fixed labeled share does); it must be
     a function of the epoch alone, so a resumed cell sees the same batches. None: a permutation
-    of ``indices`` from (seed, epoch). ``min_batch``: the fewest images a step can use (SimCLR: 2,
-    for a negative and for its head's BatchNorm1d); a smaller last batch of an epoch, or a rank's
+    of ``indices`` from (seed, epoch). ``min_batch``: the fewest images a step can use (SimCLR's v2
+    head: 2, for its BatchNorm1d); a smaller last batch of an epoch, or a rank's
     smaller shard of it, is left out of that step.
     """
 

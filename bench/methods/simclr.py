@@ -54,7 +54,14 @@ def simclr(ctx: CellContext) -> Training:
     hidden = torch.full_like(source.targets, -1)
     return Training(encoder, source, items, step, None, visible_targets=hidden, views=2, augment=view,
                     extra={"projection": head}, artifacts={"projection": head.state_dict},
-                    evaluate=knn_evaluation(ctx, labeled, val, test), min_batch=2)
+                    evaluate=knn_evaluation(ctx, labeled, val, test), min_batch=_fewest_images(head))
+
+
+def _fewest_images(head: nn.Module) -> int:
+    """2 for a head with BatchNorm1d (v2), which fails on one image in train mode; 1 otherwise: a
+    v1 cell's one-image batch (loss 0, no negative) still steps, as it always has, so its results
+    and id stay as they were."""
+    return 2 if any(isinstance(m, nn.BatchNorm1d) for m in head.modules()) else 1
 
 
 def knn_evaluation(ctx: CellContext, memory: tuple[ImageSet, torch.Tensor], val: tuple[ImageSet, torch.Tensor] | None,
