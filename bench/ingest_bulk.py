@@ -6,8 +6,9 @@ minutes). The rows MLflow's own ``SqlAlchemyStore`` would write for a new, finis
 tags, params, metrics, latest metrics) go in here as a few multi-row inserts per chunk of runs,
 one transaction per chunk, into the tables of MLflow's own ORM models — so the schema is the
 installed MLflow's, never one of ours. A run is all there or not there: its sha tag commits with
-its metrics (an interrupted ingest loses at most the chunk in flight, whose artifacts may remain as
-orphan folders that no run points at). ``tests/test_tracking.py`` checks that every table of the
+its metrics (an interrupted ingest loses at most the chunk in flight; the run ids of a chunk are
+noted in a journal before its artifacts are copied, and the next bulk ingest of the same results
+folder removes the folders of those that never committed). ``tests/test_tracking.py`` checks that every table of the
 database holds the same rows as after MLflow's client wrote the same cells, and that the runs read
 back through ``MlflowClient`` as the cells' files say; when a future MLflow moves any of the
 internals used here, :func:`sql_store` returns None and ingest takes the client path.
@@ -17,6 +18,8 @@ Only new runs take this path; updates (a changed cell) and http servers go throu
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import shutil
 import urllib.parse
 import uuid
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Metric
 
 CHUNK = 500  # runs per transaction: a few MB of rows; a kill loses at most this many
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+PENDING_FILE = ".mlflow-ingest-pending.json"  # in the results folder, beside the ledger: the chunk in flight
 
 
 @dataclasses.dataclass
@@ -127,19 +132,68 @@ def _write_session(store: Any) -> Any:
         return store.ManagedSessionMaker()
 
 
+def _run_folder(location: str, run_id: str) -> Path | None:
+    """A run's local artifact folder (its artifacts' parent), or None when not on this file system."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import append_to_uri_path
+
+    uri = append_to_uri_path(location, run_id)
+    parts = urllib.parse.urlparse(uri)
+    return Path(local_file_uri_to_path(uri)) if parts.scheme in ("", "file") and parts.netloc in ("", "localhost") else None
+
+
+def remove_uncommitted(store: Any, journal: Path) -> int:
+    """Remove the artifact folders of runs a killed bulk ingest copied but never committed, as
+    its ``journal`` names them. The journal lies in the (shared, untrusted) results folder: only
+    its experiment id and 32-hex run ids are taken from it, the folders come from the database's
+    own artifact location, and a run the database holds is never touched. Returns how many went."""
+    from mlflow.store.tracking.dbmodels.models import SqlRun
+
+    if not journal.exists():
+        return 0
+    try:
+        noted = json.loads(journal.read_text())
+        experiment_id = str(int(noted["experiment_id"]))
+        run_ids = [r for r in noted["run_ids"] if isinstance(r, str) and RUN_ID.fullmatch(r)]
+        location = store.get_experiment(experiment_id).artifact_location
+    except Exception:  # damaged, planted or of another database: nothing to trust in it
+        journal.unlink(missing_ok=True)
+        return 0
+    with _write_session(store) as session:
+        committed = {row[0] for row in session.query(SqlRun.run_uuid).filter(SqlRun.run_uuid.in_(run_ids))}
+    removed = 0
+    for run_id in run_ids:
+        folder = _run_folder(location, run_id)
+        if run_id not in committed and folder is not None and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+            removed += 1
+    journal.unlink(missing_ok=True)
+    return removed
+
+
 def create_runs(store: Any, experiment_id: str, runs: list[NewRun],
-                progress: Callable[[int], None] = lambda done: None) -> None:
-    """Write ``runs`` (each with its artifacts) into ``store``, ``CHUNK`` runs per transaction."""
+                progress: Callable[[int], None] = lambda done: None, journal: Path | None = None) -> None:
+    """Write ``runs`` (each with its artifacts) into ``store``, ``CHUNK`` runs per transaction.
+    With ``journal`` (a file of the results folder) each chunk's run ids are noted there before its
+    artifacts are copied and dropped once it commits, and what a killed ingest left is removed first."""
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
     from mlflow.utils.uri import append_to_uri_path
     from sqlalchemy import insert
+
+    from bench.store import atomic_write_json
+
+    if journal is not None:
+        remove_uncommitted(store, journal)
 
     tables = {"runs": SqlRun, "tags": SqlTag, "params": SqlParam, "metrics": SqlMetric,
               "latest_metrics": SqlLatestMetric}
     location = store.get_experiment(experiment_id).artifact_location
     for start in range(0, len(runs), CHUNK):
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
-        for run in runs[start:start + CHUNK]:
+        chunk = runs[start:start + CHUNK]
+        if journal is not None:
+            atomic_write_json(journal, {"experiment_id": experiment_id, "run_ids": [run.run_id for run in chunk]})
+        for run in chunk:
             artifact_uri = append_to_uri_path(location, run.run_id, store.ARTIFACTS_FOLDER_NAME)
             for name, table_rows in _rows(run, experiment_id, artifact_uri).items():
                 rows[name] += table_rows
@@ -148,4 +202,6 @@ def create_runs(store: Any, experiment_id: str, runs: list[NewRun],
             for name, model in tables.items():  # runs first: the others refer to them
                 if rows[name]:
                     session.execute(insert(model.__table__), rows[name])
+        if journal is not None:
+            journal.unlink()
         progress(min(start + CHUNK, len(runs)))

@@ -92,7 +92,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from bench.errors import BenchError
-from bench.ingest_bulk import CHUNK, NewRun, create_runs, sql_store
+from bench.ingest_bulk import CHUNK, PENDING_FILE, NewRun, create_runs, sql_store
 from bench.ingest_ledger import Ledger
 from bench.locks import exclusive
 
@@ -609,7 +609,7 @@ def _write_runs(root: Path, uri: str, store: Store, members: dict[str, list[tupl
                     summary.runs[(matrix, cell_id)] = run_id
                 if new_runs:
                     create_runs(bulk, experiment_id, list(new_runs.values()),
-                                progress=_progress(f"bench: ingest: {matrix}", len(new_runs)))
+                                progress=_progress(f"bench: ingest: {matrix}", len(new_runs)), journal=root / PENDING_FILE)
                     summary.created += len(new_runs)
                     summary.runs.update({(matrix, cell_id): run.run_id for cell_id, run in new_runs.items()})
         except BenchError:

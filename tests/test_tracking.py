@@ -332,6 +332,46 @@ def database_rows(db: Path) -> dict[str, list[tuple]]:
     return rows
 
 
+class Killed(BaseException):
+    """What a kill looks like to the code it interrupts: nothing catches it."""
+
+
+def test_a_killed_bulk_ingest_leaves_no_artifact_folder_behind_once_ingest_runs_again(
+        results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Artifacts are copied before their chunk commits: a kill in between leaves folders no run
+    points at, which the next ingest removes (the journal names them); committed runs keep theirs."""
+    import bench.ingest_bulk as bulk
+    from bench.ingest_bulk import PENDING_FILE
+    from mlflow import MlflowClient
+
+    copy = bulk._log_artifacts
+    copies: list[str] = []
+
+    def copy_then_die(uri: str, files: list[Path]) -> None:
+        if len(copies) == 3:  # the second chunk's second run: its first run's folder is written, uncommitted
+            raise Killed
+        copies.append(uri)
+        copy(uri, files)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bulk, "CHUNK", 2)
+        patch.setattr(bulk, "_log_artifacts", copy_then_die)
+        with pytest.raises(Killed):
+            ingest(results)
+    assert (results / PENDING_FILE).exists()
+    again = ingest(results)
+    assert (again.created, again.skipped) == (2, 2) and not (results / PENDING_FILE).exists()
+    client = MlflowClient(tracking_uri=again.tracking_uri)
+    (experiment_id,) = set(again.experiments.values())
+    location = Path(client.get_experiment(experiment_id).artifact_location.removeprefix("file://"))
+    assert sorted(p.name for p in location.iterdir() if p.is_dir()) == sorted(again.runs.values())
+    assert all(client.list_artifacts(run_id) for run_id in again.runs.values())
+    # a journal planted in the shared folder names nothing outside the database's own artifact folders
+    (results / PENDING_FILE).write_text(json.dumps({"experiment_id": experiment_id, "run_ids": ["../../x", *again.runs.values()]}))
+    assert bulk.remove_uncommitted(bulk.sql_store(client), results / PENDING_FILE) == 0
+    assert sorted(p.name for p in location.iterdir() if p.is_dir()) == sorted(again.runs.values())
+
+
 def test_runs_written_in_bulk_equal_runs_the_client_writes(results: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The bulk path writes the very rows MLflow's client would, in every table of the database."""
