@@ -457,10 +457,15 @@ ONLINE_60K = ("kd with crop(4)+flip on Fashion-MNIST's 60,000 images, online tea
               "a hand-written loop (the two sides interleaved round by round)")
 
 
+ONLINE_PIL_60K = ("kd with crop(4)+flip on Fashion-MNIST's 60,000 images, online teacher: one student epoch, bench vs "
+                  "a per-sample PIL DataLoader loop (the sides interleaved round by round)")
+
+
 def test_online_kd_epoch_60k_engine_and_hand_written_interleaved(benchmark: BenchmarkFixture, speed: Speed, kd_cell_60k: KdCell,
                                                                  tmp_path: Path) -> None:
     """bench's online-teacher student against the loop one would write for it (tensor crop+flip,
-    the teacher on every batch); bench's side is also the online side of the view bank's groups."""
+    the teacher on every batch) and against a framework's per-sample PIL pipeline; bench's side is
+    also the online side of the view bank's groups."""
     config, training = augmented_training(kd_cell_60k, "online", **BANKED_60K_FIELDS)
     outcomes: list[Outcome] = []
 
@@ -468,12 +473,15 @@ def test_online_kd_epoch_60k_engine_and_hand_written_interleaved(benchmark: Benc
         check_outcome(outcome)
         outcomes.append(outcome)
 
+    padding = BANKED_60K_FIELDS["padding"]
     seconds = interleaved(benchmark, speed, ONLINE_60K, {
         "bench": ("bench.engine.train, teacher_targets: online", *engine_side(kd_cell_60k, config, training), check),
-        "baseline": ("a hand-written loop, tensor crop+flip, online teacher",
-                     *hand_side(kd_cell_60k, tmp_path, crop_padding=BANKED_60K_FIELDS["padding"]), check_row)}, rounds=3)
+        "baseline": ("a hand-written loop, tensor crop+flip, online teacher", *hand_side(kd_cell_60k, tmp_path, crop_padding=padding), check_row),
+        "pil": (PIL_LABEL, *pil_side(kd_cell_60k, tmp_path, padding), check_row)}, rounds=3)
     if benchmark.enabled:
         online = "teacher_targets: online"
+        speed[ONLINE_PIL_60K] = {"bench": (online, statistics.median(seconds["bench"][1:])),
+                                 "baseline": (PIL_LABEL, statistics.median(seconds["pil"][1:]))}
         speed.setdefault(BANKED_60K_WHOLE, {})["baseline"] = (online, statistics.median(seconds["bench"][1:]))
         speed.setdefault(BANKED_60K, {})["baseline"] = (online, statistics.median(o.metrics[0]["epoch_seconds"] for o in outcomes[1:]))
 
@@ -486,7 +494,7 @@ def test_online_kd_epoch_through_the_engine(benchmark: BenchmarkFixture, speed: 
     assert len(outcome.metrics) == 1
 
 
-def test_online_kd_epoch_pil_dataloader(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell, tmp_path: Path) -> None:
+def pil_side(kd_cell: KdCell, folder: Path, padding: int) -> tuple[Callable[..., dict[str, float]], Callable[[], tuple[tuple, dict]]]:
     """A framework's pipeline for the same epoch: PIL images one by one through torchvision, the
     teacher on every augmented batch, the same loss, then the same evaluation and a saved model."""
     c, ctx = kd_cell.config, kd_cell.ctx
@@ -494,8 +502,8 @@ def test_online_kd_epoch_pil_dataloader(benchmark: BenchmarkFixture, speed: Spee
     teacher = ctx.dependency_model("teacher").eval()
     labels = splits.source.targets.clone()
     labels[splits.unlabeled] = -1
-    loader = pil_loader(splits.source.images[splits.train], labels[splits.train], splits.source.images.shape[-1], 2, c.batch_size)
-    finish = epoch_end(kd_cell, tmp_path)
+    loader = pil_loader(splits.source.images[splits.train], labels[splits.train], splits.source.images.shape[-1], padding, c.batch_size)
+    finish = epoch_end(kd_cell, folder)
 
     def epoch(model: torch.nn.Module) -> dict[str, float]:
         optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
@@ -507,8 +515,14 @@ def test_online_kd_epoch_pil_dataloader(benchmark: BenchmarkFixture, speed: Spee
             optimizer.step()
         return finish(model)
 
-    row = timed(benchmark, speed, ONLINE_PIL, "baseline", "DataLoader of PIL images + online teacher, by hand", epoch,
-                lambda: ((kd_cell.training().model,), {}), rounds=5)
+    return epoch, lambda: ((kd_cell.training().model,), {})
+
+
+PIL_LABEL = "DataLoader of PIL images + online teacher, by hand"
+
+
+def test_online_kd_epoch_pil_dataloader(benchmark: BenchmarkFixture, speed: Speed, kd_cell: KdCell, tmp_path: Path) -> None:
+    row = timed(benchmark, speed, ONLINE_PIL, "baseline", PIL_LABEL, *pil_side(kd_cell, tmp_path, padding=2), rounds=5)
     assert 0 <= row["test_agreement"] <= 1
 
 
