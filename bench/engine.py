@@ -232,6 +232,8 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
             if got is None and world == 1:
                 continue
             global_items = data_parallel.usable_items(global_items, world, training.min_batch)
+            if global_items == 0:  # no rank has enough images: every rank skips the step alike
+                continue
             if got is not None:
                 images, _, idx = got
                 x = to_device(images, runtime)

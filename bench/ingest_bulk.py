@@ -17,6 +17,7 @@ Only new runs take this path; updates (a changed cell) and http servers go throu
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -142,22 +143,25 @@ def _run_folder(location: str, run_id: str) -> Path | None:
     return Path(local_file_uri_to_path(uri)) if parts.scheme in ("", "file") and parts.netloc in ("", "localhost") else None
 
 
-def remove_uncommitted(store: Any, journal: Path) -> int:
+def remove_uncommitted(store: Any, journal: Path, experiment_id: str) -> int:
     """Remove the artifact folders of runs a killed bulk ingest copied but never committed, as
     its ``journal`` names them. The journal lies in the (shared, untrusted) results folder: only
     its experiment id and 32-hex run ids are taken from it, the folders come from the database's
     own artifact location, and a run the database holds is never touched. Returns how many went."""
     from mlflow.store.tracking.dbmodels.models import SqlRun
 
-    if not journal.exists():
+    if not journal.is_file():
         return 0
     try:
         noted = json.loads(journal.read_text())
-        experiment_id = str(int(noted["experiment_id"]))
-        run_ids = [r for r in noted["run_ids"] if isinstance(r, str) and RUN_ID.fullmatch(r)]
+        run_ids = sorted({r for r in noted["run_ids"] if isinstance(r, str) and RUN_ID.fullmatch(r)})
+        ours = noted["database"] == str(store.db_uri) and str(noted["experiment_id"]) == str(experiment_id)
+        if not ours or len(run_ids) > CHUNK:  # another database's or experiment's, or not one chunk: not trusted
+            raise ValueError(journal)
         location = store.get_experiment(experiment_id).artifact_location
     except Exception:  # damaged, planted or of another database: nothing to trust in it
-        journal.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            journal.unlink()
         return 0
     with _write_session(store) as session:
         committed = {row[0] for row in session.query(SqlRun.run_uuid).filter(SqlRun.run_uuid.in_(run_ids))}
@@ -167,7 +171,8 @@ def remove_uncommitted(store: Any, journal: Path) -> int:
         if run_id not in committed and folder is not None and folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder)
             removed += 1
-    journal.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        journal.unlink()
     return removed
 
 
@@ -183,7 +188,7 @@ def create_runs(store: Any, experiment_id: str, runs: list[NewRun],
     from bench.store import atomic_write_json
 
     if journal is not None:
-        remove_uncommitted(store, journal)
+        remove_uncommitted(store, journal, experiment_id)
 
     tables = {"runs": SqlRun, "tags": SqlTag, "params": SqlParam, "metrics": SqlMetric,
               "latest_metrics": SqlLatestMetric}
@@ -192,7 +197,8 @@ def create_runs(store: Any, experiment_id: str, runs: list[NewRun],
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
         chunk = runs[start:start + CHUNK]
         if journal is not None:
-            atomic_write_json(journal, {"experiment_id": experiment_id, "run_ids": [run.run_id for run in chunk]})
+            atomic_write_json(journal, {"database": str(store.db_uri), "experiment_id": experiment_id,
+                                         "run_ids": [run.run_id for run in chunk]})
         for run in chunk:
             artifact_uri = append_to_uri_path(location, run.run_id, store.ARTIFACTS_FOLDER_NAME)
             for name, table_rows in _rows(run, experiment_id, artifact_uri).items():

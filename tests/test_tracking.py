@@ -366,9 +366,19 @@ def test_a_killed_bulk_ingest_leaves_no_artifact_folder_behind_once_ingest_runs_
     location = Path(client.get_experiment(experiment_id).artifact_location.removeprefix("file://"))
     assert sorted(p.name for p in location.iterdir() if p.is_dir()) == sorted(again.runs.values())
     assert all(client.list_artifacts(run_id) for run_id in again.runs.values())
-    # a journal planted in the shared folder names nothing outside the database's own artifact folders
-    (results / PENDING_FILE).write_text(json.dumps({"experiment_id": experiment_id, "run_ids": ["../../x", *again.runs.values()]}))
-    assert bulk.remove_uncommitted(bulk.sql_store(client), results / PENDING_FILE) == 0
+    # a journal planted in the shared folder removes nothing but uncommitted folders of this database's experiment
+    store = bulk.sql_store(client)
+    outside = location.parent / "x"
+    outside.mkdir()
+    stray = location / ("f" * 32)
+    stray.mkdir()
+    for database, experiment in ((str(store.db_uri), "0"), ("sqlite:///other.db", experiment_id)):
+        (results / PENDING_FILE).write_text(json.dumps({"database": database, "experiment_id": experiment, "run_ids": ["f" * 32]}))
+        assert bulk.remove_uncommitted(store, results / PENDING_FILE, experiment_id) == 0 and stray.is_dir()
+    (results / PENDING_FILE).write_text(json.dumps({"database": str(store.db_uri), "experiment_id": experiment_id,
+                                                    "run_ids": ["../x", "f" * 32, *again.runs.values()]}))
+    assert bulk.remove_uncommitted(store, results / PENDING_FILE, experiment_id) == 1
+    assert outside.is_dir() and not stray.exists()
     assert sorted(p.name for p in location.iterdir() if p.is_dir()) == sorted(again.runs.values())
 
 
