@@ -106,16 +106,22 @@ def _metric_row(metric: Metric, run_id: str) -> dict[str, Any]:
             "is_nan": False, "run_uuid": run_id}
 
 
+def _local_folder(uri: str) -> Path | None:
+    """The folder an artifact URI names on this file system, or None (a remote store)."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    parts = urllib.parse.urlparse(uri)
+    return Path(local_file_uri_to_path(uri)) if parts.scheme in ("", "file") and parts.netloc in ("", "localhost") else None
+
+
 def _log_artifacts(artifact_uri: str, files: list[Path]) -> None:
     """The files at the root of a new run's artifacts. A local folder is written by plain copies:
     the run does not exist until its transaction commits, so no reader sees a file half-copied,
     and MLflow's local repository (staging copy, path checks) costs 4 ms a file here."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-    from mlflow.utils.file_utils import local_file_uri_to_path
 
-    parts = urllib.parse.urlparse(artifact_uri)
-    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-        folder = Path(local_file_uri_to_path(artifact_uri))
+    folder = _local_folder(artifact_uri)
+    if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         for path in files:
             shutil.copyfile(path, folder / path.name)
@@ -133,22 +139,13 @@ def _write_session(store: Any) -> Any:
         return store.ManagedSessionMaker()
 
 
-def _run_folder(location: str, run_id: str) -> Path | None:
-    """A run's local artifact folder (its artifacts' parent), or None when not on this file system."""
-    from mlflow.utils.file_utils import local_file_uri_to_path
-    from mlflow.utils.uri import append_to_uri_path
-
-    uri = append_to_uri_path(location, run_id)
-    parts = urllib.parse.urlparse(uri)
-    return Path(local_file_uri_to_path(uri)) if parts.scheme in ("", "file") and parts.netloc in ("", "localhost") else None
-
-
 def remove_uncommitted(store: Any, journal: Path, experiment_id: str) -> int:
     """Remove the artifact folders of runs a killed bulk ingest copied but never committed, as
     its ``journal`` names them. The journal lies in the (shared, untrusted) results folder: only
     its experiment id and 32-hex run ids are taken from it, the folders come from the database's
     own artifact location, and a run the database holds is never touched. Returns how many went."""
     from mlflow.store.tracking.dbmodels.models import SqlRun
+    from mlflow.utils.uri import append_to_uri_path
 
     if not journal.is_file():
         return 0
@@ -167,7 +164,7 @@ def remove_uncommitted(store: Any, journal: Path, experiment_id: str) -> int:
         committed = {row[0] for row in session.query(SqlRun.run_uuid).filter(SqlRun.run_uuid.in_(run_ids))}
     removed = 0
     for run_id in run_ids:
-        folder = _run_folder(location, run_id)
+        folder = _local_folder(append_to_uri_path(location, run_id))
         if run_id not in committed and folder is not None and folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder)
             removed += 1
