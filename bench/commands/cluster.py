@@ -202,16 +202,17 @@ def prefetch_command(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for name, text, handler in (("status", "done / running / pending / failed per cell", status_command),
-                                ("cancel", "cancel a matrix's queued SLURM jobs", cancel_command)):
-        p = sub.add_parser(name, help=text)
-        matrix_args(p, only_help="only the jobs of cells whose id, stage, method or arch matches (glob), not of what they need"
-                    if name == "cancel" else ONLY_WITH_NEEDS)
+    parsers = {}
+    for name, text, handler, only_help in (
+            ("status", "done / running / pending / failed per cell", status_command, ONLY_WITH_NEEDS),
+            ("cancel", "cancel a matrix's queued SLURM jobs", cancel_command,
+             "only the jobs of cells whose id, stage, method or arch matches (glob), not of what they need")):
+        p = parsers[name] = sub.add_parser(name, help=text)
+        matrix_args(p, only_help=only_help)
         p.add_argument("--results", help="results folder (as for bench run)")
-        if name == "cancel":
-            p.add_argument("--whole-jobs", action="store_true",
-                           help="also cancel packed jobs that run cells --only does not match with the matched ones")
         p.set_defaults(handler=handler)
+    parsers["cancel"].add_argument("--whole-jobs", action="store_true",
+                                   help="also cancel packed jobs that run cells --only does not match with the matched ones")
     p = sub.add_parser("prefetch", help="download the datasets and pretrained weights a matrix needs and `bench run` "
                                          "does not find yet (login node)")
     matrix_args(p, only=False)
