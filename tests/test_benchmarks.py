@@ -9,7 +9,7 @@ import itertools
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,6 +261,18 @@ def epoch_end(kd_cell: KdCell, folder: Path) -> Callable[[torch.nn.Module], dict
     return finish
 
 
+def hand_epoch(model: torch.nn.Module, c: CellConfig, steps: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+               finish: Callable[[torch.nn.Module], dict[str, float]]) -> dict[str, float]:
+    """One epoch by hand over ``steps`` of (images, teacher logits, labels): SGD on bench's kd loss, then ``finish``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    for x, soft, y in steps:
+        loss = kd_loss(model(x), soft, y, c)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return finish(model)
+
+
 def hand_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Random crop (zero padding) and horizontal flip per image of a uint8 batch, written as one
     would by hand: pad, index rows and columns at random offsets, mirror half the images."""
@@ -299,22 +311,15 @@ def hand_side(kd_cell: KdCell, folder: Path, crop_padding: int | None = None
     finish = epoch_end(kd_cell, folder)
     generator = torch.Generator().manual_seed(c.seed)
 
-    def inputs_and_targets(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if crop_padding is None:
-            return images[idx], cached[idx]
+            return images[idx], cached[idx], labels[idx]
         x = hand_crop_flip(pixels[idx], crop_padding, generator).float() / 255
         with torch.no_grad():
-            return x, torch.cat([teacher(chunk) for chunk in x.split(INFER)])
+            return x, torch.cat([teacher(chunk) for chunk in x.split(INFER)]), labels[idx]
 
     def epoch(model: torch.nn.Module) -> dict[str, float]:
-        optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        for idx in batches(splits.train, c.batch_size):
-            x, soft = inputs_and_targets(idx)
-            loss = kd_loss(model(x), soft, labels[idx], c)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return finish(model)
+        return hand_epoch(model, c, map(step, batches(splits.train, c.batch_size)), finish)
 
     return epoch, lambda: ((kd_cell.training().model,), {})
 
@@ -479,11 +484,10 @@ def test_online_kd_epoch_60k_engine_and_hand_written_interleaved(benchmark: Benc
         "baseline": ("a hand-written loop, tensor crop+flip, online teacher", *hand_side(kd_cell_60k, tmp_path, crop_padding=padding), check_row),
         "pil": (PIL_LABEL, *pil_side(kd_cell_60k, tmp_path, padding), check_row)}, rounds=3)
     if benchmark.enabled:
-        online = "teacher_targets: online"
-        speed[ONLINE_PIL_60K] = {"bench": (online, statistics.median(seconds["bench"][1:])),
-                                 "baseline": (PIL_LABEL, statistics.median(seconds["pil"][1:]))}
-        speed.setdefault(BANKED_60K_WHOLE, {})["baseline"] = (online, statistics.median(seconds["bench"][1:]))
-        speed.setdefault(BANKED_60K, {})["baseline"] = (online, statistics.median(o.metrics[0]["epoch_seconds"] for o in outcomes[1:]))
+        online = ("teacher_targets: online", statistics.median(seconds["bench"][1:]))
+        speed[ONLINE_PIL_60K] = {"bench": online, "baseline": (PIL_LABEL, statistics.median(seconds["pil"][1:]))}
+        speed.setdefault(BANKED_60K_WHOLE, {})["baseline"] = online
+        speed.setdefault(BANKED_60K, {})["baseline"] = (online[0], statistics.median(o.metrics[0]["epoch_seconds"] for o in outcomes[1:]))
 
 
 ONLINE_PIL = "kd with crop+flip, online teacher: one student epoch, bench vs a per-sample PIL DataLoader loop"
@@ -505,15 +509,12 @@ def pil_side(kd_cell: KdCell, folder: Path, padding: int) -> tuple[Callable[...,
     loader = pil_loader(splits.source.images[splits.train], labels[splits.train], splits.source.images.shape[-1], padding, c.batch_size)
     finish = epoch_end(kd_cell, folder)
 
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return x, teacher(x), y
+
     def epoch(model: torch.nn.Module) -> dict[str, float]:
-        optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        for x, y in loader:
-            with torch.no_grad():
-                soft = teacher(x)
-            optimizer.zero_grad(set_to_none=True)
-            kd_loss(model(x), soft, y, c).backward()
-            optimizer.step()
-        return finish(model)
+        return hand_epoch(model, c, itertools.starmap(step, loader), finish)
 
     return epoch, lambda: ((kd_cell.training().model,), {})
 
