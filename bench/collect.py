@@ -114,6 +114,10 @@ def rerun_command(store: Store, cell_id: str, *remove: str, what: str = "it") ->
     run = ["bench", "run", source if _printable(source) else "MATRIX", "--results", str(store.root)]
     for assignment in sets if isinstance(sets, list) else []:
         run += ["--set", assignment] if _printable(assignment) else []
+    smoke = plan.get("smoke")
+    if isinstance(smoke, dict):  # a rehearsal's cells: the same shortening makes the same ids
+        run += ["--smoke"] + [f"--smoke-{key.replace('_', '-')}={value or 0}" for key, value in sorted(smoke.items())
+                              if isinstance(value, int) or value is None]
     files = [str(store.cell(cell_id).path / name) for name in remove]
     return f"rerun {what} with: {shlex.join(['rm', '-f', *files])} && {shlex.join(run)}"
 

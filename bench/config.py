@@ -123,6 +123,10 @@ class CellConfig(BaseModel):
     bank_views: int = Field(10, gt=0, description="teacher_targets bank: augmented views per image")
     bank_seed: int = Field(0, description="teacher_targets bank: seed of the views' parameters (shared by the students)")
     bank_precision: Literal["float16", "float32"] = Field("float16", description="teacher_targets bank: stored logits")
+    train_eval_items: int | None = Field(None, gt=0, description="report train_acc on a fixed seeded subset of this "
+                                         "many training items (null: all of them, every epoch)")
+    smoke_batches: int | None = Field(None, gt=0, description="a rehearsal cell (`bench run --smoke`), never a result: "
+                                      "every split, pool and evaluation set cut to this many batches of the cell's items")
     deps: dict[SafeName, CellId] = Field(default_factory=dict, description="role -> cell id of the cells this one needs")
 
     @field_validator("encoder_file")

@@ -23,6 +23,7 @@ from bench.methods.distill import TeacherFn
 from bench.methods.contrastive import dense_head
 from bench.models import Normalized, WithHead, create_backbone, create_model, normalization
 from bench.runtime import Runtime
+from bench.smoke import cut as smoke_cut
 from bench.store import CellDir, Store, UnreadableFile, atomic_torch_save, load_tensors, read_json
 from bench.view_bank import BankedTeacher, BankSpec, bank_path, load_or_build
 
@@ -88,12 +89,23 @@ def _first_classes(splits: Splits, k: int) -> Splits:
 
 
 def _limited(items: torch.Tensor, config: CellConfig) -> torch.Tensor:
-    """``unlabeled_limit`` of ``items`` (sorted), drawn with the cell's seed; all when unset."""
+    """``unlabeled_limit`` of ``items`` (sorted), drawn with the cell's seed; all when unset (a
+    rehearsal's share of them: ``bench.smoke.cut``)."""
     limit = config.unlabeled_limit
     if limit is None or limit >= len(items):
-        return items
+        return smoke_cut(items, config)
     generator = torch.Generator().manual_seed(config.seed)
-    return torch.sort(items[torch.randperm(len(items), generator=generator)[:limit]]).values
+    return smoke_cut(torch.sort(items[torch.randperm(len(items), generator=generator)[:limit]]).values, config)
+
+
+def _rehearsed(splits: Splits, config: CellConfig) -> Splits:
+    """A rehearsal cell's splits: each index set cut to a few batches, the training items the
+    labeled and unlabeled ones kept (as in the whole splits)."""
+    labeled, unlabeled = smoke_cut(splits.labeled, config), smoke_cut(splits.unlabeled, config)
+    train = torch.sort(torch.cat([labeled, unlabeled])).values
+    few = None if splits.few is None else smoke_cut(splits.few, config)
+    return Splits(splits.source, splits.test_source, train, labeled, unlabeled, smoke_cut(splits.val, config),
+                  smoke_cut(splits.test, config), few)
 
 
 class CellContext:
@@ -126,7 +138,8 @@ class CellContext:
         test = self._load(c.dataset, "test")
         splits = make_splits(self.labeled_train, test, self.store.root / "splits", c.dataset, c.protocol,
                              c.val_fraction, c.label_fraction, c.n_per_class, c.effective_split_seed)
-        return splits if c.task_classes is None else _first_classes(splits, c.task_classes)
+        splits = splits if c.task_classes is None else _first_classes(splits, c.task_classes)
+        return splits if c.smoke_batches is None else _rehearsed(splits, c)
 
     def unlabeled_pool(self, config: CellConfig | None = None) -> tuple[ImageSet, torch.Tensor]:
         """The out-of-distribution pool and the items of it a cell uses (``unlabeled_limit``, drawn
@@ -193,7 +206,8 @@ class CellContext:
             model.inner.load_state_dict(load_tensors(dep.model))
         except UnreadableFile as error:
             raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is done but {error}; rerun the {role}: "
-                             f"rm {dep.done_marker} and run the matrix again (it rewrites model.pt from its checkpoint)") from None
+                             f"rm {dep.done_marker} and run the matrix again (it trains again, or rewrites model.pt from its "
+                             f"checkpoint if it was run with --keep-checkpoints)") from None
         model.requires_grad_(trainable)
         return model.train(trainable)
 

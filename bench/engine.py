@@ -210,6 +210,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     world, rank = runtime.world_size, runtime.rank
     data_parallel.broadcast_from_first(training.modules(), world)
     rate = math.nan  # images/s of the last test pass of this segment: the cell's inference rate
+    warned_single = False
     for epoch in range(start_epoch, config.epochs):
         training.train_mode()
         order = training.order(epoch) if training.order is not None else \
@@ -239,8 +240,17 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
                 x = to_device(images, runtime)
                 views = tuple(layout(view(x, generator, idx), runtime) for generator in generators)
                 batch = Batch(views, targets[idx].to(device, non_blocking=True), idx)
-                with runtime.autocast():
-                    loss = training.step(batch)
+                try:
+                    with runtime.autocast():
+                        loss = training.step(batch)
+                except ValueError as error:
+                    if not _one_image_for_batch_statistics(error, len(idx), world):
+                        raise
+                    if not warned_single:
+                        warned_single = True
+                        progress(f"  batch {step + 1} of 1 image left out of each epoch (the model's batch "
+                                 "statistics need 2 images)")
+                    continue
                 weighted = loss if world == 1 else loss * data_parallel.share_weight(len(idx), global_items, world)
                 scaler.scale(weighted).backward()
                 loss_sum += loss.item() * len(idx)
@@ -300,6 +310,27 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     return Outcome(metrics, selected, train_seconds, infer, wall_before + time.perf_counter() - segment_start)
 
 
+def _one_image_for_batch_statistics(error: ValueError, images: int, world: int) -> bool:
+    """A one-image batch that a BatchNorm layer on 1x1 maps (MobileNetV3 at 32 px, a BatchNorm1d
+    head) cannot normalise: torch refuses it before any gradient exists, so the step is left out.
+    Only such batches, which would otherwise end the cell, are skipped: a batch that trains
+    today trains the same, so no result changes. One process only: ranks must step together
+    (a data-parallel method declares ``Training.min_batch``)."""
+    return images == 1 and world == 1 and "Expected more than 1 value per channel" in str(error)
+
+
+def train_eval_items(where: tuple[ImageSet, torch.Tensor] | None, config: CellConfig) -> tuple[ImageSet, torch.Tensor] | None:
+    """Where ``train_acc`` is measured: the method's training items, or a fixed subset of
+    ``train_eval_items`` of them (drawn with the split seed; the same subset every epoch), so an
+    ImageNet cell does not evaluate its whole training set each epoch."""
+    limit = config.train_eval_items
+    if where is None or limit is None or limit >= len(where[1]):
+        return where
+    source, items = where
+    chosen = torch.randperm(len(items), generator=derived_generator(config.effective_split_seed, "train_eval"))[:limit]
+    return source, torch.sort(items[chosen]).values
+
+
 def _epoch_metrics(model: nn.Module, training: Training, evals: EvalSets, config: CellConfig, runtime: Runtime,
                    final: bool = True) -> tuple[dict[str, float], float]:
     """The epoch's row, and the images/s of its pass over the test set (NaN without one): the
@@ -309,7 +340,7 @@ def _epoch_metrics(model: nn.Module, training: Training, evals: EvalSets, config
     row: dict[str, float] = {}
     outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     rate = math.nan
-    named = {"train": training.train_eval, "val": evals.val, "test": evals.test}
+    named = {"train": train_eval_items(training.train_eval, config), "val": evals.val, "test": evals.test}
     for name, where in named.items():
         if where is None:
             row[f"{name}_acc"], row[f"{name}_loss"] = math.nan, math.nan

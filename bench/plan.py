@@ -23,6 +23,7 @@ from bench.selectors import rule_matches
 from bench.yaml_input import parse_yaml
 
 if TYPE_CHECKING:
+    from bench.smoke import Smoke
     from bench.store import Store
 
 # A dependant sees its parents' inputs: the same images, and the same train/val/test split (which
@@ -99,9 +100,11 @@ def parse_sets(assignments: Iterable[str], source: str = "--set") -> dict[str, A
 class Planner:
     """Expands one matrix (plus command-line ``--set`` values) into cells in dependency order."""
 
-    def __init__(self, matrix: Matrix, sets: dict[str, Any] | None = None, max_cells: int = DEFAULT_MAX_CELLS) -> None:
+    def __init__(self, matrix: Matrix, sets: dict[str, Any] | None = None, max_cells: int = DEFAULT_MAX_CELLS,
+                 smoke: Smoke | None = None) -> None:
         self.matrix = matrix
         self.max_cells = max_cells
+        self.smoke = smoke
         self.global_sets: dict[str, Any] = {}
         self.stage_sets: dict[str, dict[str, Any]] = {}
         for key, value in (sets or {}).items():
@@ -198,6 +201,9 @@ class Planner:
             cell = Cell(self._validate(stage_name, fields), axis_values, parents)
         else:
             cell = probe  # no override applies: the probe is the cell (validated and hashed once)
+        if self.smoke is not None:  # the rehearsal of the cell: last, so overrides matched the real one
+            fields = {**cell.config.model_dump(), **self.smoke.update(cell.config)}
+            cell = Cell(self._validate(stage_name, fields), axis_values, parents)
         self._check_method_needs(cell)
         return cell
 
@@ -265,9 +271,10 @@ def _ancestors(matrix: Matrix, stage: str) -> set[str]:
     return found
 
 
-def expand(matrix: Matrix, sets: dict[str, Any] | None = None, max_cells: int = DEFAULT_MAX_CELLS) -> list[Cell]:
-    """All cells of a matrix, parents before children, each id once."""
-    return Planner(matrix, sets, max_cells).cells()
+def expand(matrix: Matrix, sets: dict[str, Any] | None = None, max_cells: int = DEFAULT_MAX_CELLS,
+           smoke: Smoke | None = None) -> list[Cell]:
+    """All cells of a matrix, parents before children, each id once (their rehearsals with ``smoke``)."""
+    return Planner(matrix, sets, max_cells, smoke).cells()
 
 
 def matching(cells: list[Cell], pattern: str) -> list[Cell]:
@@ -297,9 +304,14 @@ def select(cells: list[Cell], pattern: str | None) -> list[Cell]:
     return [c for c in cells if c.id in wanted]
 
 
-def plan_name(matrix_name: str, sets: list[str] | None) -> str:
+def plan_name(matrix_name: str, sets: list[str] | None, smoke: Smoke | None = None) -> str:
     """The matrix's name, or name@hash for a run with --set, so a variant never replaces the
-    matrix's own plan (and its cells stay in the matrix's tables and baselines)."""
+    matrix's own plan (and its cells stay in the matrix's tables and baselines); a rehearsal's
+    is name@smoke (``bench.smoke.plan_name``)."""
+    if smoke is not None:
+        from bench.smoke import plan_name as smoke_plan_name
+
+        return smoke_plan_name(matrix_name, sets, smoke)
     if not sets:
         return matrix_name
     return f"{matrix_name}@{hashlib.sha256(' '.join(sorted(sets)).encode()).hexdigest()[:8]}"
@@ -351,6 +363,7 @@ def plan_rows(cells: list[Cell]) -> list[tuple[Any, ...]]:
     return rows
 
 
-def record_plan(store: "Store", name: str, matrix: Matrix, cells: list[Cell], sets: list[str]) -> None:
-    """Which cells the matrix (or its ``--set`` variant ``name``) has, for collect, status and reports."""
-    store.write_plan(name, matrix.source, matrix.paper, [{"id": c.id, "stage": c.stage, "describe": describe_cell(c)} for c in cells], sets)
+def record_plan(store: "Store", name: str, matrix: Matrix, cells: list[Cell], sets: list[str], smoke: Smoke | None = None) -> None:
+    """Which cells the matrix (or its ``--set`` variant or rehearsal ``name``) has, for collect, status and reports."""
+    store.write_plan(name, matrix.source, matrix.paper, [{"id": c.id, "stage": c.stage, "describe": describe_cell(c)} for c in cells], sets,
+                     None if smoke is None else {"batches": smoke.batches, "batch_size": smoke.batch_size})

@@ -57,9 +57,12 @@ def _bank_key(cell: Cell) -> tuple[Any, ...]:
     return (*_items(cell), tuple(c.augment), c.crop_padding, c.bank_views, c.bank_seed, c.bank_precision)
 
 
-def teacher_passes(cells: list[Cell]) -> list[StageCost]:
-    """Per stage with distilling students: the passes each mode costs (shared caches and banks counted once)."""
+def teacher_passes(cells: list[Cell], per_cell: dict[str, int] | None = None) -> list[StageCost]:
+    """Per stage with distilling students: the passes each mode costs (shared caches and banks
+    counted once, by the first student that needs them); ``per_cell`` receives each student's
+    passes as configured."""
     costs: dict[str, StageCost] = {}
+    per_cell = {} if per_cell is None else per_cell
     seen: dict[str, set[tuple[Any, ...]]] = {"cache": set(), "bank": set(), "configured": set()}
     for cell in cells:
         needs = requirement(cell.config.method)
@@ -68,12 +71,13 @@ def teacher_passes(cells: list[Cell]) -> list[StageCost]:
         c, cost = cell.config, costs.setdefault(cell.stage, StageCost(cell.stage))
         cost.students += 1
         if not c.augment:  # every mode uses the logits cache
-            passes = _once(seen["cache"], _items(cell), 1)
+            passes = per_cell[cell.id] = _once(seen["cache"], _items(cell), 1)
             cost.configured, cost.online, cost.bank = cost.configured + passes, cost.online + passes, cost.bank + passes
             continue
         cost.online += c.epochs
         cost.bank += _once(seen["bank"], _bank_key(cell), c.bank_views)
-        cost.configured += c.epochs if c.teacher_targets == "online" else _once(seen["configured"], _bank_key(cell), c.bank_views)
+        per_cell[cell.id] = c.epochs if c.teacher_targets == "online" else _once(seen["configured"], _bank_key(cell), c.bank_views)
+        cost.configured += per_cell[cell.id]
     return list(costs.values())
 
 

@@ -75,4 +75,5 @@ def check_parents(cells: Iterable[Cell], store: Store) -> None:
             dep = store.cell(dep_id)
             if dep_id not in computed and dep.is_done() and not dep.model.exists():
                 raise BenchError(f"cell {cell.id} needs its {role} {dep_id}, which is marked done but has no {dep.model.name} "
-                                 f"({dep.model}); rerun it: rm {dep.done_marker} and run again (it resumes from its checkpoint)")
+                                 f"({dep.model}); rerun it: rm {dep.done_marker} and run again (it trains again, or resumes "
+                                 f"from its checkpoint if it was run with --keep-checkpoints)")

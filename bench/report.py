@@ -98,6 +98,7 @@ class Target:
     paper_reason: str = ""              # how the paper was found
     stand_in: dict[str, Any] = field(default_factory=dict)         # the matrix file's `stand_in:` section
     stage_axes: dict[str, list[str]] = field(default_factory=dict)  # stage -> its axes (matrix axes for roots)
+    variant: list[str] = field(default_factory=list)  # how its cells differ from the matrix's own (--set, --smoke)
 
 
 def stage_axes(fields: dict[str, Any]) -> dict[str, list[str]]:
@@ -155,7 +156,7 @@ def resolve_targets(arg: str, results: str | None) -> list[Target]:
             elif not fields:
                 paper, reason = _paper_by_matrix_name(name), f"matrix file {source!r} not found; paper by matrix name"
             targets.append(Target(name, path, paper, source, str(fields.get("description", "")), plan.get("cells", []), reason,
-                                  fields.get("stand_in") or {}, stage_axes(fields)))
+                                  fields.get("stand_in") or {}, stage_axes(fields), _variant(plan)))
         return targets
     if not path.is_file():
         raise BenchError(f"{arg}: neither a matrix file nor a results folder")
@@ -166,10 +167,25 @@ def resolve_targets(arg: str, results: str | None) -> list[Target]:
         raise BenchError(f"{arg}: a matrix file needs --results (the folder its cells are in)")
     root = Path(results)
     plans = Store(root).plans()
-    if matrix.name not in plans:
+    # the matrix's own plan, else its --set variants and rehearsals (name@hash, name@smoke), each reported
+    names = [matrix.name] if matrix.name in plans else sorted(n for n in plans if n.startswith(f"{matrix.name}@"))
+    if not names:
         raise BenchError(f"{root}: no results for matrix {matrix.name!r} (run `bench run {arg} --results {root}` first)")
-    return [Target(matrix.name, root, matrix.paper, str(path), matrix.description, plans[matrix.name].get("cells", []),
-                   f"`paper` of {path}", dict(matrix.stand_in), stage_axes(matrix.model_dump()))]
+    return [Target(name, root, matrix.paper, str(path), matrix.description, plans[name].get("cells", []),
+                   f"`paper` of {path}", dict(matrix.stand_in), stage_axes(matrix.model_dump()),
+                   _variant(plans[name])) for name in names]
+
+
+def _variant(plan: dict[str, Any]) -> list[str]:
+    """How a plan's cells differ from the matrix's own: its ``--set`` overrides and a rehearsal's shortening."""
+    sets = plan.get("sets") if isinstance(plan.get("sets"), list) else []
+    out = [f"--set {s}" for s in sets if isinstance(s, str) and s.isprintable()][:50]
+    smoke = plan.get("smoke")
+    if isinstance(smoke, dict):
+        size = smoke.get("batch_size") or "the cells' own number of"
+        out.append(f"--smoke: {smoke.get('batches')} batches of at most {size} images per epoch and evaluation set, "
+                   "1 epoch (a rehearsal: its numbers measure nothing)")
+    return out
 
 
 # --------------------------------------------------------------------------- the report
@@ -422,6 +438,9 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
     if broken:
         header.append(f"Left out, marked done but unreadable: {'; '.join(broken)}.")
 
+    if target.variant:
+        header.append(f"**Not the matrix as written**: `{target.matrix}` ran with {'; '.join(f'`{v}`' for v in target.variant)}. "
+                      "Its figures are not the paper's setting, whatever the `data` column says.")
     if paper is None:
         header.append("No paper: the matrix names no `paper`, so there are no reported figures to compare; "
                       "only the cells table follows.")
@@ -452,6 +471,10 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
         if paper.claims:
             sections.append(_claims_section(mine, target.matrix, paper, out, written))
         rows = figure_rows(mine, target.matrix, paper, mapping, target.stage_axes)
+        if target.variant:  # the paper's data, not its settings
+            for row in rows:
+                if not row.data_differs:
+                    row.data_note = f"{row.data_note}; settings differ ({target.variant[-1].split(':')[0]})"
         if mapping:
             sections.append(_mapping_section(rows, mapping, target))
         view = paper_view(paper.paper)

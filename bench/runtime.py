@@ -39,6 +39,7 @@ class Runtime:
     progress_seconds: float = 30.0  # print an in-epoch progress line at most this often
     compile: bool = False  # torch.compile the trained model (its forward, in place)
     infer_batch_size: int | None = None  # batch of no-grad forwards; None: CPU_INFER_BATCH on the CPU, the cell's on GPUs
+    keep_checkpoints: bool = False  # a done cell keeps checkpoint.pt (and .prev): --keep-checkpoints
     rank: int = 0  # this process's rank in a data-parallel cell (bench.data_parallel); 0 writes the files
     world_size: int = 1
 
@@ -97,7 +98,8 @@ class Runtime:
 
     @classmethod
     def from_options(cls, device: str | None, amp: bool | None, workers: int, data_root: str | Path | None,
-                     on_this_machine: bool = True, compile: bool = False, infer_batch_size: int | None = None) -> "Runtime":
+                     on_this_machine: bool = True, compile: bool = False, infer_batch_size: int | None = None,
+                     keep_checkpoints: bool = False) -> "Runtime":
         """A run's Runtime from the command line. Cells that run elsewhere (on a cluster) choose
         their device on the compute node, so only the syntax of ``device`` is checked here."""
         if on_this_machine:
@@ -107,7 +109,7 @@ class Runtime:
             if device:
                 parse_device(device)
         return cls(device=chosen, amp=amp, workers=workers, data_root=Path(data_root) if data_root else None, compile=compile,
-                   infer_batch_size=infer_batch_size)
+                   infer_batch_size=infer_batch_size, keep_checkpoints=keep_checkpoints)
 
     def describe(self) -> dict[str, object]:
         name = torch.cuda.get_device_name(self.torch_device) if self.device.startswith("cuda") else "cpu"

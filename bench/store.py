@@ -36,7 +36,7 @@ from bench.errors import BenchError, StorageError
 from bench.locks import Echo, exclusive
 
 DONE = "DONE"
-_PLAN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}(@[0-9a-f]{8})?")
+_PLAN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}(@[0-9a-f]{8}|@smoke(-[0-9a-f]{8})?)?")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -236,11 +236,13 @@ class Store:
             raise BenchError(f"{path}: outside the results folder {self.root}")
         return path
 
-    def write_plan(self, matrix_name: str, source: str, paper: str | None, cells: list[dict[str, Any]], sets: list[str] | None = None) -> None:
+    def write_plan(self, matrix_name: str, source: str, paper: str | None, cells: list[dict[str, Any]], sets: list[str] | None = None,
+                   smoke: dict[str, Any] | None = None) -> None:
         """Write the plan unless the same one is there (a rerun of a done matrix writes nothing,
-        so it works on a read-only results folder)."""
+        so it works on a read-only results folder). ``smoke``: a rehearsal's shortening."""
         path = self.plan_path(matrix_name)
-        data = json_bytes({"matrix": matrix_name, "source": source, "paper": paper, "sets": sets or [], "cells": cells})
+        plan = {"matrix": matrix_name, "source": source, "paper": paper, "sets": sets or [], "cells": cells}
+        data = json_bytes(plan if smoke is None else {**plan, "smoke": smoke})
         with contextlib.suppress(OSError):
             if path.read_bytes() == data:
                 return

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from bench.matrix import Matrix
     from bench.plan import Cell
+    from bench.smoke import Smoke
 
 DEFAULT_RESULTS = "runs"
 MODULES = ("bench.commands.runs", "bench.commands.results", "bench.commands.cluster", "bench.commands.doctor")
@@ -45,13 +46,13 @@ def matrix_args(p: argparse.ArgumentParser, only: bool = True, only_help: str = 
                    help=f"refuse a matrix expanding to more cells (default {DEFAULT_MAX_CELLS:,})")
 
 
-def planned_cells(args: argparse.Namespace) -> tuple[Matrix, list[Cell]]:
-    """The matrix named on the command line and its cells (``--set`` applied)."""
+def planned_cells(args: argparse.Namespace, smoke: Smoke | None = None) -> tuple[Matrix, list[Cell]]:
+    """The matrix named on the command line and its cells (``--set`` applied; their rehearsals with ``smoke``)."""
     from bench.matrix import load_matrix
     from bench.plan import DEFAULT_MAX_CELLS, expand, parse_sets
 
     matrix = load_matrix(args.matrix)
-    return matrix, expand(matrix, parse_sets(args.set or []), getattr(args, "max_cells", DEFAULT_MAX_CELLS))
+    return matrix, expand(matrix, parse_sets(args.set or []), getattr(args, "max_cells", DEFAULT_MAX_CELLS), smoke)
 
 
 def print_frame(frame: pd.DataFrame) -> None:

@@ -22,7 +22,18 @@ def plan_command(args: argparse.Namespace) -> int:
     print(f"\n{matrix.name}: {len(cells)} cells (" + ", ".join(f"{stage} {counts[stage]}" for stage in matrix.stages if stage in counts) + ")")
     if args.cost:
         print_teacher_cost(cells)
+        print_cost_estimate(cells)
     return 0
+
+
+def print_cost_estimate(cells: list, seconds=None, heading: str | None = None) -> None:
+    """Per stage: images, GPU-hours (or hours at measured rates), disk and host memory."""
+    from bench.cost_estimate import ASSUMPTION, COLUMNS, estimate, stage_rows
+
+    works = estimate(cells)
+    columns = COLUMNS if seconds is None else tuple("hours here" if c == "GPU-hours" else c for c in COLUMNS)
+    print(f"\n{heading or ASSUMPTION}")
+    print(format_table(columns, stage_rows(works, seconds)))
 
 
 def print_teacher_cost(cells: list) -> None:
@@ -44,17 +55,20 @@ def run_command(args: argparse.Namespace) -> int:
     from bench.plan import plan_name, record_plan, select
     from bench.preflight import check_inputs, check_parents
     from bench.runtime import Runtime
+    from bench.smoke import claim_folder, default_folder
     from bench.store import Store
 
-    matrix, all_cells = planned_cells(args)
+    smoke = rehearsal(args)
+    matrix, all_cells = planned_cells(args, smoke)
     cells = select(all_cells, args.only)
-    store = Store(results_dir(args))
+    store = Store(default_folder(results_dir(args)) if smoke and not args.results else results_dir(args))
     executor_class = get_executor(args.executor)
     runtime = Runtime.from_options(args.device, args.amp, args.workers, args.data_root or matrix.data_root,
                                    on_this_machine=executor_class.runs_here, compile=args.compile,
-                                   infer_batch_size=args.infer_batch_size)
-    name = plan_name(matrix.name, args.set)
-    record_plan(store, name, matrix, all_cells, args.set or [])
+                                   infer_batch_size=args.infer_batch_size, keep_checkpoints=args.keep_checkpoints)
+    name = plan_name(matrix.name, args.set, smoke)
+    claim_folder(store, smoke is not None)
+    record_plan(store, name, matrix, all_cells, args.set or [], smoke)
     to_run = [c for c in cells if not store.cell(c.id).is_done()]
     check_inputs(to_run, runtime.data_root, load=executor_class.runs_here)
     check_parents(to_run, store)
@@ -62,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"{name}: {len(cells)} cells -> {store.root}/ on {executor.describe(runtime)}", file=sys.stderr)
     result = executor.run(cells, store, runtime)
     table = collect(store.root)
-    if not table.empty:
+    if not table.empty and smoke is None:
         mine = table[(table["matrix"] == name) & table["id"].isin({c.id for c in cells})]
         if not mine.empty:
             print_frame(summary(mine))
@@ -70,7 +84,51 @@ def run_command(args: argparse.Namespace) -> int:
           f"{len(result.failed)} failed, {len(result.blocked)} blocked", file=sys.stderr)
     for cell_id, reason in result.failed.items():
         print(f"  failed {cell_id}: {reason}", file=sys.stderr)
+    if smoke is not None and not result.submitted:
+        finish_rehearsal(args, matrix, all_cells, cells, table, store)
     return 0 if result.ok else 1
+
+
+def rehearsal(args: argparse.Namespace):
+    """``--smoke``'s shortening of every cell, or None for a real run."""
+    from bench.smoke import Smoke
+
+    if not args.smoke:
+        return None
+    if args.smoke_batches <= 0 or args.smoke_batch_size < 0:
+        raise BenchError("--smoke-batches must be >= 1 and --smoke-batch-size >= 0 (0: the cells' own batch size)")
+    return Smoke(args.smoke_batches, args.smoke_batch_size or None)
+
+
+def finish_rehearsal(args: argparse.Namespace, matrix, smoke_cells: list, ran: list, table, store) -> None:
+    """After a rehearsal: its report, then what the real run will cost, priced at the GPU
+    assumption and at the rates the rehearsal measured (this machine, its small batches)."""
+    import math
+
+    from bench.plan import expand, parse_sets
+    from bench.report import report
+
+    try:
+        for path in report(str(args.matrix), str(store.root)):
+            if path.name in ("report.md", "report.html"):
+                print(f"report: {path}", file=sys.stderr)
+    except BenchError as error:
+        print(f"bench: report: {error}", file=sys.stderr)
+    real = expand(matrix, parse_sets(args.set or []), args.max_cells)
+    if len(real) != len(smoke_cells):
+        print("cost: the rehearsal's cells do not pair with the matrix's; see `bench plan --cost`", file=sys.stderr)
+        return
+    rehearsed = {c.id for c in ran}
+    pairs = {s.id: r for s, r in zip(smoke_cells, real)}
+    wanted = [pairs[s.id] for s in smoke_cells if s.id in rehearsed]
+    rates: dict[str, tuple[float, float]] = {}
+    if not table.empty:
+        for row in table[table["id"].isin(rehearsed)].to_dict("records"):
+            rates[pairs[row["id"]].id] = (float(row.get("train_images_per_s", math.nan)), float(row.get("infer_images_per_s", math.nan)))
+    print_cost_estimate(wanted)
+    print_cost_estimate(wanted, lambda work: work.seconds_at(*rates.get(work.cell.id, (math.nan, math.nan))),
+                        heading=f"the same work at the rates this rehearsal measured ({', '.join(sorted(set(table['device']))) if 'device' in table else 'here'}, "
+                                "its small batches and few steps: an upper bound for a GPU, a rough one for this machine)")
 
 
 def collect_command(args: argparse.Namespace) -> int:
@@ -111,6 +169,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--infer-batch-size", type=int, metavar="N", help="batch of forwards without gradient (evaluation, "
                    "teacher logits, view banks; default 32 on the CPU, the cell's batch_size on GPUs)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for datasets streamed from disk")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep a done cell's checkpoint.pt (and .prev); "
+                   "by default they are removed once model.pt and the result are written")
+    p.add_argument("--smoke", action="store_true", help="rehearse: every cell for a few batches (1 epoch; 0 stays 0) "
+                   "into a folder of its own (default <results>-smoke), then its report and the cost of the real run")
+    p.add_argument("--smoke-batches", type=int, default=2, metavar="N", help="--smoke: batches per epoch and per "
+                   "evaluation set (default 2)")
+    p.add_argument("--smoke-batch-size", type=int, default=8, metavar="N", help="--smoke: at most N images a batch "
+                   "(default 8; 0: the cells' own batch size)")
     p.set_defaults(handler=run_command)
 
     p = sub.add_parser("collect", help="collect finished cells into results.csv / results.parquet")

@@ -199,6 +199,12 @@ def _stratified_split(targets: np.ndarray, test_size: float, split: str) -> np.n
     """
     from sklearn.model_selection import train_test_split
 
+    classes, counts = np.unique(targets, return_counts=True)
+    test_count = int(np.ceil(test_size * len(targets)))
+    if len(targets) == 0 or counts.min() < 2 or test_count < len(classes) or len(targets) - test_count < len(classes):
+        raise BenchError(f"{len(targets)} images in {len(classes)} classes (the smallest with {counts.min() if len(counts) else 0}) "
+                         f"cannot be split {1 - test_size:g}:{test_size:g} with every class on both sides: each class "
+                         f"needs 2 images or more, and each side as many images as there are classes")
     train, test = train_test_split(
         np.arange(len(targets)), test_size=test_size, stratify=targets, random_state=SPLIT_SEED
     )
@@ -401,7 +407,10 @@ class _VisionSpec:
             raise _not_found(self.name, [folder], self.hint(), f"torchvision: {str(exc).split('.')[0]}") from None
         dataset: Dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         if self.test_size is not None:
-            keep = _stratified_split(_targets_of(dataset).numpy(), self.test_size, split)
+            try:
+                keep = _stratified_split(_targets_of(dataset).numpy(), self.test_size, split)
+            except BenchError as error:  # found, but not a dataset bench can split: no download mends it
+                raise BenchError(f"dataset {self.name!r} at {folder}: {error}") from None
             dataset = Subset(dataset, keep.tolist())
         return dataset
 

@@ -41,8 +41,9 @@ class CellJob(submitit.helpers.Checkpointable):
     submitit calls ``checkpoint`` and requeues the job with the same pack."""
 
     def __init__(self, results: str, device: str | None, amp: bool | None, workers: int, data_root: str | None,
-                 compile: bool = False, infer_batch_size: int | None = None) -> None:
+                 compile: bool = False, infer_batch_size: int | None = None, keep_checkpoints: bool = False) -> None:
         self.results = results
+        self.keep_checkpoints = keep_checkpoints
         self.compile = compile
         self.infer_batch_size = infer_batch_size
         self.device = device
@@ -58,7 +59,8 @@ class CellJob(submitit.helpers.Checkpointable):
             runtime = Runtime(device=self.device or default_device(), amp=self.amp, workers=self.workers,
                               data_root=Path(self.data_root) if self.data_root else None, rank=rank, world_size=world,
                               compile=getattr(self, "compile", False),  # jobs pickled before these options lack them
-                              infer_batch_size=getattr(self, "infer_batch_size", None))
+                              infer_batch_size=getattr(self, "infer_batch_size", None),
+                              keep_checkpoints=getattr(self, "keep_checkpoints", False))
             outcomes = {cell_id: self._one(store, cell_id, runtime, f"[{n}/{len(ids)}] " if len(ids) > 1 else "")
                         for n, cell_id in enumerate(ids, 1)}
         unfinished = {i: o for i, o in outcomes.items() if o != "done"}

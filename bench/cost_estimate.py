@@ -1,0 +1,260 @@
+"""What a matrix will cost before a GPU hour is spent (``bench plan --cost``, and after ``--smoke``).
+
+Per cell, from the plan alone: the images it trains on and evaluates (epochs x items, from the
+datasets' nominal sizes in ``bench.dataset_sizes``), the teacher forwards it needs (caches and
+view banks counted once, as ``bench.plan_cost`` counts them), its model's forward FLOPs and
+parameters (the architecture built on torch's meta device: no memory, no weights), and from
+those: GPU-hours, disk (checkpoints while it runs; model.pt, caches, banks and annotations that
+stay) and host memory (datasets held in memory, model and optimiser state; activations are not
+counted). After a rehearsal the same work is priced at the rates the rehearsal measured.
+
+GPU time is FLOPs-based until a GPU is lent and per-architecture rates are measured: a training
+image costs three forwards, and the GPU does ``GPU_FLOPS`` (:data:`ASSUMPTION` says so in the
+output). Small models on small images are overhead-bound, so their hours are a lower bound.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from bench.config import CellConfig
+from bench.dataset_sizes import SIZES, NominalSize
+from bench.method_requirements import requirement
+from bench.plan import Cell
+from bench.plan_cost import teacher_passes
+
+GPU_FLOPS = 4.9e13
+TRAIN_FORWARDS = 3
+ASSUMPTION = ("GPU-hours are FLOPs-based: an A100 with AMP at 49 TFLOP/s effective (ResNet-50 at 224 px trains "
+              "~2,000 img/s, infers 3x faster), a training image = 3 forwards; small models are overhead-bound, "
+              "so their hours are a lower bound")
+OPTIMIZER_SLOTS = {"sgd": 1, "adamw": 2, "lars": 1}
+STREAM_SIDE = 224  # streamed images are decoded to image_size, else to this
+
+
+@dataclass
+class Items:
+    """A cell's index sets, in images (nominal sizes)."""
+
+    labeled: float
+    unlabeled: float
+    val: float
+    test: float
+    few: float
+    pool: float
+
+    @property
+    def train(self) -> float:
+        return self.labeled + self.unlabeled
+
+
+def _size(name: str | None) -> NominalSize | None:
+    return SIZES.get(name) if name else None
+
+
+def items_of(c: CellConfig) -> Items | None:
+    """The cell's splits as its protocol, fractions and limits make them, or None for a dataset of unknown size."""
+    data = _size(c.dataset)
+    if data is None:
+        return None
+    share = (c.task_classes / data.classes) if c.task_classes and data.classes else 1.0
+    if c.protocol == "resplit_4_1_1":
+        whole = (data.train + data.test) * share
+        train, val, test = whole * 4 / 6, whole / 6, whole / 6
+    else:
+        train, val, test = data.train * share * (1 - c.val_fraction), data.train * share * c.val_fraction, data.test * share
+    labeled = train * c.label_fraction
+    classes = c.task_classes or data.classes
+    few = labeled if c.n_per_class in (None, "all") else min(labeled, c.n_per_class * classes)
+    pool_size = _size(c.unlabeled)
+    pool = (train - labeled) if c.unlabeled is None else (pool_size.train if pool_size else math.nan)
+    if c.unlabeled_limit is not None:
+        pool = min(pool, c.unlabeled_limit)
+    return Items(labeled, train - labeled, val, test, few, pool)
+
+
+def _annotate_transforms(c: CellConfig) -> int:
+    return (1 + len(c.annotate_scales) + len(c.annotate_crops)) * (2 if c.annotate_flip else 1)
+
+
+TRAINING_ITEMS: dict[str, Callable[[CellConfig, Items], float]] = {
+    "supervised": lambda c, s: s.labeled,
+    "linear_probe": lambda c, s: s.labeled,
+    "kd": lambda c, s: s.train,
+    "simclr": lambda c, s: s.train,
+    "blind": lambda c, s: s.pool,
+    "finetune": lambda c, s: s.few,
+    # a fixed labeled share per batch: an epoch is the pseudo-labeled part (quota kept) and its labeled share
+    "data_distill": lambda c, s: s.pool * c.pseudo_keep / (1 - (c.labeled_share or 0.5)),
+    "annotate": lambda c, s: 0.0,
+}
+"""Images one epoch of a method trains on (a method missing here counts its labeled items)."""
+
+
+def _model_figures(c: CellConfig, classes: int, channels: int, side: int) -> tuple[float, float]:
+    """(forward FLOPs per image, parameters) of the cell's architecture, built on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.models import create_backbone, create_model
+
+    with torch.device("meta"):
+        if c.head is None and classes:
+            model = create_model(c.arch, num_classes=classes, in_chans=channels, image_size=side)
+        else:
+            model, _ = create_backbone(c.arch, channels, side)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(torch.zeros(1, channels, side, side, device="meta"))
+    return float(counter.get_total_flops()), float(sum(p.numel() for p in model.parameters()))
+
+
+_FIGURES: dict[tuple[Any, ...], tuple[float, float]] = {}
+
+
+def model_figures(c: CellConfig) -> tuple[float, float]:
+    """FLOPs and parameters of a cell's model, NaN when the architecture cannot be built here."""
+    data = _size(c.dataset)
+    side = c.image_size or (data.side if data and data.in_memory else STREAM_SIDE)
+    channels, classes = (data.channels, c.task_classes or data.classes) if data else (3, 1000)
+    key = (c.arch, c.head is None, classes, channels, side)
+    if key not in _FIGURES:
+        try:
+            _FIGURES[key] = _model_figures(c, classes, channels, side)
+        except Exception:  # an architecture timm cannot build on the meta device: unknown, not a failure of plan
+            _FIGURES[key] = (math.nan, math.nan)
+    return _FIGURES[key]
+
+
+@dataclass
+class CellWork:
+    """What one cell will do and hold."""
+
+    cell: Cell
+    train_images: float      # images through a training step, all epochs
+    eval_images: float       # images through the cell's model without gradient (evaluation, annotation)
+    teacher_images: float    # teacher forwards (caches and banks once, by the first student needing them)
+    flops: float             # forward FLOPs per image of the cell's model
+    teacher_flops: float
+    disk_running: float      # bytes while it runs (checkpoint and its predecessor)
+    disk_kept: float         # bytes that stay (model.pt, caches and banks it causes, annotations)
+    host_memory: float       # bytes: datasets in memory, model, gradients, optimiser state
+
+    @property
+    def gpu_seconds(self) -> float:
+        forwards = TRAIN_FORWARDS * self.train_images * self.flops + self.eval_images * self.flops
+        return (forwards + self.teacher_images * self.teacher_flops) / GPU_FLOPS
+
+    def seconds_at(self, train_rate: float, infer_rate: float) -> float:
+        """The cell's time at measured rates (images/s; the teacher's forwards at the cell's inference
+        rate, or at 3x its training rate where it measured none, as an annotation)."""
+        if not infer_rate > 0:
+            infer_rate = TRAIN_FORWARDS * train_rate
+        time = 0.0
+        for images, rate in ((self.train_images, train_rate), (self.eval_images + self.teacher_images, infer_rate)):
+            if images:
+                time += images / rate if rate > 0 else math.nan
+        return time
+
+
+def _held_in_memory(name: str | None, c: CellConfig, splits: int) -> float:
+    data = _size(name)
+    if data is None or not data.in_memory:
+        return 0.0
+    side = c.image_size or data.side  # in-memory sets are resized to image_size when loaded
+    return (data.train + (data.test if splits == 2 else 0)) * data.channels * side * side
+
+
+def estimate(cells: list[Cell], keep_checkpoints: bool = False) -> list[CellWork]:
+    """Every cell's work, disk and memory (NaN where a dataset or architecture is unknown here)."""
+    passes: dict[str, int] = {}
+    teacher_passes(cells, passes)
+    by_id = {cell.id: cell for cell in cells}
+    works = []
+    for cell in cells:
+        c = cell.config
+        items = items_of(c)
+        flops, params = model_figures(c)
+        needs = requirement(c.method)
+        trains = needs is None or needs.trains
+        teacher = by_id.get(c.deps.get("teacher", ""))
+        teacher_flops, teacher_params = model_figures(teacher.config) if teacher else (0.0, 0.0)
+        classes = (c.task_classes or (_size(c.dataset).classes if _size(c.dataset) else math.nan))
+        if items is None:
+            train = evals = teacher_images = math.nan
+            kept_extra = 0.0
+        else:
+            per_epoch = TRAINING_ITEMS.get(c.method, lambda c, s: s.labeled)(c, items)
+            train = c.epochs * per_epoch if trains else 0.0
+            passes_over = c.epochs // c.eval_every + (1 if c.epochs % c.eval_every else 0) or 1
+            evaluated = (min(per_epoch, c.train_eval_items or per_epoch) + items.val + items.test) * passes_over
+            if not trains:  # annotate: the teacher over the pool, once per transform
+                evaluated, teacher_flops = 0.0, teacher_flops
+            evals = evaluated
+            teacher_images = passes.get(cell.id, 0) * per_epoch
+            if not trains:
+                teacher_images = items.pool * _annotate_transforms(c)
+            kept_extra = _kept_artifacts(c, passes.get(cell.id, 0), per_epoch, classes, items)
+        slots = OPTIMIZER_SLOTS.get(c.optimizer, 1)
+        state = params * 4 * (1 + slots)
+        works.append(CellWork(
+            cell, train, evals, teacher_images, flops, teacher_flops,
+            disk_running=(2 * state if trains else 0.0) + (params * 4 if trains else 0.0),
+            disk_kept=(params * 4 if trains else 0.0) + (2 * state if keep_checkpoints and trains else 0.0) + kept_extra,
+            host_memory=_held_in_memory(c.dataset, c, 2) + _held_in_memory(c.unlabeled, c, 1)
+            + (params * 4 * (2 + slots) if trains else 0.0) + teacher_params * 4,
+        ))
+    return works
+
+
+def _kept_artifacts(c: CellConfig, passes: int, items: float, classes: float, splits: Items) -> float:
+    """Bytes of the caches and banks a student causes beside its teacher (once per key), and of an annotation."""
+    needs = requirement(c.method)
+    if needs is not None and not needs.trains:
+        return splits.pool * (8 + 8 + 4)  # items, labels, confidences
+    if not passes:
+        return 0.0
+    if c.augment and c.teacher_targets == "bank":
+        return items * c.bank_views * classes * (2 if c.bank_precision == "float16" else 4)
+    if not c.augment:
+        return items * classes * 4  # the logits cache
+    return 0.0
+
+
+COLUMNS = ("stage", "cells", "train images", "teacher forwards", "GPU-hours", "disk while running",
+           "disk kept", "host memory / cell")
+
+
+def _human(value: float, unit: str = "") -> str:
+    if math.isnan(value):
+        return "?"
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {suffix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def _hours(seconds: list[float]) -> str:
+    """Summed hours; ``+`` when some cells' time is unknown (not counted), ``?`` when none is known."""
+    known = [s for s in seconds if math.isfinite(s)]
+    if not known:
+        return "?"
+    return f"{sum(known) / 3600:.3g}" + ("+" if len(known) < len(seconds) else "")
+
+
+def stage_rows(works: list[CellWork], seconds: Callable[[CellWork], float] | None = None) -> list[tuple[Any, ...]]:
+    """One row per stage and a total: sums of images and hours, disk summed, memory the largest cell's.
+    ``seconds``: a cell's time (measured rates); default its GPU-seconds."""
+    time_of = seconds or (lambda w: w.gpu_seconds)
+    stages: dict[str, list[CellWork]] = {}
+    for work in works:
+        stages.setdefault(work.cell.stage, []).append(work)
+    groups = list(stages.items()) + ([("all", works)] if len(stages) > 1 else [])
+    rows = []
+    for stage, group in groups:
+        rows.append((stage, len(group), _human(sum(w.train_images for w in group)),
+                     _human(sum(w.teacher_images for w in group)), _hours([time_of(w) for w in group]),
+                     _human(max(w.disk_running for w in group), "B"),  # cells run one at a time per job
+                     _human(sum(w.disk_kept for w in group), "B"), _human(max(w.host_memory for w in group), "B")))
+    return rows
