@@ -26,9 +26,11 @@ from bench.plan_cost import teacher_passes
 
 GPU_FLOPS = 4.9e13
 TRAIN_FORWARDS = 3
+MAX_TRAIN_RATE, MAX_INFER_RATE = 10_000.0, 30_000.0
 ASSUMPTION = ("GPU-hours are FLOPs-based: an A100 with AMP at 49 TFLOP/s effective (ResNet-50 at 224 px trains "
-              "~2,000 img/s, infers 3x faster), a training image = 3 forwards; small models are overhead-bound, "
-              "so their hours are a lower bound")
+              "~2,000 img/s, infers 3x faster), a training image = 3 forwards, and no model faster than 10,000 "
+              "training or 30,000 inference images/s (launch- and loader-bound); decoding streamed JPEGs is not "
+              "counted (a CPU core decodes and crops ~360 ImageNet-sized images/s: give cells the workers to match)")
 OPTIMIZER_SLOTS = {"sgd": 1, "adamw": 2, "lars": 1}
 STREAM_SIDE = 224  # streamed images are decoded to image_size, else to this
 
@@ -143,8 +145,12 @@ class CellWork:
 
     @property
     def gpu_seconds(self) -> float:
-        forwards = TRAIN_FORWARDS * self.train_images * self.flops + self.eval_images * self.flops
-        return (forwards + self.teacher_images * self.teacher_flops) / GPU_FLOPS
+        def seconds(images: float, flops: float, most: float) -> float:
+            return images * max(flops / GPU_FLOPS, 1 / most) if images else 0.0
+
+        return (seconds(self.train_images, TRAIN_FORWARDS * self.flops, MAX_TRAIN_RATE)
+                + seconds(self.eval_images, self.flops, MAX_INFER_RATE)
+                + seconds(self.teacher_images, self.teacher_flops, MAX_INFER_RATE))
 
     def seconds_at(self, train_rate: float, infer_rate: float) -> float:
         """The cell's time at measured rates (images/s; the teacher's forwards at the cell's inference

@@ -41,8 +41,13 @@ def ingest_and_print(root: Path, tracking_uri: str | None) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
+    from bench.smoke import is_smoke_folder
+
     if not args.baseline and not args.verdicts:
         raise BenchError("bench check: give --baseline (cells within tolerance), --verdicts (figures that stay reproduced), or both")
+    if args.update and is_smoke_folder(Path(args.results)):
+        raise BenchError(f"{args.results}: a rehearsal's folder (bench run --smoke): its cells measure nothing and are "
+                         "never a baseline")
     codes = [verdict_check(args)] if args.verdicts else []
     if args.baseline:
         codes.append(metric_check(args))
@@ -84,6 +89,9 @@ def metric_check(args: argparse.Namespace) -> int:
     if args.update:
         table, _ = collect_results(results)
         matrix = matrix_to_update(table, path, args.matrix)
+        rehearsed = table[table["matrix"] == matrix].get("smoke_batches")
+        if "@smoke" in matrix or (rehearsed is not None and rehearsed.notna().any()):
+            raise BenchError(f"{results}: {matrix} holds rehearsal cells (bench run --smoke): never a baseline")
         frame = build_baseline(table, matrix, args.metric)
         write_baseline(frame, path)
         plans = Store(results).plans()
