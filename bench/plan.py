@@ -105,6 +105,7 @@ class Planner:
         self.matrix = matrix
         self.max_cells = max_cells
         self.smoke = smoke
+        self.trained_by_sets: list[str] = []  # stages whose epochs 0 (evaluated as is) a --set turned into training
         self.global_sets: dict[str, Any] = {}
         self.stage_sets: dict[str, dict[str, Any]] = {}
         for key, value in (sets or {}).items():
@@ -194,9 +195,11 @@ class Planner:
         cli_sets = {**self.global_sets, **self.stage_sets.get(stage_name, {})}
         probe = Cell(self._validate(stage_name, {**fields, **cli_sets}), axis_values, parents)
         matched = [o for o in self.matrix.overrides if _matches(probe, o.when)]
+        for override in matched:
+            fields.update(override.set)
+        if fields.get("epochs") == 0 and cli_sets.get("epochs", 0) != 0 and stage_name not in self.trained_by_sets:
+            self.trained_by_sets.append(stage_name)
         if matched:
-            for override in matched:
-                fields.update(override.set)
             fields.update(cli_sets)
             cell = Cell(self._validate(stage_name, fields), axis_values, parents)
         else:

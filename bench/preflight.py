@@ -53,7 +53,14 @@ def check_inputs(cells: Iterable[Cell], data_root: Path | None, load: bool = Tru
     datasets, weights, files = needed_inputs(cells)
     for name, split, size in sorted(datasets, key=str):
         if load:
-            load_dataset(name, split, root=data_root, image_size=size)
+            try:
+                load_dataset(name, split, root=data_root, image_size=size)
+            except (MemoryError, RuntimeError) as error:  # torch's allocator says RuntimeError
+                if not isinstance(error, MemoryError) and "alloc" not in str(error).lower():
+                    raise
+                raise BenchError(f"dataset {name} ({split}) at image_size {size}: does not fit in this machine's memory "
+                                 f"({str(error).splitlines()[0][:120]}); see `bench plan MATRIX --cost` for what each "
+                                 "cell holds, and run it on a node with more") from None
         else:
             locate_dataset(name, data_root, [split])
     for arch in sorted(weights):

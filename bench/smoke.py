@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from bench.config import CellConfig
+    from bench.plan import Cell
     from bench.store import Store
 
 MARKER = "SMOKE"
@@ -48,6 +49,19 @@ class Smoke:
     def describe(self) -> str:
         size = "the cells' own batch size" if self.batch_size is None else f"batches of at most {self.batch_size}"
         return f"{self.batches} {size} per epoch and per evaluation set, 1 epoch"
+
+
+SHORTENED = ("epochs", "batch_size", "warmup_epochs", "smoke_batches")
+"""The fields a rehearsal changes: cells that differ only in these are one cell at smoke scale."""
+
+
+def structural_key(cell: Cell) -> tuple[Any, ...]:
+    """What a cell is, but for the fields a rehearsal shortens: its stage, its axis values and its
+    parents' keys by role. A real cell and its rehearsal have the same key, so a rehearsal's
+    measurements price the real cells (two real cells differing only in batch size share one)."""
+    values = tuple(sorted((k, repr(v)) for k, v in cell.axis_values.items() if k not in SHORTENED))
+    parents = tuple(sorted((role, structural_key(cell.parents[role])) for role in cell.config.deps if role in cell.parents))
+    return cell.stage, values, parents
 
 
 def plan_name(matrix_name: str, sets: list[str] | None, smoke: Smoke | None) -> str:

@@ -286,3 +286,31 @@ def test_a_download_lands_where_bench_run_looks_and_is_then_found(
     assert code == 0 and out[0] == f"dataset mnist: found at {root / 'MNIST' / 'raw'}"
     assert calls == ["train", "test"]  # once each, and not again once found
     assert network.attempts == []
+
+
+LABELED = [name for name in ds.dataset_names() if ds.dataset_splits(name) != ("train",)]
+
+
+@pytest.mark.parametrize("name", ds.dataset_names())
+def test_a_prefetch_of_any_registered_dataset_is_never_a_traceback(
+        name: str, network: NetworkGuard, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Absent, offline: found (shipped data), or one line per failure and exit 2; an unlabeled pool
+    is asked for as one (a labeled teacher's pool), every labeled dataset as the teacher's data."""
+    matrix = _matrix(tmp_path, name) if name in LABELED else _matrix(tmp_path, "digits", s=name)
+    code, out, err = _prefetch(capsys, str(matrix), "--data-root", str(tmp_path / "empty"))
+    assert code in (0, 2)
+    assert all(line.startswith("bench: ") for line in err) and len(err) <= 3
+    assert code == 0 or any(name in line for line in err)
+
+
+def test_a_folder_too_small_for_its_fixed_split_is_one_line(
+        network: NetworkGuard, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Caltech-256 split 80:20 per class: 8 classes of 2 images leave a test split of 4 (fewer than
+    the classes). scikit-learn's ValueError was a traceback; now it says what the split needs."""
+    from tests.paper_fixtures import write_jpegs
+
+    write_jpegs(tmp_path / "data" / "caltech256" / "caltech256" / "256_ObjectCategories",
+                [f"{i:03d}.c{i}" for i in range(1, 9)], 2, seed=0, caltech=True)
+    code, out, err = _prefetch(capsys, str(_matrix(tmp_path, "caltech256")), "--data-root", str(tmp_path / "data"))
+    assert code == 2 and not network.attempts  # found, so nothing downloaded; and no download would mend it
+    assert "bench: dataset 'caltech256' at" in err[0] and "cannot be split 0.8:0.2" in err[0]

@@ -213,3 +213,13 @@ def test_a_two_task_cell_trains_data_parallel_like_one_process_and_resumes_after
     # Later epochs drift apart as rounding differences grow (seen: < 1e-6 up to epoch 5, then up to
     # 0.02 in the loss while this overfitting MLP sits near zero loss); the end stays close.
     assert abs(ranks[-1]["test_acc"] - single[-1]["test_acc"]) <= 0.02
+
+
+def test_a_rehearsal_runs_through_slurm_and_ends_on_its_report_and_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "rehearsal"
+    assert bench("run", str(TINY), "--smoke", "--executor", "slurm", "--profile", "local", "--results", str(results)) == 0
+    table = collect(results)
+    assert len(table) == 4 and (table["smoke_batches"] == 2).all()
+    assert all((c / "slurm.json").is_file() for c in (results / "cells").iterdir())
+    assert (results / "report" / "tiny@smoke" / "report.html").is_file()
+    assert "the same work at the rates this rehearsal measured" in capsys.readouterr().out

@@ -20,9 +20,9 @@ from bench.data.datasets import clear_cache
 from bench.engine import train_eval_items
 from bench.matrix import load_matrix
 from bench.plan import expand
-from bench.smoke import MARKER, Smoke
+from bench.smoke import MARKER, Smoke, structural_key
 from tests.conftest import ROOT, TINY, write_matrix
-from tests.paper_fixtures import cifar_md5_lists, plant_timm_weights, write_jpegs, write_paper_data, write_simclr_encoder
+from tests.paper_fixtures import cifar_md5_lists, plant_timm_weights, write_paper_data, write_simclr_encoder
 
 PAPER_MATRICES = ("khose2021", "menghani2019", "radosavovic2018", "nguyen2021")
 
@@ -30,7 +30,7 @@ PAPER_MATRICES = ("khose2021", "menghani2019", "radosavovic2018", "nguyen2021")
 def test_a_rehearsal_shortens_every_cell_and_leaves_the_real_ids_alone() -> None:
     matrix = load_matrix(ROOT / "matrices" / "menghani2019.yaml")
     real, smoke = expand(matrix), expand(matrix, smoke=Smoke())
-    assert len(real) == len(smoke)
+    assert len(real) == len(smoke) and [structural_key(c) for c in real] == [structural_key(c) for c in smoke]
     assert not {c.id for c in real} & {c.id for c in smoke}
     for r, s in zip(real, smoke):
         assert s.config.smoke_batches == 2 and s.config.batch_size == min(r.config.batch_size, 8)
@@ -130,17 +130,6 @@ def test_the_report_of_a_set_run_is_found_by_matrix_name_and_lists_its_overrides
     assert "Not the matrix as written" in report and "`--set epochs=1`" in report
 
 
-def test_a_dataset_too_small_to_split_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_jpegs(tmp_path / "data" / "caltech256" / "caltech256" / "256_ObjectCategories",
-                [f"{i:03d}.c{i}" for i in range(1, 9)], 2, seed=0, caltech=True)  # 16 images, 8 classes: a test split of 4
-    path = write_matrix(tmp_path, {"name": "cal", "defaults": {"dataset": "caltech256", "image_size": 32},
-                                   "stages": {"t": {"method": "supervised", "set": {"arch": "menghani_mlp"}}}})
-    clear_cache()
-    assert main(["prefetch", str(path), "--data-root", str(tmp_path / "data")]) == 2
-    err = capsys.readouterr().err
-    assert "cannot be split" in err and "Traceback" not in err
-
-
 @pytest.fixture(scope="module")
 def paper_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every paper matrix's data in its real format, planted timm weights and the SimCLR encoder."""
@@ -171,8 +160,34 @@ def test_each_paper_matrix_rehearses_end_to_end(name: str, paper_fixtures: Path,
     assert code == 0, out.err[-3000:]
     planned = json.loads((results / "plans" / f"{name}@smoke.json").read_text())["cells"]
     table = collect(results)
-    assert len(table) == len(planned) == len(expand(load_matrix(ROOT / "matrices" / f"{name}.yaml")))
+    assert len(table) == len(planned)
+    real = expand(load_matrix(ROOT / "matrices" / f"{name}.yaml"))
+    rehearsed = {structural_key(c) for c in expand(load_matrix(ROOT / "matrices" / f"{name}.yaml"), smoke=Smoke())}
+    assert len(rehearsed) == len(planned) and all(structural_key(c) in rehearsed for c in real)  # every cell rehearsed
     assert (table["smoke_batches"] == 2).all()
     assert (results / "report" / f"{name}@smoke" / "report.html").is_file()
     assert "the same work at the rates this rehearsal measured" in out.out
     assert out.out.rstrip().splitlines()[-1].split()[0] == "all"  # it ends on the cost of the real run
+
+
+def test_a_global_epochs_set_says_it_trains_an_evaluate_as_is_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    menghani = str(ROOT / "matrices" / "menghani2019.yaml")
+    assert main(["plan", menghani, "--set", "epochs=1"]) == 0
+    assert "makes stage 'teacher' train, which the matrix evaluates as it is (epochs: 0)" in capsys.readouterr().err
+    assert main(["plan", menghani, "--set", "student.epochs=1"]) == 0
+    assert "makes stage" not in capsys.readouterr().err
+
+
+def test_a_dataset_that_does_not_fit_in_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """CIFAR-100 resized to 224 px asked the allocator for 6 GB in the pre-run check: a traceback."""
+    import bench.data.datasets as ds
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: "
+                           "you tried to allocate 6020726784 bytes.")
+
+    monkeypatch.setattr(ds, "load_dataset", refuse)
+    assert main(["run", str(TINY), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit in this machine's memory" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

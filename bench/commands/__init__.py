@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -49,10 +50,15 @@ def matrix_args(p: argparse.ArgumentParser, only: bool = True, only_help: str = 
 def planned_cells(args: argparse.Namespace, smoke: Smoke | None = None) -> tuple[Matrix, list[Cell]]:
     """The matrix named on the command line and its cells (``--set`` applied; their rehearsals with ``smoke``)."""
     from bench.matrix import load_matrix
-    from bench.plan import DEFAULT_MAX_CELLS, expand, parse_sets
+    from bench.plan import DEFAULT_MAX_CELLS, Planner, parse_sets
 
     matrix = load_matrix(args.matrix)
-    return matrix, expand(matrix, parse_sets(args.set or []), getattr(args, "max_cells", DEFAULT_MAX_CELLS), smoke)
+    planner = Planner(matrix, parse_sets(args.set or []), getattr(args, "max_cells", DEFAULT_MAX_CELLS), smoke)
+    cells = planner.cells()
+    for stage in planner.trained_by_sets:
+        print(f"bench: note: --set epochs makes stage {stage!r} train, which the matrix evaluates as it is (epochs: 0); "
+              f"set other stages' epochs by name (--set STAGE.epochs=N) to leave it so", file=sys.stderr)
+    return matrix, cells
 
 
 def print_frame(frame: pd.DataFrame) -> None:

@@ -85,7 +85,7 @@ def run_command(args: argparse.Namespace) -> int:
     for cell_id, reason in result.failed.items():
         print(f"  failed {cell_id}: {reason}", file=sys.stderr)
     if smoke is not None and not result.submitted:
-        finish_rehearsal(args, matrix, all_cells, cells, table, store)
+        finish_rehearsal(args, matrix, cells, table, store)
     return 0 if result.ok else 1
 
 
@@ -100,14 +100,20 @@ def rehearsal(args: argparse.Namespace):
     return Smoke(args.smoke_batches, args.smoke_batch_size or None)
 
 
-def finish_rehearsal(args: argparse.Namespace, matrix, smoke_cells: list, ran: list, table, store) -> None:
+def finish_rehearsal(args: argparse.Namespace, matrix, ran: list, table, store) -> None:
     """After a rehearsal: its report, then what the real run will cost, priced at the GPU
     assumption and at the rates the rehearsal measured (this machine, its small batches)."""
     import math
 
     from bench.plan import expand, parse_sets
     from bench.report import report
+    from bench.smoke import SHORTENED, structural_key
 
+    from bench.collect import write_tables
+
+    if not table.empty:
+        csv_path, _ = write_tables(table, store.root)
+        print(f"tables: {csv_path} (and .parquet)", file=sys.stderr)
     try:
         for path in report(str(args.matrix), str(store.root)):
             if path.name in ("report.md", "report.html"):
@@ -115,16 +121,16 @@ def finish_rehearsal(args: argparse.Namespace, matrix, smoke_cells: list, ran: l
     except BenchError as error:
         print(f"bench: report: {error}", file=sys.stderr)
     real = expand(matrix, parse_sets(args.set or []), args.max_cells)
-    if len(real) != len(smoke_cells):
-        print("cost: the rehearsal's cells do not pair with the matrix's; see `bench plan --cost`", file=sys.stderr)
-        return
-    rehearsed = {c.id for c in ran}
-    pairs = {s.id: r for s, r in zip(smoke_cells, real)}
-    wanted = [pairs[s.id] for s in smoke_cells if s.id in rehearsed]
-    rates: dict[str, tuple[float, float]] = {}
+    rehearsal_of = {structural_key(s): s.id for s in ran}
+    wanted = [r for r in real if structural_key(r) in rehearsal_of]
+    if len(wanted) > len(ran):
+        print(f"{len(ran)} rehearsal cells stood for {len(wanted)} cells of the matrix (cells differing only in "
+              f"{', '.join(SHORTENED[:3])} are one at smoke scale)", file=sys.stderr)
+    measured: dict[str, tuple[float, float]] = {}
     if not table.empty:
-        for row in table[table["id"].isin(rehearsed)].to_dict("records"):
-            rates[pairs[row["id"]].id] = (float(row.get("train_images_per_s", math.nan)), float(row.get("infer_images_per_s", math.nan)))
+        for row in table[table["id"].isin(set(rehearsal_of.values()))].to_dict("records"):
+            measured[row["id"]] = (float(row.get("train_images_per_s", math.nan)), float(row.get("infer_images_per_s", math.nan)))
+    rates = {r.id: measured.get(rehearsal_of[structural_key(r)], (math.nan, math.nan)) for r in wanted}
     print_cost_estimate(wanted)
     print_cost_estimate(wanted, lambda work: work.seconds_at(*rates.get(work.cell.id, (math.nan, math.nan))),
                         heading=f"the same work at the rates this rehearsal measured ({', '.join(sorted(set(table['device']))) if 'device' in table else 'here'}, "
