@@ -105,7 +105,7 @@ def test_a_planted_pickle_checkpoint_is_refused_in_one_line_and_never_runs(tmp_p
 def test_a_truncated_checkpoint_falls_back_to_the_previous_epoch(tmp_path: Path) -> None:
     results = tmp_path / "runs"
     matrix = write_matrix(tmp_path, {**SMALL, "stages": {"teacher": {**SMALL["stages"]["teacher"], "set": {"epochs": 3}}}})
-    assert main(["run", str(matrix), "--results", str(results)]) == 0
+    assert main(["run", str(matrix), "--results", str(results), "--keep-checkpoints"]) == 0
     (cell_dir,) = (results / "cells").iterdir()
     metrics = json.loads((cell_dir / "metrics.json").read_text())
     assert (cell_dir / "checkpoint.prev.pt").exists()
@@ -131,7 +131,7 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_epoch(tmp_path: Path)
 def test_checkpoints_hold_only_what_weights_only_loads(tmp_path: Path) -> None:
     results = tmp_path / "runs"
     matrix = write_matrix(tmp_path, {**SMALL, "stages": {"teacher": SMALL["stages"]["teacher"]}})
-    assert main(["run", str(matrix), "--results", str(results)]) == 0
+    assert main(["run", str(matrix), "--results", str(results), "--keep-checkpoints"]) == 0
     (checkpoint,) = (results / "cells").glob("*/checkpoint.pt")
     state = torch.load(checkpoint, weights_only=True)  # raises if anything but tensors/containers is inside
     assert set(state["rng"]) >= {"torch", "python", "numpy"} and state["epoch"] == 1

@@ -26,8 +26,8 @@ MATRIX = {
 TIMING = {"train_images_per_s", "epoch_seconds"}
 
 
-def bench(matrix: Path, results: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(results)],
+def bench(matrix: Path, results: Path, *more: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(matrix), "--results", str(results), *more],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -85,7 +85,7 @@ def test_kill_after_the_last_checkpoint_but_before_metrics_and_done(tmp_path: Pa
     """The narrowest window: every epoch checkpointed, metrics.json one epoch behind, no result."""
     matrix = write_matrix(tmp_path, {**MATRIX, "stages": {"teacher": MATRIX["stages"]["teacher"]}, "defaults": {**MATRIX["defaults"], "epochs": 2}})
     results = tmp_path / "runs"
-    assert bench(matrix, results).wait() == 0
+    assert bench(matrix, results, "--keep-checkpoints").wait() == 0  # as a kill before DONE would leave it
     cell = next((results / "cells").iterdir())
     complete = json.loads((cell / "metrics.json").read_text())
     result = json.loads((cell / "result.json").read_text())
