@@ -191,3 +191,14 @@ def test_a_dataset_that_does_not_fit_in_memory_is_one_line(monkeypatch: pytest.M
     assert main(["run", str(TINY), "--results", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "does not fit in this machine's memory" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_status_of_a_rehearsal_finds_its_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("BENCH_RESULTS", str(tmp_path / "runs"))
+    assert main(["run", str(TINY), "--smoke", "--only", "teacher"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(TINY), "--smoke"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("tiny: 3 not started, 1 done")
+    assert main(["status", str(TINY)]) == 0  # the real cells: none run
+    assert capsys.readouterr().out.rstrip().endswith("tiny: 4 not started")

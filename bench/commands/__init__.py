@@ -47,6 +47,34 @@ def matrix_args(p: argparse.ArgumentParser, only: bool = True, only_help: str = 
                    help=f"refuse a matrix expanding to more cells (default {DEFAULT_MAX_CELLS:,})")
 
 
+def smoke_args(p: argparse.ArgumentParser, help: str) -> None:
+    """``--smoke`` and how it shortens cells: the same flags give the same rehearsal cells (run, status, cancel)."""
+    p.add_argument("--smoke", action="store_true", help=help)
+    p.add_argument("--smoke-batches", type=int, default=2, metavar="N", help="--smoke: batches per epoch and per "
+                   "evaluation set (default 2)")
+    p.add_argument("--smoke-batch-size", type=int, default=8, metavar="N", help="--smoke: at most N images a batch "
+                   "(default 8; 0: the cells' own batch size)")
+
+
+def rehearsal(args: argparse.Namespace) -> Smoke | None:
+    """``--smoke``'s shortening of every cell, or None for a real run."""
+    from bench.errors import BenchError
+    from bench.smoke import Smoke
+
+    if not getattr(args, "smoke", False):
+        return None
+    if args.smoke_batches <= 0 or args.smoke_batch_size < 0:
+        raise BenchError("--smoke-batches must be >= 1 and --smoke-batch-size >= 0 (0: the cells' own batch size)")
+    return Smoke(args.smoke_batches, args.smoke_batch_size or None)
+
+
+def run_folder(args: argparse.Namespace, smoke: Smoke | None) -> Path:
+    """--results, else a rehearsal's own folder beside the default results (``<results>-smoke``), else the default."""
+    from bench.smoke import default_folder
+
+    return default_folder(results_dir(args)) if smoke is not None and not args.results else results_dir(args)
+
+
 def planned_cells(args: argparse.Namespace, smoke: Smoke | None = None) -> tuple[Matrix, list[Cell]]:
     """The matrix named on the command line and its cells (``--set`` applied; their rehearsals with ``smoke``)."""
     from bench.matrix import load_matrix

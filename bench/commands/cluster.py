@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from bench.commands import ONLY_WITH_NEEDS, matrix_args, planned_cells, print_frame, results_dir
+from bench.commands import ONLY_WITH_NEEDS, matrix_args, planned_cells, print_frame, rehearsal, run_folder, smoke_args
 from bench.errors import BenchError
 from bench.store import Store, read_json
 
@@ -84,9 +84,10 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
 def status_command(args: argparse.Namespace) -> int:
     from bench.plan import select
 
-    matrix, cells = planned_cells(args)
+    smoke = rehearsal(args)
+    matrix, cells = planned_cells(args, smoke)
     cells = select(cells, args.only)
-    table = cell_status(Store(results_dir(args)), cells)
+    table = cell_status(Store(run_folder(args, smoke)), cells)
     print_frame(table)
     counts = table.status.value_counts()
     print(f"\n{matrix.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
@@ -114,8 +115,9 @@ def cancel_command(args: argparse.Namespace) -> int:
     from bench.executors.slurm import ACTIVE, job_states
     from bench.plan import matching
 
-    _, cells = planned_cells(args)
-    store = Store(results_dir(args))
+    smoke = rehearsal(args)
+    _, cells = planned_cells(args, smoke)
+    store = Store(run_folder(args, smoke))
     chosen = matching(cells, args.only) if args.only else cells
     states = job_states(store, [c.id for c in chosen if not store.cell(c.id).is_done()])
     records = {record.job_id: record for state, record in states.values() if state in ACTIVE}
@@ -210,6 +212,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p = parsers[name] = sub.add_parser(name, help=text)
         matrix_args(p, only_help=only_help)
         p.add_argument("--results", help="results folder (as for bench run)")
+        smoke_args(p, "the rehearsal's cells (bench run --smoke, with the same --smoke-* values), not the real ones")
         p.set_defaults(handler=handler)
     parsers["cancel"].add_argument("--whole-jobs", action="store_true",
                                    help="also cancel packed jobs that run cells --only does not match with the matched ones")

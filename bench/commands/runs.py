@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.commands import DEFAULT_RESULTS, matrix_args, planned_cells, print_frame, results_dir
+from bench.commands import (DEFAULT_RESULTS, matrix_args, planned_cells, print_frame, rehearsal, results_dir, run_folder,
+                            smoke_args)
 from bench.errors import BenchError
 from bench.text_table import format_table
 
@@ -55,13 +56,13 @@ def run_command(args: argparse.Namespace) -> int:
     from bench.plan import plan_name, record_plan, select
     from bench.preflight import check_inputs, check_parents
     from bench.runtime import Runtime
-    from bench.smoke import claim_folder, default_folder
+    from bench.smoke import claim_folder
     from bench.store import Store
 
     smoke = rehearsal(args)
     matrix, all_cells = planned_cells(args, smoke)
     cells = select(all_cells, args.only)
-    store = Store(default_folder(results_dir(args)) if smoke and not args.results else results_dir(args))
+    store = Store(run_folder(args, smoke))
     executor_class = get_executor(args.executor)
     runtime = Runtime.from_options(args.device, args.amp, args.workers, args.data_root or matrix.data_root,
                                    on_this_machine=executor_class.runs_here, compile=args.compile,
@@ -87,17 +88,6 @@ def run_command(args: argparse.Namespace) -> int:
     if smoke is not None and not result.submitted:
         finish_rehearsal(args, matrix, cells, table, store)
     return 0 if result.ok else 1
-
-
-def rehearsal(args: argparse.Namespace):
-    """``--smoke``'s shortening of every cell, or None for a real run."""
-    from bench.smoke import Smoke
-
-    if not args.smoke:
-        return None
-    if args.smoke_batches <= 0 or args.smoke_batch_size < 0:
-        raise BenchError("--smoke-batches must be >= 1 and --smoke-batch-size >= 0 (0: the cells' own batch size)")
-    return Smoke(args.smoke_batches, args.smoke_batch_size or None)
 
 
 def finish_rehearsal(args: argparse.Namespace, matrix, ran: list, table, store) -> None:
@@ -177,12 +167,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for datasets streamed from disk")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep a done cell's checkpoint.pt (and .prev); "
                    "by default they are removed once model.pt and the result are written")
-    p.add_argument("--smoke", action="store_true", help="rehearse: every cell for a few batches (1 epoch; 0 stays 0) "
-                   "into a folder of its own (default <results>-smoke), then its report and the cost of the real run")
-    p.add_argument("--smoke-batches", type=int, default=2, metavar="N", help="--smoke: batches per epoch and per "
-                   "evaluation set (default 2)")
-    p.add_argument("--smoke-batch-size", type=int, default=8, metavar="N", help="--smoke: at most N images a batch "
-                   "(default 8; 0: the cells' own batch size)")
+    smoke_args(p, "rehearse: every cell for a few batches (1 epoch; 0 stays 0) into a folder of its own (default "
+                  "<results>-smoke), then its report and the cost of the real run")
     p.set_defaults(handler=run_command)
 
     p = sub.add_parser("collect", help="collect finished cells into results.csv / results.parquet")
