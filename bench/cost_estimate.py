@@ -145,12 +145,16 @@ class CellWork:
 
     @property
     def gpu_seconds(self) -> float:
-        def seconds(images: float, flops: float, most: float) -> float:
+        return self.seconds(MAX_TRAIN_RATE, MAX_INFER_RATE)
+
+    def seconds(self, most_train: float = math.inf, most_infer: float = math.inf) -> float:
+        """At GPU_FLOPS, and no faster than the given images/s (default: FLOPs alone decide)."""
+        def part(images: float, flops: float, most: float) -> float:
             return images * max(flops / GPU_FLOPS, 1 / most) if images else 0.0
 
-        return (seconds(self.train_images, TRAIN_FORWARDS * self.flops, MAX_TRAIN_RATE)
-                + seconds(self.eval_images, self.flops, MAX_INFER_RATE)
-                + seconds(self.teacher_images, self.teacher_flops, MAX_INFER_RATE))
+        return (part(self.train_images, TRAIN_FORWARDS * self.flops, most_train)
+                + part(self.eval_images, self.flops, most_infer)
+                + part(self.teacher_images, self.teacher_flops, most_infer))
 
     def seconds_at(self, train_rate: float, infer_rate: float) -> float:
         """The cell's time at measured rates (images/s; the teacher's forwards at the cell's inference
@@ -212,6 +216,15 @@ def estimate(cells: list[Cell], keep_checkpoints: bool = False) -> list[CellWork
             + (params * 4 * (2 + slots) if trains else 0.0) + teacher_params * 4,
         ))
     return works
+
+
+def work_units(cells: list[Cell]) -> dict[str, float]:
+    """Each cell's share of a run's work (its FLOPs, in seconds at GPU_FLOPS; the median where
+    unknown), for ETAs: on a CPU every model is compute-bound, so no GPU launch floor applies."""
+    seconds = {w.cell.id: w.seconds() for w in estimate(cells)}
+    known = sorted(s for s in seconds.values() if math.isfinite(s) and s > 0)
+    typical = known[len(known) // 2] if known else 1.0
+    return {cell_id: s if math.isfinite(s) and s > 0 else typical for cell_id, s in seconds.items()}
 
 
 def _kept_artifacts(c: CellConfig, passes: int, items: float, classes: float, splits: Items) -> float:

@@ -25,6 +25,7 @@ from bench.data.views import random_color_distortion
 from bench.errors import BenchError
 from bench.inference import evaluate, inference_rate, layout, synchronize, to_device
 from bench.methods import Batch, Training
+from bench.progress import Position, Throttle
 from bench.runtime import Runtime
 from bench.seeding import derived_generator
 from bench.store import (
@@ -210,13 +211,14 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     world, rank = runtime.world_size, runtime.rank
     data_parallel.broadcast_from_first(training.modules(), world)
     rate = math.nan  # images/s of the last test pass of this segment: the cell's inference rate
+    on_batch = getattr(progress, "batch", None)
     warned_single = False
     for epoch in range(start_epoch, config.epochs):
         training.train_mode()
         order = training.order(epoch) if training.order is not None else \
             training.indices[torch.randperm(len(training.indices), generator=derived_generator(config.seed, epoch, "order"))]
         generators = view_generators(config.seed, epoch, training.views, rank if world > 1 else None)
-        loss_sum, seen, last_print = 0.0, 0, time.monotonic()
+        loss_sum, seen, log_line = 0.0, 0, Throttle(runtime.progress_seconds)
         global_sizes = data_parallel.global_batch_sizes(len(order), config.batch_size)
         shard = data_parallel.shard_order(order, config.batch_size, rank, world)
         local = training.source.batches(shard, config.batch_size // world, runtime.workers)
@@ -258,10 +260,12 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
             data_parallel.average_gradients(parameters, world)
             scaler.step(optimizer)
             scaler.update()
-            if time.monotonic() - last_print > runtime.progress_seconds:
-                last_print = time.monotonic()
+            if on_batch is not None:  # a live display: where the cell is, at every step
+                on_batch(Position(epoch + 1, config.epochs, step + 1, len(global_sizes),
+                                  seen / max(time.perf_counter() - epoch_start, 1e-9)))
+            if log_line.ready():
                 so_far = seen / (time.perf_counter() - epoch_start)
-                progress(f"  epoch {epoch + 1}/{config.epochs} batch {step + 1}/{len(global_sizes)} loss {loss_sum / seen:.4f} {so_far:.0f} img/s")
+                progress(f"  epoch {epoch + 1}/{config.epochs} batch {step + 1}/{len(global_sizes)} loss {loss_sum / max(seen, 1):.4f} {so_far:.0f} img/s")
         synchronize(runtime)
         seconds = time.perf_counter() - epoch_start
         loss_sum, seen = data_parallel.sum_over_ranks(world, loss_sum, seen)

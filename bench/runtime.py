@@ -99,7 +99,7 @@ class Runtime:
     @classmethod
     def from_options(cls, device: str | None, amp: bool | None, workers: int, data_root: str | Path | None,
                      on_this_machine: bool = True, compile: bool = False, infer_batch_size: int | None = None,
-                     keep_checkpoints: bool = False) -> "Runtime":
+                     keep_checkpoints: bool = False, progress_seconds: float = 30.0) -> "Runtime":
         """A run's Runtime from the command line. Cells that run elsewhere (on a cluster) choose
         their device on the compute node, so only the syntax of ``device`` is checked here."""
         if on_this_machine:
@@ -109,7 +109,8 @@ class Runtime:
             if device:
                 parse_device(device)
         return cls(device=chosen, amp=amp, workers=workers, data_root=Path(data_root) if data_root else None, compile=compile,
-                   infer_batch_size=infer_batch_size, keep_checkpoints=keep_checkpoints)
+                   infer_batch_size=infer_batch_size, keep_checkpoints=keep_checkpoints,
+                   progress_seconds=progress_seconds)
 
     def describe(self) -> dict[str, object]:
         name = torch.cuda.get_device_name(self.torch_device) if self.device.startswith("cuda") else "cpu"

@@ -44,6 +44,23 @@ def in_running_pack(store: Store, cell_id: str, record) -> str:
     return "running"
 
 
+ACTIVE_LOG_SECONDS = 120.0
+
+
+def _recently_logged(log: Path) -> bool:
+    """A cell whose log had a line in the last two minutes, the last not an interruption."""
+    import time
+
+    try:
+        if time.time() - log.stat().st_mtime >= ACTIVE_LOG_SECONDS:
+            return False
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 300))
+            return b"interrupted" not in handle.read().splitlines()[-1]
+    except (OSError, IndexError):
+        return False
+
+
 def cell_status(store: Store, cells) -> pd.DataFrame:
     """done / running / pending / failed / blocked / cancelled / not started, with the failure's
     last lines. A cell in a running job of several cells says where it stands in that job."""
@@ -68,6 +85,8 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
                 status = "blocked" if reason.startswith(BLOCKED) else "failed"
         elif handle.failure.exists():
             status = "failed"
+        elif _recently_logged(handle.log):  # run by a local `bench run` (its log gets a line at least every --log-every)
+            status = "running"
         elif handle.checkpoint.exists():
             status = "interrupted"
         else:
@@ -87,11 +106,97 @@ def status_command(args: argparse.Namespace) -> int:
     smoke = rehearsal(args)
     matrix, cells = planned_cells(args, smoke)
     cells = select(cells, args.only)
-    table = cell_status(Store(run_folder(args, smoke)), cells)
+    store = Store(run_folder(args, smoke))
+    if args.watch:
+        return watch_status(matrix.name, cells, store, args.interval)
+    table = cell_status(store, cells)
     print_frame(table)
-    counts = table.status.value_counts()
-    print(f"\n{matrix.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    print(f"\n{status_summary(matrix.name, table)}")
     return 0
+
+
+SETTLED = ("done", "failed", "blocked", "cancelled", "timeout", "out_of_memory", "node_fail", "not started", "interrupted")
+"""States in which a cell will not move without a new `bench run`: `--watch` ends when every cell is in one."""
+
+
+def status_summary(name: str, table: pd.DataFrame) -> str:
+    """``m: 3 done, 1 running, ...`` and, per stage, its done count."""
+    counts = table.status.value_counts()
+    stages = table.groupby("stage", sort=False).status.agg(lambda s: f"{int((s == 'done').sum())}/{len(s)}")
+    return (f"{name}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + "; done per stage: " + ", ".join(f"{stage} {text}" for stage, text in stages.items()))
+
+
+def with_epochs(store: Store, cells, table: pd.DataFrame) -> pd.DataFrame:
+    """An ``epoch`` column: epochs finished of the cell's epochs, for cells that have started."""
+    from bench.store import UnreadableFile
+
+    epochs = []
+    for cell, status in zip(cells, table.status):
+        metrics = store.cell(cell.id).metrics
+        try:
+            done = len(read_json(metrics)) if status != "done" and metrics.exists() else None
+        except (UnreadableFile, TypeError, BenchError):
+            done = None
+        epochs.append(f"{cell.config.epochs}/{cell.config.epochs}" if status == "done"
+                      else f"{done}/{cell.config.epochs}" if done is not None else "")
+    return table.assign(epoch=epochs)
+
+
+def watch_eta(store: Store, cells, table: pd.DataFrame, work: dict[str, float], now: float) -> float | None:
+    """Seconds left at the pace since the first of these cells started (its config.json is written first)."""
+    from bench.progress import eta_from_finished
+
+    started = [store.cell(c.id).config.stat().st_mtime for c in cells if store.cell(c.id).config.exists()]
+    done = set(table.loc[table.status == "done", "id"])
+    if not started:
+        return None
+    return eta_from_finished(sum(work[c] for c in done), min(started), now,
+                             sum(work[c.id] for c in cells if c.id not in done))
+
+
+def watch_status(name: str, cells, store: Store, interval: float) -> int:
+    """The status table, refreshed every ``interval`` seconds (in place on a terminal, printed
+    again when it changes elsewhere), until no cell is queued or running."""
+    import time
+
+    from bench.cost_estimate import work_units
+    from bench.live import wants_live
+    from bench.progress import duration
+    from bench.text_table import frame_text
+
+    if not interval > 0:
+        raise BenchError(f"--interval {interval}: must be a positive number of seconds")
+    work = work_units(cells)
+    live = None
+    if wants_live(False):
+        from rich.console import Console
+        from rich.live import Live
+
+        live = Live(console=Console(highlight=False), refresh_per_second=1, auto_refresh=False)
+        live.start()
+    last = ""
+    try:
+        while True:
+            table = cell_status(store, cells)
+            shown = with_epochs(store, cells, table)
+            text = (f"{frame_text(shown)}\n\n{status_summary(name, table)}\n"
+                    f"ETA {duration(watch_eta(store, cells, table, work, time.time()))} "
+                    f"(at the pace since the first cell started)")
+            if live is not None:
+                from rich.text import Text
+
+                live.update(Text(text), refresh=True)
+            elif text != last:
+                print(text, flush=True)
+            last = text
+            if table.status.isin(SETTLED).all():
+                break
+            time.sleep(interval)
+    finally:
+        if live is not None:
+            live.stop()
+    return 0 if (table.status == "done").all() else 1
 
 
 def jobs_to_cancel(store: Store, chosen: set[str], records: dict[str, JobRecord]) -> tuple[list[str], dict[str, list[str]]]:
@@ -214,6 +319,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--results", help="results folder (as for bench run)")
         smoke_args(p, "the rehearsal's cells (bench run --smoke, with the same --smoke-* values), not the real ones")
         p.set_defaults(handler=handler)
+    parsers["status"].add_argument("--watch", action="store_true", help="refresh the table (in place on a terminal) "
+                                   "until no cell is queued or running; exit 0 when all are done, else 1")
+    parsers["status"].add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="--watch: seconds "
+                                   "between refreshes (default 5)")
     parsers["cancel"].add_argument("--whole-jobs", action="store_true",
                                    help="also cancel packed jobs that run cells --only does not match with the matched ones")
     p = sub.add_parser("prefetch", help="download the datasets and pretrained weights a matrix needs and `bench run` "

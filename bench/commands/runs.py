@@ -66,7 +66,8 @@ def run_command(args: argparse.Namespace) -> int:
     executor_class = get_executor(args.executor)
     runtime = Runtime.from_options(args.device, args.amp, args.workers, args.data_root or matrix.data_root,
                                    on_this_machine=executor_class.runs_here, compile=args.compile,
-                                   infer_batch_size=args.infer_batch_size, keep_checkpoints=args.keep_checkpoints)
+                                   infer_batch_size=args.infer_batch_size, keep_checkpoints=args.keep_checkpoints,
+                                   progress_seconds=args.log_every)
     name = plan_name(matrix.name, args.set, smoke)
     claim_folder(store, smoke is not None)
     record_plan(store, name, matrix, all_cells, args.set or [], smoke)
@@ -75,7 +76,11 @@ def run_command(args: argparse.Namespace) -> int:
     check_parents(to_run, store)
     executor = executor_class.from_args(args)
     print(f"{name}: {len(cells)} cells -> {store.root}/ on {executor.describe(runtime)}", file=sys.stderr)
-    result = executor.run(cells, store, runtime)
+    executor.echo = display = run_display(args, cells, executor_class.runs_here)
+    try:
+        result = executor.run(cells, store, runtime)
+    finally:
+        display.close()
     table = collect(store.root)
     if not table.empty and smoke is None:
         mine = table[(table["matrix"] == name) & table["id"].isin({c.id for c in cells})]
@@ -88,6 +93,19 @@ def run_command(args: argparse.Namespace) -> int:
     if smoke is not None and not result.submitted:
         finish_rehearsal(args, matrix, cells, table, store)
     return 0 if result.ok else 1
+
+
+def run_display(args: argparse.Namespace, cells: list, runs_here: bool):
+    """Live progress on a terminal for cells run here (their work from the plan, for the ETA);
+    plain lines otherwise (a cluster's jobs report through ``bench status --watch``)."""
+    from bench.console import echo
+    from bench.live import open_display, wants_live
+
+    if not runs_here or not wants_live(args.no_progress):
+        return echo
+    from bench.cost_estimate import work_units
+
+    return open_display(args.no_progress, work_units(cells))
 
 
 def finish_rehearsal(args: argparse.Namespace, matrix, ran: list, table, store) -> None:
@@ -165,6 +183,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--infer-batch-size", type=int, metavar="N", help="batch of forwards without gradient (evaluation, "
                    "teacher logits, view banks; default 32 on the CPU, the cell's batch_size on GPUs)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for datasets streamed from disk")
+    p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal (no live display)")
+    p.add_argument("--log-every", type=float, default=30.0, metavar="SECONDS", help="at most one in-epoch progress "
+                   "line per SECONDS in the log (default 30)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep a done cell's checkpoint.pt (and .prev); "
                    "by default they are removed once model.pt and the result are written")
     smoke_args(p, "rehearse: every cell for a few batches (1 epoch; 0 stays 0) into a folder of its own (default "

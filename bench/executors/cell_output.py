@@ -14,18 +14,22 @@ from bench.errors import BenchError, StorageError
 from bench.store import Store, atomic_write_json, storage_error
 
 
-def tee(log_path: Path, echo: Echo) -> Echo:
-    """Progress that goes to the terminal and is appended to the cell's log."""
-    def emit(message: str) -> None:
-        echo(message)
+class tee:
+    """Progress that goes to the terminal and is appended to the cell's log; a display's
+    in-epoch position (``batch``) goes to the display only."""
+
+    def __init__(self, log_path: Path, echo: Echo) -> None:
+        self.log_path, self.echo = log_path, echo
+        self.batch = getattr(echo, "batch", None)
+
+    def __call__(self, message: str) -> None:
+        self.echo(message)
         try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "a") as handle:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a") as handle:
                 handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
         except OSError as error:
-            raise storage_error(log_path, error) or error from None
-
-    return emit
+            raise storage_error(self.log_path, error) or error from None
 
 
 def record_failure(store: Store, cell_id: str, error: BaseException) -> str:

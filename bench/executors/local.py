@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.console import Echo, echo
+from bench.console import Display, echo
 from bench.errors import StorageError
 from bench.executors import EXECUTORS, RunSummary
 from bench.executors.cell_output import record_failure, tee
@@ -18,7 +18,7 @@ class LocalExecutor:
 
     runs_here = True  # the device is this machine's
 
-    def __init__(self, echo: Echo = echo) -> None:
+    def __init__(self, echo: Display = echo) -> None:
         self.echo = echo
 
     @classmethod
@@ -38,14 +38,18 @@ class LocalExecutor:
             if handle.is_done():
                 summary.skipped.append(cell.id)
                 self.echo(f"{header}: already done")
+                self.echo.finish(cell.id, "skipped")
                 continue
             if any(dep in bad for dep in cell.config.deps.values()):
                 summary.blocked.append(cell.id)
                 bad.add(cell.id)
                 self.echo(f"{header}: blocked (a dependency failed)")
+                self.echo.finish(cell.id, "blocked")
                 continue
             progress = tee(handle.log, self.echo)
             progress(header)
+            c = cell.config
+            self.echo.start(cell.id, f"{c.stage} {c.method} {c.arch}")
             try:
                 run_cell(store, cell.id, cell.config, runtime, progress)
             except KeyboardInterrupt:
@@ -58,9 +62,11 @@ class LocalExecutor:
                 progress(f"  FAILED: {reason}")
                 summary.failed[cell.id] = reason
                 bad.add(cell.id)
+                self.echo.finish(cell.id, "failed")
                 continue
             handle.failure.unlink(missing_ok=True)
             summary.done.append(cell.id)
+            self.echo.finish(cell.id, "done")
         return summary
 
 

@@ -174,7 +174,7 @@ class SlurmExecutor:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         job_cell = CellJob(str(store.root.resolve()), self.device, runtime.amp, runtime.workers,
                            str(runtime.data_root) if runtime.data_root else None, runtime.compile,
-                           runtime.infer_batch_size, runtime.keep_checkpoints)
+                           runtime.infer_batch_size, runtime.keep_checkpoints, runtime.progress_seconds)
         packed = {r.job_id for _, r in states.values() if len(r.pack) > 1}  # parent jobs that run several cells
         for stage in dict.fromkeys(c.stage for c in cells):
             stage_cells = [c for c in to_submit if c.stage == stage]

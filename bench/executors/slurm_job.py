@@ -41,8 +41,10 @@ class CellJob(submitit.helpers.Checkpointable):
     submitit calls ``checkpoint`` and requeues the job with the same pack."""
 
     def __init__(self, results: str, device: str | None, amp: bool | None, workers: int, data_root: str | None,
-                 compile: bool = False, infer_batch_size: int | None = None, keep_checkpoints: bool = False) -> None:
+                 compile: bool = False, infer_batch_size: int | None = None, keep_checkpoints: bool = False,
+                 progress_seconds: float = 30.0) -> None:
         self.results = results
+        self.progress_seconds = progress_seconds
         self.keep_checkpoints = keep_checkpoints
         self.compile = compile
         self.infer_batch_size = infer_batch_size
@@ -60,7 +62,8 @@ class CellJob(submitit.helpers.Checkpointable):
                               data_root=Path(self.data_root) if self.data_root else None, rank=rank, world_size=world,
                               compile=getattr(self, "compile", False),  # jobs pickled before these options lack them
                               infer_batch_size=getattr(self, "infer_batch_size", None),
-                              keep_checkpoints=getattr(self, "keep_checkpoints", False))
+                              keep_checkpoints=getattr(self, "keep_checkpoints", False),
+                              progress_seconds=getattr(self, "progress_seconds", 30.0))
             outcomes = {cell_id: self._one(store, cell_id, runtime, f"[{n}/{len(ids)}] " if len(ids) > 1 else "")
                         for n, cell_id in enumerate(ids, 1)}
         unfinished = {i: o for i, o in outcomes.items() if o != "done"}
