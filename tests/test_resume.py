@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import write_matrix
@@ -108,3 +109,31 @@ def test_best_val_selects_the_earliest_of_tied_epochs_and_never_test() -> None:
     rows = [{"epoch": e, "val_acc": v, "test_acc": t} for e, v, t in [(1, 0.5, 0.1), (2, 0.7, 0.2), (3, 0.7, 0.9), (4, 0.6, 0.95)]]
     assert select_epoch(rows, "best_val") is rows[1]
     assert select_epoch(rows, "final") is rows[-1]
+
+
+# A pipeline stopped after a cell that trains nothing (a Computation: no model.pt) continues: one
+# tiny matrix per Computation method, the stage that runs it named.
+COMPUTED_PARENTS = {"annotate": ("tiny-distill.yaml", "annotate")}
+
+
+def test_every_computation_method_has_a_continue_test() -> None:
+    from bench.methods import REQUIREMENTS
+
+    assert set(COMPUTED_PARENTS) == {name for name, needs in REQUIREMENTS.items() if not needs.trains}
+
+
+@pytest.mark.parametrize("method", sorted(COMPUTED_PARENTS))
+def test_a_finished_computation_is_a_valid_done_parent(method: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+    from tests.conftest import ROOT
+
+    matrix_file, stage = COMPUTED_PARENTS[method]
+    matrix = str(ROOT / "tests" / "data" / matrix_file)
+    results = tmp_path / "runs"
+    assert main(["run", matrix, "--results", str(results), "--only", stage]) == 0
+    parents = [c.parent for c in (results / "cells").glob("*/config.json") if json.loads(c.read_text())["method"] == method]
+    assert parents and all((p / "DONE").exists() and not (p / "model.pt").exists() for p in parents)
+    capsys.readouterr()
+    assert main(["run", matrix, "--results", str(results)]) == 0, capsys.readouterr().err
+    cells = list((results / "cells").iterdir())
+    assert cells and all((c / "DONE").exists() for c in cells)
