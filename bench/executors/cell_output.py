@@ -7,23 +7,17 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from pathlib import Path
 
 from bench.console import Echo
 from bench.errors import BenchError, StorageError
-from bench.store import Store, atomic_write_json, storage_error
+from bench.store import CellDir, Store, atomic_write_json
 
 
-def tee(log_path: Path, echo: Echo) -> Echo:
+def tee(cell: CellDir, echo: Echo) -> Echo:
     """Progress that goes to the terminal and is appended to the cell's log."""
     def emit(message: str) -> None:
         echo(message)
-        try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "a") as handle:
-                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-        except OSError as error:
-            raise storage_error(log_path, error) or error from None
+        cell.append_log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     return emit
 
@@ -32,6 +26,7 @@ def record_failure(store: Store, cell_id: str, error: BaseException) -> str:
     """Write why a cell failed (for ``bench status``); the reason is one line."""
     text = str(error) if isinstance(error, BenchError) else f"{type(error).__name__}: {error}"
     reason = (text.strip().splitlines() or [type(error).__name__])[0][:500]
-    with contextlib.suppress(StorageError):  # the failure itself may be a full disk: the reason still reaches the user
+    with contextlib.suppress(StorageError):  # the failure itself may be a full disk or a planted link: the reason still reaches the user
+        store.cell(cell_id).refuse_links()
         atomic_write_json(store.cell(cell_id).failure, {"reason": reason, "traceback": traceback.format_exc(), "time": time.time()})
     return reason

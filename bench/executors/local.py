@@ -44,7 +44,7 @@ class LocalExecutor:
                 bad.add(cell.id)
                 self.echo(f"{header}: blocked (a dependency failed)")
                 continue
-            progress = tee(handle.log, self.echo)
+            progress = tee(handle, self.echo)
             progress(header)
             try:
                 run_cell(store, cell.id, cell.config, runtime, progress)
