@@ -137,3 +137,33 @@ def test_a_finished_computation_is_a_valid_done_parent(method: str, tmp_path: Pa
     assert main(["run", matrix, "--results", str(results)]) == 0, capsys.readouterr().err
     cells = list((results / "cells").iterdir())
     assert cells and all((c / "DONE").exists() for c in cells)
+
+
+def test_a_checkpoint_of_another_model_is_never_loaded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A checkpoint whose model does not fit the cell (another architecture, a damaged state) is
+    passed over for the epoch before; when neither fits, one line names the file and what differs."""
+    from bench.cli import main
+
+    teacher = {**MATRIX, "defaults": {**MATRIX["defaults"], "augment": [], "epochs": 3},
+               "stages": {"teacher": {"method": "supervised", "axes": {"arch": ["menghani_mlp"]}}}}
+    matrix = write_matrix(tmp_path, teacher)
+    results = tmp_path / "runs"
+    assert main(["run", str(matrix), "--results", str(results)]) == 0
+    (cell,) = (results / "cells").iterdir()
+    for name in ("DONE", "result.json", "model.pt"):
+        (cell / name).unlink()
+    state = torch.load(cell / "checkpoint.pt", weights_only=True)
+    first = next(iter(state["model"]))
+    wrong = {**state, "model": {**state["model"], first: torch.zeros(3, 3)}}
+    torch.save(wrong, cell / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(["run", str(matrix), "--results", str(results)]) == 0
+    assert f"checkpoint.pt: {first} has shape (3, 3)" in capsys.readouterr().err  # resumed from checkpoint.prev.pt
+    for name in ("DONE", "result.json", "model.pt"):
+        (cell / name).unlink()
+    torch.save(wrong, cell / "checkpoint.pt")
+    torch.save({**wrong, "epoch": 99}, cell / "checkpoint.prev.pt")
+    assert main(["run", str(matrix), "--results", str(results)]) == 1
+    (failed,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  failed ")]
+    assert f"checkpoint.pt: {first} has shape (3, 3)" in failed and "checkpoint.prev.pt: epoch 99, expected 0 to 2" in failed, failed
+    assert f"delete {cell / 'checkpoint.pt'}" in failed
