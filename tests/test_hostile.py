@@ -536,3 +536,28 @@ def test_a_results_folder_that_is_itself_a_link_still_works(tmp_path: Path) -> N
     spec = {**SMALL, "stages": {"teacher": SMALL["stages"]["teacher"]}}
     assert main(["run", str(write_matrix(tmp_path, spec)), "--results", str(link)]) == 0
     assert len(list(real.glob("cells/*/DONE"))) == 1
+
+
+def _commands_with_only() -> list[str]:
+    import argparse
+
+    from bench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted({name for name, p in sub.choices.items() if any("--only" in a.option_strings for a in p._actions)})
+
+
+def test_every_matrix_command_takes_only() -> None:
+    assert {"plan", "run", "status", "cancel"} <= set(_commands_with_only())
+
+
+@pytest.mark.parametrize("pattern", ["", "   "])
+@pytest.mark.parametrize("command", _commands_with_only())
+def test_an_empty_only_selects_nothing_and_is_an_error(command: str, pattern: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench cancel M --only "$UNSET"`` must not cancel every job of the matrix."""
+    results = [] if command == "plan" else ["--results", str(tmp_path / "runs")]
+    code = main([command, str(TINY_MATRIX), "--only", pattern, *results])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"bench: --only {pattern!r}: an empty pattern"), err
+    assert not (tmp_path / "runs" / "cells").exists()

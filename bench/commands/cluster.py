@@ -116,7 +116,7 @@ def cancel_command(args: argparse.Namespace) -> int:
 
     _, cells = planned_cells(args)
     store = Store(results_dir(args))
-    chosen = matching(cells, args.only) if args.only else cells
+    chosen = matching(cells, args.only) if args.only is not None else cells
     states = job_states(store, [c.id for c in chosen if not store.cell(c.id).is_done()])
     records = {record.job_id: record for state, record in states.values() if state in ACTIVE}
     active, shared = jobs_to_cancel(store, {c.id for c in chosen}, records)
