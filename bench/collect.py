@@ -137,7 +137,8 @@ def read_cell(store: Store, cell_id: str, dep_configs: DepConfigs | None = None)
     list and object values as text (:func:`_normalise`), as the table holds them.
 
     Raises :class:`UnreadableCell`. A dependency whose config.json is absent (a partial copy of a
-    folder) leaves its columns empty; one whose config.json is damaged makes this cell unreadable.
+    folder) or damaged leaves its columns empty: one damaged file costs one row (the damaged cell's,
+    left out with its own warning), never its healthy dependants'.
     ``dep_configs`` remembers the dependencies' configs across calls (one teacher serves many
     students: its config.json is read once per collect, not once per student).
     """
@@ -162,10 +163,7 @@ def _read_cell(store: Store, cell_id: str, dep_configs: DepConfigs) -> tuple[dic
             signature = file_signature(dep.config)  # before reading: a file rewritten meanwhile is read again next time
             try:
                 dep_configs[dep_id] = _shown(_config(dep.config)), signature
-            except FileProblem as problem:
-                if problem.path.exists():
-                    raise UnreadableCell(cell_id, f"its {role} cell {dep_id}: {problem}",
-                                         rerun_command(store, dep_id, "DONE", "config.json", what="that cell")) from None
+            except FileProblem:  # the damaged cell is left out (with its own warning), not its healthy dependants
                 dep_configs[dep_id] = None, signature
         dep_config = dep_configs[dep_id][0]
         if dep_config is not None:
