@@ -12,7 +12,6 @@ metric that was not measured may be ``null`` (strict JSON) or ``NaN`` (older fil
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -26,7 +25,7 @@ import pandas as pd
 
 from bench.collect_cache import CollectCache, Entry
 from bench.errors import BenchError
-from bench.store import Store, atomic_write_bytes, file_signature
+from bench.store import Store, atomic_write_bytes, file_signature, write_cache
 
 # result.json fields that are numbers, or null when not measured (val_acc without a validation split)
 NUMERIC_RESULTS = ("test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss", "selected_epoch",
@@ -302,8 +301,7 @@ def write_tables(frame: pd.DataFrame, root: str | Path) -> tuple[Path, Path]:
     frame.to_parquet(buffer, index=False)
     atomic_write_bytes(parquet_path, buffer.getvalue())
     if digest is not None:
-        with contextlib.suppress(OSError):  # a read-only folder just writes the tables every time
-            atomic_write_bytes(state_path, json.dumps(state()).encode())
+        write_cache(state_path, json.dumps(state()).encode())  # refused: the tables are written every time
     return csv_path, parquet_path
 
 

@@ -21,7 +21,7 @@ class LinkError(StorageError):
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(f"{path}: is a symbolic link; bench never follows a link in a results folder "
-                         "(remove it, or put the real file or folder there)")
+                         "(remove it, or put the real file or folder there)", reason="a symbolic link")
 
 
 def is_link(path: Path | str) -> bool:

@@ -49,12 +49,14 @@ _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 def storage_error(path: Path, error: OSError) -> StorageError | None:
     """A one-line StorageError for a write refused by the file system (full, read-only), else None."""
     if error.errno in _FULL:
-        return StorageError(f"{path}: no space left on the device (disk full or quota exceeded); free some "
-                            "and run the same command again: cells resume from their last checkpoint")
-    if error.errno in _READ_ONLY:
-        return StorageError(f"{path}: cannot write ({error.strerror}): the results folder is read-only for you; "
-                            "pass --results with a folder you can write")
-    return None
+        message = (f"{path}: no space left on the device (disk full or quota exceeded); free some "
+                   "and run the same command again: cells resume from their last checkpoint")
+    elif error.errno in _READ_ONLY:
+        message = (f"{path}: cannot write ({error.strerror}): the results folder is read-only for you; "
+                   "pass --results with a folder you can write")
+    else:
+        return None
+    return StorageError(message, reason=error.strerror or "refused")
 
 
 @contextlib.contextmanager
@@ -94,6 +96,25 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda handle: handle.write(data))
+
+
+_CACHES_SKIPPED: set[str] = set()
+
+
+def write_cache(path: Path, data: bytes) -> bool:
+    """Write a cache (an optimisation: the collect cache, the ingest ledger, the tables' state).
+    When the folder refuses it (read-only, full, a planted link), bench works without it and says
+    so once per folder; returns whether it was written."""
+    try:
+        atomic_write_bytes(path, data)
+        return True
+    except (OSError, StorageError) as error:
+        folder = str(path.parent)
+        if folder not in _CACHES_SKIPPED:
+            _CACHES_SKIPPED.add(folder)
+            reason = error.reason if isinstance(error, StorageError) else (error.strerror or type(error).__name__)
+            print(f"bench: note: {folder}: caches cannot be written there ({reason}); working without them", file=sys.stderr)
+        return False
 
 
 def strict_json(value: Any) -> Any:
