@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from bench.commands import ONLY_WITH_NEEDS, matrix_args, planned_cells, print_frame, results_dir
 from bench.errors import BenchError
-from bench.store import Store, read_json
+from bench.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +49,7 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
     last lines. A cell in a running job of several cells says where it stands in that job."""
     import pandas as pd
 
+    from bench.executors.cell_output import read_failure
     from bench.executors.slurm import failure_in_job, job_states
     from bench.executors.slurm_job import BLOCKED
 
@@ -73,8 +74,8 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
         else:
             status = "not started"
         if status in ("failed", "blocked", "cancelled", "timeout", "out_of_memory", "node_fail", "preempted"):
-            failure = handle.failure
-            reason = read_json(failure)["reason"] if failure.exists() else ""
+            written = read_failure(handle)
+            reason = written["reason"] if written is not None else ""
             stderr = _tail(Path(states[cell.id][1].job().paths.stderr)) if cell.id in states else ""
             detail = "; ".join(x for x in (reason, _tail(handle.log), stderr) if x)
         rows.append({"id": cell.id, "stage": cell.stage, "arch": cell.config.arch, "status": status, "job": job, "detail": detail[:300]})
