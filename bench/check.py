@@ -196,19 +196,7 @@ def parse_baseline(text: str, path: Path) -> pd.DataFrame:
     """Baseline rows indexed by their CSV line number, ``value`` as floats; :class:`BenchError` naming
     the line and column of the first thing that is not a usable baseline."""
     rerun = f"fix it or rewrite it with `bench check RESULTS --baseline {path} --update`"
-    records = _records(text, path, rerun)
-    if not records:
-        raise BenchError(f"{path}: empty file, not a baseline; {rerun}")
-    (header_line, header), body = records[0], records[1:]
-    missing = [c for c in (*KEY_COLUMNS, "value") if c not in header]
-    if missing:
-        raise BenchError(f"{path}: not a baseline file (missing columns: {', '.join(missing)}); rewrite it with --update")
-    doubled = sorted({c for c in header if header.count(c) > 1})
-    if doubled:
-        raise BenchError(f"{path}: line {header_line}: column(s) {', '.join(doubled)} appear twice; {rerun}")
-    for line, record in body:
-        if len(record) != len(header):
-            raise BenchError(f"{path}: line {line}: {len(record)} fields, but the header has {len(header)}; {rerun}")
+    header, body = gate_records(text, path, "baseline", [*KEY_COLUMNS, "value"], rerun)
     rows = [record for _, record in body]
     lines = [line for line, _ in body]
     frame = pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=str)
@@ -231,16 +219,42 @@ def parse_baseline(text: str, path: Path) -> pd.DataFrame:
     return frame
 
 
-def read_baseline(path: Path) -> pd.DataFrame:
+def read_gate_file(path: Path, what: str, create: str) -> str:
+    """The text of a gate's file (a baseline, a verdict baseline): one line naming it when it is
+    missing, a folder, unreadable or not UTF-8, never a traceback."""
+    if path.is_dir():
+        raise BenchError(f"{path}: is a folder, not a {what}; pass the CSV file")
     if not path.is_file():
-        raise BenchError(f"{path}: no baseline file; create it with `bench check RESULTS --baseline {path} --update`")
+        raise BenchError(f"{path}: no {what} file; {create}")
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return path.read_bytes().decode("utf-8-sig")
     except OSError as error:
         raise BenchError(f"{path}: unreadable ({error.strerror or type(error).__name__})") from None
     except UnicodeDecodeError:
-        raise BenchError(f"{path}: not a readable baseline CSV (not UTF-8 text)") from None
-    return parse_baseline(text, path)
+        raise BenchError(f"{path}: not a readable {what} CSV (not UTF-8 text)") from None
+
+
+def gate_records(text: str, path: Path, what: str, columns: list[str], rerun: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(line, fields)]) of a gate's CSV: one line naming the file and line when it is
+    empty, lacks one of ``columns``, repeats a column or has a record of another length."""
+    records = _records(text, path, rerun)
+    if not records:
+        raise BenchError(f"{path}: empty file, not a {what}; {rerun}")
+    (header_line, header), body = records[0], records[1:]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise BenchError(f"{path}: not a {what} file (no column {', '.join(missing)}); rewrite it with --update")
+    doubled = sorted({c for c in header if header.count(c) > 1})
+    if doubled:
+        raise BenchError(f"{path}: line {header_line}: column(s) {', '.join(doubled)} appear twice; {rerun}")
+    for line, record in body:
+        if len(record) != len(header):
+            raise BenchError(f"{path}: line {line}: {len(record)} fields, but the header has {len(header)}; {rerun}")
+    return header, body
+
+
+def read_baseline(path: Path) -> pd.DataFrame:
+    return parse_baseline(read_gate_file(path, "baseline", f"create it with `bench check RESULTS --baseline {path} --update`"), path)
 
 
 # --------------------------------------------------------------------------- comparison

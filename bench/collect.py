@@ -12,7 +12,6 @@ metric that was not measured may be ``null`` (strict JSON) or ``NaN`` (older fil
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -26,7 +25,7 @@ import pandas as pd
 
 from bench.collect_cache import CollectCache, Entry
 from bench.errors import BenchError
-from bench.store import Store, atomic_write_bytes, file_signature
+from bench.store import Store, atomic_write_bytes, file_signature, write_cache
 
 # result.json fields that are numbers, or null when not measured (val_acc without a validation split)
 NUMERIC_RESULTS = ("test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss", "selected_epoch",
@@ -141,7 +140,8 @@ def read_cell(store: Store, cell_id: str, dep_configs: DepConfigs | None = None)
     list and object values as text (:func:`_normalise`), as the table holds them.
 
     Raises :class:`UnreadableCell`. A dependency whose config.json is absent (a partial copy of a
-    folder) leaves its columns empty; one whose config.json is damaged makes this cell unreadable.
+    folder) or damaged leaves its columns empty: one damaged file costs one row (the damaged cell's,
+    left out with its own warning), never its healthy dependants'.
     ``dep_configs`` remembers the dependencies' configs across calls (one teacher serves many
     students: its config.json is read once per collect, not once per student).
     """
@@ -166,10 +166,7 @@ def _read_cell(store: Store, cell_id: str, dep_configs: DepConfigs) -> tuple[dic
             signature = file_signature(dep.config)  # before reading: a file rewritten meanwhile is read again next time
             try:
                 dep_configs[dep_id] = _shown(_config(dep.config)), signature
-            except FileProblem as problem:
-                if problem.path.exists():
-                    raise UnreadableCell(cell_id, f"its {role} cell {dep_id}: {problem}",
-                                         rerun_command(store, dep_id, "DONE", "config.json", what="that cell")) from None
+            except FileProblem:  # the damaged cell is left out (with its own warning), not its healthy dependants
                 dep_configs[dep_id] = None, signature
         dep_config = dep_configs[dep_id][0]
         if dep_config is not None:
@@ -308,8 +305,7 @@ def write_tables(frame: pd.DataFrame, root: str | Path) -> tuple[Path, Path]:
     frame.to_parquet(buffer, index=False)
     atomic_write_bytes(parquet_path, buffer.getvalue())
     if digest is not None:
-        with contextlib.suppress(OSError):  # a read-only folder just writes the tables every time
-            atomic_write_bytes(state_path, json.dumps(state()).encode())
+        write_cache(state_path, json.dumps(state()).encode())  # refused: the tables are written every time
     return csv_path, parquet_path
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.store import Store, atomic_write_bytes, file_signature
+from bench.store import Store, file_signature, write_cache
 
 CACHE_FILE = ".collect-cache.json"
 FORMAT = 1  # bump when read_cell's rows change shape
@@ -88,5 +88,4 @@ class CollectCache:
         if not self.changed:
             return
         data = {"format": FORMAT, "cells": {k: [e.signature, e.deps, e.row, e.result] for k, e in self.entries.items()}}
-        with contextlib.suppress(OSError, ValueError):
-            atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode())
+        write_cache(self.path, json.dumps(data, separators=(",", ":")).encode())

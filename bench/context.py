@@ -4,13 +4,14 @@ Everything is loaded lazily and once, so a method only pays for what it uses.
 """
 from __future__ import annotations
 
-import contextlib
 from functools import cached_property
+from typing import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bench.artifact_checks import fields_problem, items_digest, state_dict_problem, tensor_problem
 from bench.config import CellConfig
 from bench.data.datasets import load_dataset
 from bench.data.images import ImageSet, TensorImageSet
@@ -186,28 +187,35 @@ class CellContext:
             raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is not done; run the matrix in dependency order")
         return dep
 
-    def dependency_model(self, role: str, trainable: bool = False) -> Normalized:
-        """The selected weights of the cell this one needs as ``role`` (frozen unless trainable)."""
+    def dependency_classes(self, role: str) -> int:
+        """The outputs of the model of the cell this one needs as ``role`` (0: an encoder's embedding)."""
         from bench.methods import REQUIREMENTS
 
-        dep = self._done_dependency(role)
-        data = self.labeled_train
         dep_config = self.dependency_config(role)
         needs = REQUIREMENTS.get(dep_config.method)
         if needs is not None and needs.encoder:
-            classes = 0  # its model.pt is a backbone without a classifier
-        elif dep_config.dataset == self.config.dataset and dep_config.task_classes == self.config.task_classes:
-            classes = self.num_classes
-        else:
-            classes = dep_config.task_classes or self._load(dep_config.dataset, "train").num_classes
+            return 0  # its model.pt is a backbone without a classifier
+        if dep_config.dataset == self.config.dataset and dep_config.task_classes == self.config.task_classes:
+            return self.num_classes
+        return dep_config.task_classes or self._load(dep_config.dataset, "train").num_classes
+
+    def dependency_model(self, role: str, trainable: bool = False) -> Normalized:
+        """The selected weights of the cell this one needs as ``role`` (frozen unless trainable)."""
+        dep = self._done_dependency(role)
+        data = self.labeled_train
+        dep_config = self.dependency_config(role)
         rebuilt = dep_config.model_copy(update={"pretrained": False, "encoder_file": None})
-        model = build_model(rebuilt, classes, data.channels, data.size)
+        model = build_model(rebuilt, self.dependency_classes(role), data.channels, data.size)
+        rerun = (f"rerun the {role}: rm {dep.done_marker} and run the matrix again (it trains again, or rewrites model.pt "
+                 f"from its checkpoint if it was run with --keep-checkpoints)")
         try:
-            model.inner.load_state_dict(load_tensors(dep.model))
+            weights = load_tensors(dep.model)
         except UnreadableFile as error:
-            raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is done but {error}; rerun the {role}: "
-                             f"rm {dep.done_marker} and run the matrix again (it trains again, or rewrites model.pt from its "
-                             f"checkpoint if it was run with --keep-checkpoints)") from None
+            raise BenchError(f"cell {self.cell_id}: its {role} {dep.id} is done but {error}; {rerun}") from None
+        problem = state_dict_problem(model.inner.state_dict(), weights)
+        if problem:
+            raise BenchError(f"{dep.model}: {problem}, not the {dep_config.arch} its config names; {rerun}")
+        model.inner.load_state_dict(weights)
         model.requires_grad_(trainable)
         return model.train(trainable)
 
@@ -222,13 +230,22 @@ class CellContext:
             self._frozen_models[role] = self.dependency_model(role).to(self.runtime.torch_device)
         return self._frozen_models[role]
 
-    def artifact(self, role: str, name: str) -> object:
-        """A named artifact the cell this one needs as ``role`` left (tensors and containers only)."""
+    def artifact(self, role: str, name: str, problem: Callable[[object], str | None]) -> object:
+        """A named artifact the cell this one needs as ``role`` left (tensors and containers only),
+        checked before use: ``problem(artifact)`` says what differs from what this cell needs (None:
+        it fits). Its producer is done and cannot be asked again, so a mismatch is a one-line
+        error naming the file, never an IndexError mid-cell or a student trained on wrong labels."""
         dep = self._done_dependency(role)
+        path = dep.artifacts / f"{name}.pt"
+        rerun = f"rerun the {role}: rm {dep.done_marker} and run the matrix again"
         try:
-            return load_tensors(dep.artifacts / f"{name}.pt")
+            value = load_tensors(path)
         except UnreadableFile as error:
-            raise BenchError(f"cell {self.cell_id}: artifact {name!r} of its {role}: {error}") from None
+            raise BenchError(f"cell {self.cell_id}: artifact {name!r} of its {role}: {error}; {rerun}") from None
+        differs = problem(value)
+        if differs:
+            raise BenchError(f"{path}: {differs}, not what cell {self.cell_id} needs of its {role} {dep.id}; {rerun}")
+        return value
 
     def teacher_targets(self, role: str, source: ImageSet, items: torch.Tensor) -> tuple[TeacherFn, ViewFn | None]:
         """The teacher's logits for a batch, and the student's view of it when they go together:
@@ -274,9 +291,18 @@ class CellContext:
         # The transform is none: the cache serves only unaugmented students.
         key = outputs_key(source, items, "transform=none", self.runtime)
         path: Path = self.store.cell(self._dep_id(role)).artifacts / f"logits-{key}.pt"
-        if path.exists():
-            with contextlib.suppress(UnreadableFile):  # a damaged cache is recomputed and replaced
-                return load_tensors(path)
+        classes = self.dependency_classes(role)
+        expected = {"key": key, "items": items_digest(items), "classes": classes}
+        if path.exists():  # checked before use: a damaged, stale or planted cache is recomputed and replaced
+            try:
+                stored = load_tensors(path)
+                problem = fields_problem(stored, expected) or tensor_problem(
+                    "logits", stored.get("logits"), (len(items), classes or None), (torch.float32,))
+            except UnreadableFile as error:
+                problem = str(error).removeprefix(f"{path}: ")
+            if problem is None:
+                return stored["logits"]
+            self.progress(f"  {path}: {problem}; recomputing the {role}'s logits")
         logits = predict(teacher, source, items, self.config.batch_size, self.runtime)
-        atomic_torch_save(path, logits)
+        atomic_torch_save(path, {**expected, "logits": logits})
         return logits

@@ -11,13 +11,14 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from bench import data_parallel
+from bench.artifact_checks import state_dict_problem
 from bench.config import CellConfig
 from bench.data.augment import augment
 from bench.data.images import ImageSet
@@ -120,7 +121,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(cell: CellDir, progress: Progress) -> dict[str, Any] | None:
+def load_checkpoint(cell: CellDir, progress: Progress, model: Mapping[str, torch.Tensor] | None = None,
+                    epochs: int | None = None) -> dict[str, Any] | None:
     """The latest readable checkpoint of a cell, or None when it has none.
 
     Loaded with ``weights_only=True``: a results folder is shared, and a planted pickle must not
@@ -140,6 +142,10 @@ def load_checkpoint(cell: CellDir, progress: Progress) -> dict[str, Any] | None:
         if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "rng"} <= set(state):
             problems.append(f"{path.name}: not a bench checkpoint")
             continue
+        problem = _checkpoint_problem(state, model, epochs)  # checked before use: another cell's, or damaged
+        if problem:
+            problems.append(f"{path.name}: {problem}")
+            continue
         if problems:
             progress(f"  {problems[0]}; resuming from {path.name} (epoch {state['epoch'] + 1})")
         return state
@@ -147,6 +153,15 @@ def load_checkpoint(cell: CellDir, progress: Progress) -> dict[str, Any] | None:
         raise BenchError(f"cell {cell.id}: {'; '.join(problems)}; delete {cell.checkpoint} and "
                          f"{cell.previous_checkpoint.name} to restart the cell from scratch")
     return None
+
+
+def _checkpoint_problem(state: dict[str, Any], model: Mapping[str, torch.Tensor] | None, epochs: int | None) -> str | None:
+    """What differs between a checkpoint and the cell resuming from it (its model's state dict and
+    epochs), or None."""
+    epoch = state["epoch"]
+    if not isinstance(epoch, int) or epoch < 0 or (epochs is not None and epoch >= epochs):
+        return f"epoch {str(epoch)[:20]}, expected 0 to {epochs - 1 if epochs is not None else 'the last'}"
+    return None if model is None else state_dict_problem(model, state["model"])
 
 
 def save_checkpoint(cell: CellDir, state: dict[str, Any]) -> None:
@@ -193,7 +208,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
     start_epoch = 0
     train_seconds = wall_before = 0.0
     segment_start = time.perf_counter()
-    state = load_checkpoint(cell, progress)
+    state = load_checkpoint(cell, progress, model.inner.state_dict(), config.epochs)
     if state is not None:
         model.inner.load_state_dict(state["model"])
         for name, module in training.extra.items():

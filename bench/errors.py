@@ -25,7 +25,12 @@ class ConfigError(BenchError):
 
 class StorageError(BenchError):
     """The results folder cannot take a write (disk full, read-only, no permission): every
-    further cell would fail the same way, so a run stops at the first one."""
+    further cell would fail the same way, so a run stops at the first one. ``reason``: the
+    file system's few words (for a note where the write was only a cache)."""
+
+    def __init__(self, message: str, reason: str = "refused") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DataNotFoundError(BenchError):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.store import atomic_write_bytes, file_signature
+from bench.store import file_signature, write_cache
 
 LEDGER_FILE = ".mlflow-ingest.json"
 
@@ -67,5 +67,4 @@ class Ledger:
         if database is None:
             return
         data = {"key": self.key, "database": file_signature(database), "experiments": self.experiments, "runs": self.runs}
-        with contextlib.suppress(OSError):
-            atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode())
+        write_cache(self.path, json.dumps(data, separators=(",", ":")).encode())

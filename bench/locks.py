@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from bench.errors import BenchError
+from bench.no_links import open_no_follow
 
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 120.0
@@ -88,7 +89,7 @@ class _FlockLock:
         self.handle = None
 
     def try_acquire(self) -> bool:
-        handle = open(self.path, "a+")
+        handle = os.fdopen(open_no_follow(self.path, os.O_RDWR | os.O_CREAT), "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -126,7 +127,7 @@ class _FileLock:
     def try_acquire(self) -> bool:
         owner = _owner()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = open_no_follow(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
             self._break_if_stale()
             return False

@@ -282,7 +282,11 @@ def expand(matrix: Matrix, sets: dict[str, Any] | None = None, max_cells: int = 
 
 def matching(cells: list[Cell], pattern: str) -> list[Cell]:
     """The cells whose id, stage, method or arch matches ``pattern`` (what ``bench cancel --only``
-    stops: a student's teacher is not cancelled with it)."""
+    stops: a student's teacher is not cancelled with it). An empty or blank pattern is an error:
+    ``--only "$UNSET"`` must not select (and cancel) every cell."""
+    if not pattern.strip():
+        raise BenchError(f"--only {pattern!r}: an empty pattern selects nothing; name a stage, method, arch or "
+                         "cell id (leave --only out for every cell)")
     found = [c for c in cells if c.id.startswith(pattern)
              or any(fnmatch.fnmatchcase(v, pattern) for v in (c.id, c.stage, c.config.method, c.config.arch))]
     if not found:
@@ -294,7 +298,7 @@ def select(cells: list[Cell], pattern: str | None) -> list[Cell]:
     """Cells whose id, stage, method or arch matches ``pattern`` (a glob; an id may be given by
     its first characters), plus every cell they need. Free text (descriptions) is not matched:
     ``--only teacher`` means the teacher stage, not every cell whose description names one."""
-    if not pattern:
+    if pattern is None:
         return cells
     wanted = {c.id for c in matching(cells, pattern)}
     by_id = {c.id: c for c in cells}

@@ -69,18 +69,24 @@ def check_inputs(cells: Iterable[Cell], data_root: Path | None, load: bool = Tru
         encoder_file_path(name)
 
 
-def check_parents(cells: Iterable[Cell], store: Store) -> None:
+def check_parents(cells: Iterable[Cell], store: Store, planned: Iterable[Cell] = ()) -> None:
     """A done parent whose ``model.pt`` is gone (deleted, or lost with a disk) cannot serve its
-    dependants: say so before anything runs, with how to have it rewritten. (A parent that
-    trains nothing, an annotate cell, has no model.pt: its dependants load its artifacts.)"""
+    dependants: say so before anything runs, with how to have it rewritten. A parent that trains
+    nothing (a ``Computation``: annotate) has no model.pt: its dependants load its artifacts, so
+    it is a valid done parent. Whether a parent trains is read from the plan (``planned``: every
+    cell of the matrix, the done ones too), not from its folder: a finished parent is not among
+    the cells still to run."""
     from bench.method_requirements import requirement
 
     cells = list(cells)
-    computed = {c.id for c in cells if not getattr(requirement(c.config.method), "trains", True)}
+    method_of = {c.id: c.config.method for c in (*planned, *cells)}
     for cell in cells:
         for role, dep_id in sorted(cell.config.deps.items()):
             dep = store.cell(dep_id)
-            if dep_id not in computed and dep.is_done() and not dep.model.exists():
+            needs = requirement(method_of[dep_id]) if dep_id in method_of else None
+            if needs is not None and not needs.trains:
+                continue
+            if dep.is_done() and not dep.model.exists():
                 raise BenchError(f"cell {cell.id} needs its {role} {dep_id}, which is marked done but has no {dep.model.name} "
                                  f"({dep.model}); rerun it: rm {dep.done_marker} and run again (it trains again, or resumes "
                                  f"from its checkpoint if it was run with --keep-checkpoints)")

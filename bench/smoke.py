@@ -90,7 +90,7 @@ def claim_folder(store: Store, smoke: bool) -> None:
     """Keep rehearsals and real runs in separate folders: a rehearsal marks its folder (``SMOKE``),
     a real run refuses a marked folder and a rehearsal refuses one that holds real plans."""
     marker = store.root / MARKER
-    marked = marker.is_file() and not marker.is_symlink()
+    marked = is_smoke_folder(store.root)
     if smoke:
         real = [name for name in store.plans() if "@smoke" not in name]
         if real and not marked:

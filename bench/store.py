@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from bench.cell_ids import CELL_ID
 from bench.errors import BenchError, StorageError
 from bench.locks import Echo, exclusive
+from bench.no_links import open_no_follow, refuse_links_below
 
 DONE = "DONE"
 _PLAN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}(@[0-9a-f]{8}|@smoke(-[0-9a-f]{8})?)?")
@@ -48,12 +49,14 @@ _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 def storage_error(path: Path, error: OSError) -> StorageError | None:
     """A one-line StorageError for a write refused by the file system (full, read-only), else None."""
     if error.errno in _FULL:
-        return StorageError(f"{path}: no space left on the device (disk full or quota exceeded); free some "
-                            "and run the same command again: cells resume from their last checkpoint")
-    if error.errno in _READ_ONLY:
-        return StorageError(f"{path}: cannot write ({error.strerror}): the results folder is read-only for you; "
-                            "pass --results with a folder you can write")
-    return None
+        message = (f"{path}: no space left on the device (disk full or quota exceeded); free some "
+                   "and run the same command again: cells resume from their last checkpoint")
+    elif error.errno in _READ_ONLY:
+        message = (f"{path}: cannot write ({error.strerror}): the results folder is read-only for you; "
+                   "pass --results with a folder you can write")
+    else:
+        return None
+    return StorageError(message, reason=error.strerror or "refused")
 
 
 @contextlib.contextmanager
@@ -93,6 +96,25 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda handle: handle.write(data))
+
+
+_CACHES_SKIPPED: set[str] = set()
+
+
+def write_cache(path: Path, data: bytes) -> bool:
+    """Write a cache (an optimisation: the collect cache, the ingest ledger, the tables' state).
+    When the folder refuses it (read-only, full, a planted link), bench works without it and says
+    so once per folder; returns whether it was written."""
+    try:
+        atomic_write_bytes(path, data)
+        return True
+    except (OSError, StorageError) as error:
+        folder = str(path.parent)
+        if folder not in _CACHES_SKIPPED:
+            _CACHES_SKIPPED.add(folder)
+            reason = error.reason if isinstance(error, StorageError) else (error.strerror or type(error).__name__)
+            print(f"bench: note: {folder}: caches cannot be written there ({reason}); working without them", file=sys.stderr)
+        return False
 
 
 def strict_json(value: Any) -> Any:
@@ -186,6 +208,7 @@ class CellDir:
         if not isinstance(cell_id, str) or not CELL_ID.fullmatch(cell_id):
             raise BenchError(f"{root}: {str(cell_id)[:40]!r} is not a cell id (12 hexadecimal digits)")
         self.id = cell_id
+        self.root = root
         self.path = root / "cells" / cell_id
 
     config = property(lambda self: self.path / "config.json")
@@ -210,10 +233,29 @@ class CellDir:
     def mark_done(self) -> None:
         atomic_write_bytes(self.done_marker, b"")
 
-    def lock(self, wait: bool = True, echo: Echo | None = None) -> contextlib.AbstractContextManager[bool]:
-        """Exclusive lock on this cell (``bench.locks``): waits for another process running it."""
+    def refuse_links(self) -> None:
+        """A LinkError if ``cells``, this cell's folder or its ``artifacts`` is a symbolic link."""
+        refuse_links_below(self.root, self.artifacts)
+
+    def make_folder(self) -> None:
+        """Create the cell's folder, refusing a link at it or above it (checked before and after)."""
+        self.refuse_links()
         with _translated(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
+        self.refuse_links()
+
+    def append_log(self, text: str) -> None:
+        """Append to ``log.txt`` (its folders checked, the file opened without following a link)."""
+        self.make_folder()
+        with _translated(self.log):
+            with os.fdopen(open_no_follow(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as handle:
+                handle.write(text)
+
+    def lock(self, wait: bool = True, echo: Echo | None = None) -> contextlib.AbstractContextManager[bool]:
+        """Exclusive lock on this cell (``bench.locks``): waits for another process running it.
+        Everything a cell writes is written under it, so its folders are checked here: a link at
+        ``cells``, the cell's folder or its ``artifacts`` is a LinkError, never followed."""
+        self.make_folder()
         return exclusive(self.path / ".lock", f"cell {self.id}", wait=wait, echo=echo)
 
 
@@ -241,6 +283,7 @@ class Store:
         """Write the plan unless the same one is there (a rerun of a done matrix writes nothing,
         so it works on a read-only results folder). ``smoke``: a rehearsal's shortening."""
         path = self.plan_path(matrix_name)
+        refuse_links_below(self.root, path.parent)
         plan = {"matrix": matrix_name, "source": source, "paper": paper, "sets": sets or [], "cells": cells}
         data = json_bytes(plan if smoke is None else {**plan, "smoke": smoke})
         with contextlib.suppress(OSError):

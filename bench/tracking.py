@@ -95,6 +95,7 @@ from bench.errors import BenchError
 from bench.ingest_bulk import CHUNK, PENDING_FILE, NewRun, create_runs, sql_store
 from bench.ingest_ledger import Ledger
 from bench.locks import exclusive
+from bench.no_links import open_no_follow
 
 if TYPE_CHECKING:
     from bench.store import Store
@@ -329,7 +330,7 @@ def _client_env(uri: str) -> Iterator[None]:
 def _ingest_lock(root: Path) -> Iterator[None]:
     """One ingest per results folder at a time (a read-only folder goes without the lock)."""
     try:
-        (root / LOCK_FILE).touch()
+        os.close(open_no_follow(root / LOCK_FILE, os.O_WRONLY | os.O_CREAT))  # a planted link is a LinkError
     except OSError:
         yield
         return

@@ -36,20 +36,29 @@ def write_verdicts(frame: pd.DataFrame, path: Path) -> None:
 
 
 def read_verdicts(path: Path) -> pd.DataFrame:
-    """A verdict baseline; one line naming the file and what is wrong with it otherwise."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise BenchError(f"{path}: no such verdict baseline; write one with --update") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise BenchError(f"{path}: not a verdict baseline ({str(error).splitlines()[0][:100]})") from None
-    missing = [c for c in COLUMNS if c not in frame]
-    if missing:
-        raise BenchError(f"{path}: not a verdict baseline (no column {', '.join(missing)})")
-    bad = frame[~frame["verdict"].isin(VERDICTS)]
-    if not bad.empty:
-        raise BenchError(f"{path}: line {int(bad.index[0]) + 2}, column verdict: {bad['verdict'].iloc[0][:40]!r} is not a verdict")
-    return frame[COLUMNS]
+    """A verdict baseline; one line naming the file (and line) and what is wrong with it otherwise:
+    a folder, not UTF-8, not CSV, a column missing, an empty key, an unknown verdict, or a reading
+    listed twice (which of two verdicts would gate? neither: it is an error)."""
+    from bench.check import gate_records, read_gate_file, shown
+
+    rerun = f"fix it or rewrite it with `bench check RESULTS --verdicts {path} --update`"
+    text = read_gate_file(path, "verdict baseline", "write one with --update")
+    header, body = gate_records(text, path, "verdict baseline", COLUMNS, rerun)
+    first: dict[tuple[str, ...], int] = {}
+    for line, record in body:
+        row = dict(zip(header, record))
+        for column in ("matrix", "id"):
+            if not row[column].strip():
+                raise BenchError(f"{path}: line {line}, column {column}: empty; {rerun}")
+        if row["verdict"] not in VERDICTS:
+            raise BenchError(f"{path}: line {line}, column verdict: {shown(row['verdict'])!r} is not a verdict "
+                             f"({', '.join(sorted(VERDICTS))}); {rerun}")
+        key = (row["matrix"], row["id"], row["reading"])
+        if key in first:
+            raise BenchError(f"{path}: line {line}: reading {shown(key[0])} {shown(key[1])} ({shown(key[2])}) again, "
+                             f"first at line {first[key]}; {rerun}")
+        first[key] = line
+    return pd.DataFrame([dict(zip(header, record)) for _, record in body], columns=header, dtype=str)[COLUMNS]
 
 
 def lost(baseline: pd.DataFrame, current: pd.DataFrame) -> tuple[list[str], list[str]]:

@@ -110,3 +110,23 @@ def test_tables_are_rewritten_only_when_the_table_or_the_files_changed(results: 
         write_tables(frame, results)
         assert pd.read_parquet(results / "results.parquet")["test_acc"][0] == frame["test_acc"][0]
         assert pd.read_csv(results / "results.csv")["test_acc"][0] == pytest.approx(frame["test_acc"][0])
+
+
+def test_a_read_only_copy_works_for_reading_without_its_caches(tiny_results: Path, tmp_path: Path) -> None:
+    """A copy (new inodes: every cached row is stale) mounted read-only: ``bench report --out
+    ELSEWHERE`` and a rerun of the finished matrix work, one note saying the caches are skipped."""
+    from tests.conftest import TINY
+    from tests.test_hostile import bench, mounted
+
+    copy, view, out = tmp_path / "copy", tmp_path / "ro", tmp_path / "out"
+    shutil.copytree(tiny_results, copy)
+    with mounted(view, "--bind", str(copy)):
+        import subprocess
+
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+        for args in (["report", str(view), "--out", str(out)], ["run", str(TINY), "--results", str(view)]):
+            done = bench(*args)
+            assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+            notes = [line for line in done.stderr.splitlines() if line.startswith("bench: ")]
+            assert notes == [f"bench: note: {view}: caches cannot be written there (Read-only file system); working without them"], notes
+    assert (out / "tiny" / "report.md").is_file()

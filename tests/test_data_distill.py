@@ -262,3 +262,63 @@ def test_the_paper_scale_matrix_plans_its_grid() -> None:
         assert {(c.config.arch, c.config.labeled_share) for c in by_stage[stage]} == {("resnet50", 0.6)}
     assert {c.config.init for c in by_stage["data_distill_init"]} == {"teacher"}
     assert all(c.config.labeled_share is None for c in by_stage["teacher"] + by_stage["annotate_multi"])
+
+
+# ----------------------------------------------------------------------------- a checked annotation
+
+TINY_DISTILL = Path(__file__).parent / "data" / "tiny-distill.yaml"
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/data/tiny-distill.yaml run up to its annotation (the student not yet)."""
+    results = tmp_path_factory.mktemp("annotated") / "runs"
+    assert main(["run", str(TINY_DISTILL), "--results", str(results), "--only", "annotate"]) == 0
+    return results
+
+
+def _shorter_labels(a: dict) -> dict:
+    return {**a, "labels": a["labels"][:-3]}
+
+
+def _label_outside(a: dict) -> dict:
+    labels = a["labels"].clone()
+    labels[0] = 10
+    return {**a, "labels": labels}
+
+
+def _item_outside(a: dict) -> dict:
+    items = a["items"].clone()
+    items[0] = 100_000
+    return {**a, "items": items}
+
+
+def _other_classes(a: dict) -> dict:
+    return {**a, "classes": 100}
+
+
+def _other_pool(a: dict) -> dict:  # the same items, from a pool listed in another order
+    return {**a, "pool": "f" * 16}
+
+
+def _float_labels(a: dict) -> dict:
+    return {**a, "labels": a["labels"].float()}
+
+
+@pytest.mark.parametrize("damage, says", [
+    (_shorter_labels, "labels has shape"), (_label_outside, "outside the 10 classes"),
+    (_item_outside, "outside the pool"), (_other_classes, "classes 100, expected 10"),
+    (_other_pool, "pool ffff"), (_float_labels, "labels is float32")])
+def test_pseudo_labels_that_do_not_fit_are_a_one_line_error_naming_the_file(
+        annotated: Path, tmp_path: Path, damage, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "runs"
+    import shutil
+    shutil.copytree(annotated, results)
+    (artifact,) = results.glob("cells/*/artifacts/pseudo_labels.pt")
+    torch.save(damage(torch.load(artifact, weights_only=True)), artifact)
+    capsys.readouterr()
+    assert main(["run", str(TINY_DISTILL), "--results", str(results)]) == 1
+    err = capsys.readouterr().err
+    (failed,) = [line for line in err.splitlines() if line.startswith("  failed ")]
+    assert f"{artifact}: " in failed and says in failed and "rm " in failed, failed
+    assert "Traceback" not in err and len(list(results.glob("cells/*/DONE"))) == 2  # teacher, annotation: no student

@@ -481,3 +481,83 @@ def test_the_id_payload_encodes_as_the_configs_json_dump(name: str) -> None:
         changed = cell.config.model_dump(mode="json", exclude_defaults=True)
         before = {k: v for k, v in full.items() if k in ID_FIELDS_V1 or k in changed}
         assert json.dumps(id_payload(cell.config), sort_keys=True) == json.dumps(before, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- no link is followed out of the folder
+
+TINY_MATRIX = ROOT / "tests" / "data" / "tiny.yaml"
+
+
+def _teacher_id() -> str:
+    return next(c.id for c in expand(load_matrix(TINY_MATRIX)) if c.stage == "teacher")
+
+
+@pytest.mark.parametrize("kind", ["flock", "file"])
+@pytest.mark.parametrize("planted", [".lock", "log.txt", "cell folder", "cells", "artifacts"])
+def test_a_planted_link_is_never_followed_and_is_named(tmp_path: Path, planted: str, kind: str) -> None:
+    results, victim = tmp_path / "runs", tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("mine")
+    cell = results / "cells" / _teacher_id()
+    cell.mkdir(parents=True)
+    if planted in ("cell folder", "cells"):
+        link = cell if planted == "cell folder" else cell.parent
+        cell.rmdir()
+        if link.exists():
+            link.rmdir()
+        link.symlink_to(victim)
+    elif planted == "artifacts":
+        link = cell / "artifacts"
+        link.symlink_to(victim)
+    else:
+        link = cell / (".lock.owner" if planted == ".lock" and kind == "file" else planted)
+        link.symlink_to(victim / "precious")
+    result = bench("run", str(TINY_MATRIX), "--results", str(results), "--only", "teacher", env={"BENCH_LOCK": kind})
+    one_line_error(result, f"{link}: is a symbolic link")
+    assert sorted(p.name for p in victim.iterdir()) == ["precious"] and (victim / "precious").read_text() == "mine"
+
+
+def test_a_planted_ingest_lock_link_is_never_followed(tmp_path: Path, tiny_results: Path) -> None:
+    results = tmp_path / "runs"
+    shutil.copytree(tiny_results, results)
+    victim = tmp_path / "precious"
+    victim.write_text("mine")
+    link = results / ".mlflow-ingest.lock"
+    link.unlink(missing_ok=True)
+    link.symlink_to(victim)
+    one_line_error(bench("ingest", str(results)), f"{link}: is a symbolic link")
+    assert victim.read_text() == "mine"
+
+
+def test_a_results_folder_that_is_itself_a_link_still_works(tmp_path: Path) -> None:
+    real, link = tmp_path / "real", tmp_path / "runs"
+    real.mkdir()
+    link.symlink_to(real)
+    spec = {**SMALL, "stages": {"teacher": SMALL["stages"]["teacher"]}}
+    assert main(["run", str(write_matrix(tmp_path, spec)), "--results", str(link)]) == 0
+    assert len(list(real.glob("cells/*/DONE"))) == 1
+
+
+def _commands_with_only() -> list[str]:
+    import argparse
+
+    from bench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted({name for name, p in sub.choices.items() if any("--only" in a.option_strings for a in p._actions)})
+
+
+def test_every_matrix_command_takes_only() -> None:
+    assert {"plan", "run", "status", "cancel"} <= set(_commands_with_only())
+
+
+@pytest.mark.parametrize("pattern", ["", "   "])
+@pytest.mark.parametrize("command", _commands_with_only())
+def test_an_empty_only_selects_nothing_and_is_an_error(command: str, pattern: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench cancel M --only "$UNSET"`` must not cancel every job of the matrix."""
+    results = [] if command == "plan" else ["--results", str(tmp_path / "runs")]
+    code = main([command, str(TINY_MATRIX), "--only", pattern, *results])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"bench: --only {pattern!r}: an empty pattern"), err
+    assert not (tmp_path / "runs" / "cells").exists()

@@ -3,6 +3,7 @@ says: the teacher targets it is given, and the crops it trains on."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from bench.cli import main
 from bench.collect import collect
 from bench.config import CellConfig, cell_id
 from bench.context import CellContext
+from bench.errors import BenchError
 from bench.data.augment import random_crop
 from bench.inference import outputs_key, predict
 from bench.methods import METHODS, Batch
@@ -245,3 +247,59 @@ def test_random_crop_is_the_padded_image_at_every_offset_in_range() -> None:
 def test_random_crop_without_padding_is_the_identity() -> None:
     images = known_images(16, 6, 7)
     assert torch.equal(random_crop(images, torch.Generator().manual_seed(0), 0), images)
+
+
+def _fewer_rows(stored: dict) -> dict:
+    return {**stored, "logits": stored["logits"][:-5]}
+
+
+def _other_items(stored: dict) -> dict:  # the same rows, said to be of another (reordered) item list
+    return {**stored, "items": "0" * 16}
+
+
+def _other_classes(stored: dict) -> dict:
+    return {**stored, "classes": 7, "logits": stored["logits"][:, :7]}
+
+
+def _bare_tensor(stored: dict) -> torch.Tensor:  # a cache without its key, items and class count
+    return stored["logits"]
+
+
+def _half(stored: dict) -> dict:
+    return {**stored, "logits": stored["logits"].half()}
+
+
+@pytest.mark.parametrize("damage, says", [(_fewer_rows, "logits has shape"), (_other_items, "items 0000"),
+                                          (_other_classes, "classes 7, expected 10"), (_bare_tensor, "not an artifact"),
+                                          (_half, "float16, expected float32")])
+def test_a_logits_cache_that_does_not_fit_is_rebuilt_saying_so(teacher_cell: tuple[Path, str], damage: Callable, says: str) -> None:
+    """A cache with fewer rows, of another item list, another class count, dtype or without its
+    record is never indexed: it is recomputed, one line says why, and the targets are the teacher's."""
+    lines: list[str] = []
+    ctx = student_context(teacher_cell)
+    ctx.progress = lines.append
+    splits = ctx.splits()
+    first = ctx.teacher_logits("teacher", splits.source, splits.train)
+    (cache,) = logit_caches(teacher_cell)
+    torch.save(damage(torch.load(cache, weights_only=True)), cache)
+    again = ctx.teacher_logits("teacher", splits.source, splits.train)
+    assert [line for line in lines if str(cache) in line] == [lines[-1]] and says in lines[-1] and "recomputing" in lines[-1], lines
+    batch = batch_of(ctx, shuffled(splits.train)[:100])
+    assert torch.equal(again(batch), first(batch))
+    stored = torch.load(cache, weights_only=True)
+    assert stored["classes"] == 10 and stored["logits"].shape == (len(splits.train), 10)
+
+
+def test_a_parent_model_of_another_shape_is_a_one_line_error_naming_it(teacher_cell: tuple[Path, str], tmp_path: Path) -> None:
+    runs, teacher_id = teacher_cell
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    model = Store(copy).cell(teacher_id).model
+    weights = torch.load(model, weights_only=True)
+    first = next(iter(weights))
+    torch.save({**weights, first: torch.zeros(3, *weights[first].shape[1:])}, model)
+    ctx = student_context((copy, teacher_id))
+    with pytest.raises(BenchError) as error:
+        ctx.dependency_model("teacher")
+    message = str(error.value)
+    assert message.startswith(f"{model}: {first} has shape (3,") and "rm " in message and "\n" not in message, message

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import write_matrix
@@ -108,3 +109,61 @@ def test_best_val_selects_the_earliest_of_tied_epochs_and_never_test() -> None:
     rows = [{"epoch": e, "val_acc": v, "test_acc": t} for e, v, t in [(1, 0.5, 0.1), (2, 0.7, 0.2), (3, 0.7, 0.9), (4, 0.6, 0.95)]]
     assert select_epoch(rows, "best_val") is rows[1]
     assert select_epoch(rows, "final") is rows[-1]
+
+
+# A pipeline stopped after a cell that trains nothing (a Computation: no model.pt) continues: one
+# tiny matrix per Computation method, the stage that runs it named.
+COMPUTED_PARENTS = {"annotate": ("tiny-distill.yaml", "annotate")}
+
+
+def test_every_computation_method_has_a_continue_test() -> None:
+    from bench.methods import REQUIREMENTS
+
+    assert set(COMPUTED_PARENTS) == {name for name, needs in REQUIREMENTS.items() if not needs.trains}
+
+
+@pytest.mark.parametrize("method", sorted(COMPUTED_PARENTS))
+def test_a_finished_computation_is_a_valid_done_parent(method: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+    from tests.conftest import ROOT
+
+    matrix_file, stage = COMPUTED_PARENTS[method]
+    matrix = str(ROOT / "tests" / "data" / matrix_file)
+    results = tmp_path / "runs"
+    assert main(["run", matrix, "--results", str(results), "--only", stage]) == 0
+    parents = [c.parent for c in (results / "cells").glob("*/config.json") if json.loads(c.read_text())["method"] == method]
+    assert parents and all((p / "DONE").exists() and not (p / "model.pt").exists() for p in parents)
+    capsys.readouterr()
+    assert main(["run", matrix, "--results", str(results)]) == 0, capsys.readouterr().err
+    cells = list((results / "cells").iterdir())
+    assert cells and all((c / "DONE").exists() for c in cells)
+
+
+def test_a_checkpoint_of_another_model_is_never_loaded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A checkpoint whose model does not fit the cell (another architecture, a damaged state) is
+    passed over for the epoch before; when neither fits, one line names the file and what differs."""
+    from bench.cli import main
+
+    teacher = {**MATRIX, "defaults": {**MATRIX["defaults"], "augment": [], "epochs": 3},
+               "stages": {"teacher": {"method": "supervised", "axes": {"arch": ["menghani_mlp"]}}}}
+    matrix = write_matrix(tmp_path, teacher)
+    results = tmp_path / "runs"
+    assert main(["run", str(matrix), "--results", str(results)]) == 0
+    (cell,) = (results / "cells").iterdir()
+    for name in ("DONE", "result.json", "model.pt"):
+        (cell / name).unlink()
+    state = torch.load(cell / "checkpoint.pt", weights_only=True)
+    first = next(iter(state["model"]))
+    wrong = {**state, "model": {**state["model"], first: torch.zeros(3, 3)}}
+    torch.save(wrong, cell / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(["run", str(matrix), "--results", str(results)]) == 0
+    assert f"checkpoint.pt: {first} has shape (3, 3)" in capsys.readouterr().err  # resumed from checkpoint.prev.pt
+    for name in ("DONE", "result.json", "model.pt"):
+        (cell / name).unlink()
+    torch.save(wrong, cell / "checkpoint.pt")
+    torch.save({**wrong, "epoch": 99}, cell / "checkpoint.prev.pt")
+    assert main(["run", str(matrix), "--results", str(results)]) == 1
+    (failed,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  failed ")]
+    assert f"checkpoint.pt: {first} has shape (3, 3)" in failed and "checkpoint.prev.pt: epoch 99, expected 0 to 2" in failed, failed
+    assert f"delete {cell / 'checkpoint.pt'}" in failed

@@ -113,3 +113,45 @@ def test_precision_on_each_device() -> None:
     assert amp.amp_label == "bfloat16" and not amp.scales_loss and amp.describe()["precision"] == "bfloat16"
     with amp.autocast():
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
+
+
+@pytest.mark.parametrize("text, field, says", [
+    ("tasks_per_node: 3\n", "tasks_per_node", "3 ranks do not divide stage teacher's batch_size 64"),
+    ("nodes: 128\n", "nodes", "128 ranks exceed stage teacher's batch_size 64"),
+    ("stages:\n  student: {tasks_per_node: 3}\n", "stages.student.tasks_per_node", "do not divide stage student's batch_size 64"),
+])
+def test_ranks_that_do_not_split_a_stages_batch_are_refused_before_anything_is_queued(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str, says: str) -> None:
+    from bench.cli import main
+
+    profile = tmp_path / "p.yaml"
+    profile.write_text("partition: debug\n" + text)
+    results = tmp_path / "runs"
+    code = main(["run", str(TINY), "--executor", "slurm", "--profile", str(profile), "--results", str(results)])
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("bench: ")]
+    assert code == 2 and line.startswith(f"bench: {profile}: {field}: ") and says in line and "Traceback" not in err, err
+    assert not list(results.glob("cells/*/slurm.json")) and not (results / "slurm").exists()
+
+
+@pytest.mark.parametrize("content", ['{"job_id": 5}', "[1, 2]", "{nope", '{"job_id": "12", "folder": "/x", "submitted": "soon"}',
+                                     '{"job_id": "12; rm -rf /", "folder": "/x", "submitted": 1.0}', "\xff"])
+def test_a_damaged_slurm_record_is_one_warning_in_status_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                      content: str) -> None:
+    from bench.cli import main
+
+    results = tmp_path / "runs"
+    teacher = next(c for c in expand(load_matrix(TINY)) if c.stage == "teacher")
+    record = results / "cells" / teacher.id / "slurm.json"
+    record.parent.mkdir(parents=True)
+    record.write_bytes(content.encode("latin-1"))
+    (record.parent / "failure.json").write_text('{"reason": ["not", "text"]}')
+    assert main(["status", str(TINY), "--results", str(results)]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("bench: ")]
+    assert "Traceback" not in err and len(warnings) == 2, err
+    assert warnings[0].startswith(f"bench: warning: {record}: ") and "the cell counts as not submitted" in warnings[0]
+    assert warnings[1].startswith(f"bench: warning: {record.parent / 'failure.json'}: its reason is not text")

@@ -166,3 +166,42 @@ def test_gpu_hours_count_every_rank_of_a_data_parallel_cell() -> None:
     rows = pd.DataFrame([{"id": "t", "wall_seconds": 1800.0, "device": "cuda", "ranks": 4},
                          {"id": "s", "wall_seconds": 1800.0, "device": "cuda", "ranks": 1}])
     assert "(2.50 GPU-hours on CUDA)" in cost_line(rows)  # 0.5 h on 4 GPUs + 0.5 h on 1
+
+
+@pytest.mark.parametrize("content, says", [
+    ("matrix,id,reading,verdict\nm,p/a,,reproduced\nm,p/a,,inconclusive\n", "line 3: reading m p/a () again, first at line 2"),
+    ("matrix,id,reading,verdict\nm,p/a,x,reproduced\nm,p/a,x,reproduced\n", "line 3: reading m p/a (x) again"),
+    (b"matrix,id,reading,verdict\nm,p/\xff,,reproduced\n", "not UTF-8"),
+    (None, "is a folder, not a verdict baseline"),
+    ("", "empty file"),
+    ("matrix,id,reading,verdict\nm,p/a,reproduced\n", "line 2: 3 fields, but the header has 4"),
+    ("matrix,id,reading,verdict\n,p/a,,reproduced\n", "line 2, column matrix: empty"),
+    ('matrix,id,reading,verdict\nm,"p/a,,reproduced\n', "2 fields, but the header"),
+    ("matrix,id,reading,verdict,verdict\nm,p/a,,reproduced,reproduced\n", "appear twice"),
+])
+def test_a_malformed_verdict_baseline_never_passes_the_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+                                                            content: str | bytes | None, says: str) -> None:
+    """A reading listed twice (reproduced, then inconclusive) must not let a lost verdict pass:
+    every malformed verdict file is one line and exit 2, never OK and never a traceback."""
+    from bench import verdict_check
+    from bench.cli import main
+
+    path = tmp_path / "verdicts.csv"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    monkeypatch.setattr(verdict_check, "current_verdicts", lambda results: _verdicts(("m", "p/a", "", "inconclusive")))
+    capsys.readouterr()
+    assert main(["check", str(tmp_path), "--verdicts", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"bench: {path}") and says in err, err
+
+
+def test_a_baseline_that_is_a_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    from bench.cli import main
+
+    (tmp_path / "base.csv").mkdir()
+    assert main(["check", str(tmp_path), "--baseline", str(tmp_path / "base.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"bench: {tmp_path / 'base.csv'}: is a folder, not a baseline; pass the CSV file\n"

@@ -49,11 +49,13 @@ def matrix_args(p: argparse.ArgumentParser, only: bool = True, only_help: str = 
 
 def smoke_args(p: argparse.ArgumentParser, help: str) -> None:
     """``--smoke`` and how it shortens cells: the same flags give the same rehearsal cells (run, status, cancel)."""
+    from bench.smoke import DEFAULT_BATCH_SIZE, DEFAULT_BATCHES
+
     p.add_argument("--smoke", action="store_true", help=help)
-    p.add_argument("--smoke-batches", type=int, default=2, metavar="N", help="--smoke: batches per epoch and per "
-                   "evaluation set (default 2)")
-    p.add_argument("--smoke-batch-size", type=int, default=8, metavar="N", help="--smoke: at most N images a batch "
-                   "(default 8; 0: the cells' own batch size)")
+    p.add_argument("--smoke-batches", type=int, default=DEFAULT_BATCHES, metavar="N", help="--smoke: batches per "
+                   f"epoch and per evaluation set (default {DEFAULT_BATCHES})")
+    p.add_argument("--smoke-batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N", help="--smoke: at most "
+                   f"N images a batch (default {DEFAULT_BATCH_SIZE}; 0: the cells' own batch size)")
 
 
 def rehearsal(args: argparse.Namespace) -> Smoke | None:

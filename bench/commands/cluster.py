@@ -66,6 +66,7 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
     last lines. A cell in a running job of several cells says where it stands in that job."""
     import pandas as pd
 
+    from bench.executors.cell_output import read_failure
     from bench.executors.slurm import failure_in_job, job_states
     from bench.executors.slurm_job import BLOCKED
 
@@ -92,8 +93,8 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
         else:
             status = "not started"
         if status in ("failed", "blocked", "cancelled", "timeout", "out_of_memory", "node_fail", "preempted"):
-            failure = handle.failure
-            reason = read_json(failure)["reason"] if failure.exists() else ""
+            written = read_failure(handle)
+            reason = written["reason"] if written is not None else ""
             stderr = _tail(Path(states[cell.id][1].job().paths.stderr)) if cell.id in states else ""
             detail = "; ".join(x for x in (reason, _tail(handle.log), stderr) if x)
         rows.append({"id": cell.id, "stage": cell.stage, "arch": cell.config.arch, "status": status, "job": job, "detail": detail[:300]})
@@ -223,7 +224,7 @@ def cancel_command(args: argparse.Namespace) -> int:
     smoke = rehearsal(args)
     _, cells = planned_cells(args, smoke)
     store = Store(run_folder(args, smoke))
-    chosen = matching(cells, args.only) if args.only else cells
+    chosen = matching(cells, args.only) if args.only is not None else cells
     states = job_states(store, [c.id for c in chosen if not store.cell(c.id).is_done()])
     records = {record.job_id: record for state, record in states.values() if state in ACTIVE}
     active, shared = jobs_to_cancel(store, {c.id for c in chosen}, records)

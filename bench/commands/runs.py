@@ -73,7 +73,7 @@ def run_command(args: argparse.Namespace) -> int:
     record_plan(store, name, matrix, all_cells, args.set or [], smoke)
     to_run = [c for c in cells if not store.cell(c.id).is_done()]
     check_inputs(to_run, runtime.data_root, load=executor_class.runs_here)
-    check_parents(to_run, store)
+    check_parents(to_run, store, all_cells)
     executor = executor_class.from_args(args)
     print(f"{name}: {len(cells)} cells -> {store.root}/ on {executor.describe(runtime)}", file=sys.stderr)
     executor.echo = display = run_display(args, cells, executor_class.runs_here)

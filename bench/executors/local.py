@@ -46,7 +46,7 @@ class LocalExecutor:
                 self.echo(f"{header}: blocked (a dependency failed)")
                 self.echo.finish(cell.id, "blocked")
                 continue
-            progress = tee(handle.log, self.echo)
+            progress = tee(handle, self.echo)
             progress(header)
             c = cell.config
             self.echo.start(cell.id, f"{c.stage} {c.method} {c.arch}")

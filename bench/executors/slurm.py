@@ -16,7 +16,9 @@ cell whose parent is not done is recorded blocked by the job.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -25,9 +27,11 @@ from typing import Any
 
 import submitit
 
+from bench.cell_ids import CELL_ID
 from bench.console import Echo, echo
 from bench.errors import BenchError, ConfigError
 from bench.executors import EXECUTORS, RunSummary
+from bench.executors.cell_output import read_failure, warn_once
 from bench.executors.profile import Profile, load_profile
 from bench.executors.slurm_job import BLOCKED, CellJob
 from bench.plan import Cell, describe_cell
@@ -52,14 +56,49 @@ class JobRecord:
 
     @classmethod
     def read(cls, store: Store, cell_id: str) -> "JobRecord | None":
+        """The cell's record, or None when it has none. A damaged one is one warning and counts as
+        none (the cell is shown and run as not submitted), never a traceback."""
         path = store.cell(cell_id).path / RECORD
-        return cls(**read_json(path)) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            data = read_json(path)
+        except (BenchError, OSError, UnicodeDecodeError) as error:
+            data = str(error).removeprefix(f"{path}: ")
+        problem = data if isinstance(data, str) else _record_problem(data)
+        if problem is not None:
+            warn_once(path, problem, "ignored: the cell counts as not submitted")
+            return None
+        return cls(**data)
 
     def write(self, store: Store, cell_id: str) -> None:
         atomic_write_json(store.cell(cell_id).path / RECORD, self.__dict__)
 
     def job(self) -> submitit.SlurmJob:
         return submitit.SlurmJob(folder=self.folder, job_id=self.job_id)
+
+
+_JOB_ID = re.compile(r"[0-9]{1,20}(_[0-9]{1,10})?")
+
+
+def _record_problem(data: Any) -> str | None:
+    """What is wrong with a slurm.json's content, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    unknown = sorted(set(data) - {"job_id", "folder", "submitted", "pack"})
+    if unknown:
+        return f"unknown field {str(unknown[0])[:40]!r}"
+    if not isinstance(data.get("job_id"), str) or not _JOB_ID.fullmatch(data["job_id"]):
+        return f"job_id {json.dumps(data.get('job_id'))[:40]} is not a SLURM job id"
+    if not isinstance(data.get("folder"), str) or not data["folder"]:
+        return "folder is not a path"
+    submitted = data.get("submitted")
+    if isinstance(submitted, bool) or not isinstance(submitted, (int, float)) or not math.isfinite(submitted):
+        return f"submitted {json.dumps(submitted)[:40]} is not a time"
+    pack = data.get("pack", [])
+    if not isinstance(pack, list) or not all(isinstance(i, str) and CELL_ID.fullmatch(i) for i in pack):
+        return "pack is not a list of cell ids"
+    return None
 
 
 def job_states(store: Store, cell_ids: list[str]) -> dict[str, tuple[str, JobRecord]]:
@@ -76,6 +115,25 @@ def job_states(store: Store, cell_ids: list[str]) -> dict[str, tuple[str, JobRec
             state = "PENDING"  # just submitted: sacct has not seen it yet
         states[i] = (state, records[i])
     return states
+
+
+def check_ranks(profile: Profile, cells: list[Cell]) -> None:
+    """Fail before anything is queued, not on the compute node: a stage whose ranks (``nodes`` x
+    ``tasks_per_node``) do not split the global ``batch_size`` of a cell that trains."""
+    from bench.method_requirements import requirement
+
+    for cell in cells:
+        resources = profile.for_stage(cell.stage)
+        ranks, batch = resources.nodes * resources.tasks_per_node, cell.config.batch_size
+        needs = requirement(cell.config.method)
+        if ranks == 1 or batch % ranks == 0 or (needs is not None and not needs.trains):
+            continue
+        override = profile.stages.get(cell.stage)
+        name = "tasks_per_node" if resources.tasks_per_node > 1 or resources.nodes == 1 else "nodes"
+        field = f"stages.{cell.stage}.{name}" if override is not None and getattr(override, name) is not None else name
+        raise ConfigError(profile.source, field, f"{resources.nodes} node(s) x {resources.tasks_per_node} task(s) = {ranks} "
+                          f"ranks {'exceed' if ranks > batch else 'do not divide'} stage {cell.stage}'s batch_size {batch} "
+                          "(the global batch, split over the ranks); make it a multiple of the ranks or use fewer")
 
 
 def check_partition(profile: Profile, stages: set[str]) -> None:
@@ -170,6 +228,7 @@ class SlurmExecutor:
             else:
                 to_submit.append(cell)
         if to_submit:
+            check_ranks(self.profile, to_submit)
             check_partition(self.profile, {c.stage for c in to_submit})
         stamp = time.strftime("%Y%m%d-%H%M%S")
         job_cell = CellJob(str(store.root.resolve()), self.device, runtime.amp, runtime.workers,
@@ -252,13 +311,12 @@ def failure_in_job(store: Store, cell_id: str, record: JobRecord | None) -> str 
     """Why the cell failed in the job of ``record``: its failure.json's reason, unless written
     before that job was submitted (an earlier run's, say an old "blocked"; a failure without a
     time cannot be dated and is not taken as this job's). Without a record: any failure's."""
-    failure = store.cell(cell_id).failure
-    if not failure.exists():
+    written = read_failure(store.cell(cell_id))
+    if written is None:
         return None
-    written = read_json(failure)
-    if record is not None and written.get("time", 0) < record.submitted:
+    if record is not None and (written["time"] or 0) < record.submitted:
         return None
-    return written.get("reason")
+    return written["reason"]
 
 
 EXECUTORS.register("slurm")(SlurmExecutor)

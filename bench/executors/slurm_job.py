@@ -80,7 +80,7 @@ class CellJob(submitit.helpers.Checkpointable):
             return "done"
         config = CellConfig.model_validate(read_json(cell.config))
         say = lambda m: print(m, flush=True)  # noqa: E731
-        progress = tee(cell.log, say) if runtime.writes else say
+        progress = tee(cell, say) if runtime.writes else say
         progress(f"{prefix}cell {cell_id} ({config.stage}, {config.arch})" + (f" on {runtime.world_size} ranks" if runtime.world_size > 1 else ""))
         missing = [d for d in config.deps.values() if not store.cell(d).is_done()]
         if missing:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from bench.artifact_checks import fields_problem, items_digest, labels_problem, tensor_problem
 from bench.config import CellConfig
 from bench.data.images import ImageSet
 from bench.data.multi_transform import NamedTransform, transforms_of
@@ -56,9 +57,46 @@ def select(labels: torch.Tensor, confidence: torch.Tensor, config: CellConfig, p
     return torch.sort(torch.cat(kept)).values if kept else torch.empty(0, dtype=torch.int64)
 
 
+def pseudo_labels_problem(artifact: object, classes: int, pool: torch.Tensor) -> str | None:
+    """What differs between a ``pseudo_labels`` artifact and what a student of ``classes`` classes
+    on the pool ``pool`` (its item list) needs, or None: kept items, labels and confidences of one
+    length, labels inside the classes, items inside the pool, and (when recorded) the same class
+    count and pool (the digest of its item list, in order)."""
+    if not isinstance(artifact, dict) or not {"items", "labels"} <= set(artifact):
+        return "not pseudo-labels annotate wrote (no items and labels)"
+    items, labels = artifact["items"], artifact["labels"]
+    integer = (torch.int64, torch.int32)
+    problem = tensor_problem("items", items, (None,), integer)
+    if problem is None:
+        problem = tensor_problem("labels", labels, (len(items),), integer)
+    if problem is None and "confidence" in artifact:
+        problem = tensor_problem("confidence", artifact["confidence"], (len(items),), (torch.float32,))
+    if problem is None:
+        recorded = {k: v for k, v in {"classes": classes, "pool": items_digest(pool)}.items() if k in artifact}
+        problem = fields_problem(artifact, recorded)
+    if problem is None:
+        problem = labels_problem("labels", labels, classes)
+    if problem is None and not bool(torch.isin(items, pool).all()):
+        outside = items[~torch.isin(items, pool)]
+        problem = f"items hold {len(outside)} index(es) outside the pool of {len(pool)} items (e.g. {int(outside[0])})"
+    return problem
+
+
 def _pass_key(teacher_id: str, transforms: list[NamedTransform], items: torch.Tensor) -> str:
     described = "|".join([teacher_id, *(t.name for t in transforms)])
     return hashlib.sha256(described.encode() + items.numpy().tobytes()).hexdigest()[:16]
+
+
+def _partial_problem(state: Any, key: str, n: int) -> str | None:
+    """What differs between a saved partial annotation and this pass over ``n`` items (None: it fits)."""
+    problem = fields_problem(state, {"key": key})
+    if problem is None:
+        done = state.get("done")
+        if not isinstance(done, int) or not 0 <= done <= n:
+            return f"done {str(done)[:20]}, expected a count of images from 0 to {n}"
+        problem = tensor_problem("labels", state.get("labels"), (n,), (torch.int64,)) \
+            or tensor_problem("confidence", state.get("confidence"), (n,), (torch.float32,))
+    return problem
 
 
 def label_pool(ctx: CellContext, model: torch.nn.Module, transforms: list[NamedTransform], source: ImageSet,
@@ -75,9 +113,12 @@ def label_pool(ctx: CellContext, model: torch.nn.Module, transforms: list[NamedT
         except UnreadableFile as error:
             progress(f"  {error}; annotating from the start")
             state = None
-        if isinstance(state, dict) and state.get("key") == key:
+        problem = None if state is None else _partial_problem(state, key, len(items))
+        if state is not None and problem is None:
             done, labels, confidence = int(state["done"]), state["labels"], state["confidence"]
             progress(f"  resuming the annotation at image {done}/{len(items)}")
+        elif problem is not None:
+            progress(f"  {cell.checkpoint}: {problem}; annotating from the start")
     model.eval().to(runtime.torch_device)
     start, last_print = time.perf_counter(), time.monotonic()
     chunk = CHUNK_BATCHES * batch_size
@@ -138,7 +179,7 @@ def annotate(ctx: CellContext) -> Computation:
                        forward=lambda x: ensemble_probabilities(teacher, transforms, x))
         metrics["test_acc"] = _accuracy(test.argmax(1) == splits.test_source.targets[splits.test])
         artifact = {"items": items[kept], "labels": labels[kept], "confidence": confidence[kept],
-                    "transforms": [t.name for t in transforms]}
+                    "transforms": [t.name for t in transforms], "classes": classes, "pool": items_digest(items)}
         return metrics, {PSEUDO_LABELS: artifact}
 
     return Computation(teacher, compute)

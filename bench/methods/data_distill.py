@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from bench.data.images import JoinedImageSet
 from bench.errors import BenchError
 from bench.methods import Batch, Training, classify, method
-from bench.methods.annotate import PSEUDO_LABELS
+from bench.methods.annotate import PSEUDO_LABELS, pseudo_labels_problem
 from bench.seeding import derived_generator
 
 if TYPE_CHECKING:
@@ -64,14 +64,12 @@ def fixed_share_order(labeled: torch.Tensor, pseudo: torch.Tensor, batch_size: i
 def data_distill(ctx: CellContext) -> Training:
     c = ctx.config
     splits = ctx.splits()
-    annotation = ctx.artifact("annotation", PSEUDO_LABELS)
-    if not isinstance(annotation, dict) or not {"items", "labels"} <= set(annotation):
-        raise BenchError(f"cell {ctx.cell_id}: the {PSEUDO_LABELS} artifact of its annotation is not one annotate wrote")
-    pool_items, pseudo_labels = annotation["items"].long(), annotation["labels"].long()
+    pool, pool_items, _ = ctx.distillation_pool(ctx.dependency_config("annotation"))
+    annotation = ctx.artifact("annotation", PSEUDO_LABELS, lambda a: pseudo_labels_problem(a, ctx.num_classes, pool_items))
+    pool_items, pseudo_labels = annotation["items"].long(), annotation["labels"].long()  # type: ignore[index]
     if len(pool_items) == 0:
         raise BenchError(f"cell {ctx.cell_id}: its annotation {c.deps['annotation']} kept no pseudo-labels; "
                          "lower its pseudo_threshold or use pseudo_selection: quota")
-    pool, _, _ = ctx.distillation_pool(ctx.dependency_config("annotation"))
     if pool is splits.source:
         source, shift = splits.source, 0
     else:
