@@ -70,7 +70,24 @@ def run_command(args: argparse.Namespace) -> int:
           f"{len(result.failed)} failed, {len(result.blocked)} blocked", file=sys.stderr)
     for cell_id, reason in result.failed.items():
         print(f"  failed {cell_id}: {reason}", file=sys.stderr)
+    if result.done or result.skipped:
+        print_report_end(store.root, name)
     return 0 if result.ok else 1
+
+
+def print_report_end(root: Path, matrix: str) -> None:
+    """The run's product: its report's summary line, where report.html is, and how to browse the runs."""
+    from bench.report import report_matrix
+    from bench.tracking import default_tracking_uri
+
+    try:
+        written = report_matrix(root, matrix)
+    except BenchError as error:
+        print(f"report: not written ({error})", file=sys.stderr)
+        return
+    print(f"\n{matrix}: {written.summary or 'no paper named, so no verdicts'}")
+    print(f"report: {written.html}")
+    print(f"MLflow: bench collect {root} && mlflow ui --backend-store-uri {default_tracking_uri(root)}")
 
 
 def collect_command(args: argparse.Namespace) -> int:
