@@ -615,6 +615,7 @@ def report(arg: str, results: str | None = None, out: str | None = None) -> list
     table, unreadable = read_cells(targets[0].results)
     warn_unreadable(Store(targets[0].results), unreadable)
     written: list[Path] = []
+    folder = Path(out) if out else targets[0].results / REPORT_DIR
     for target in targets:
         mine = table[table["matrix"] == target.matrix] if not table.empty else table
         if mine.empty:
@@ -622,8 +623,11 @@ def report(arg: str, results: str | None = None, out: str | None = None) -> list
                 raise BenchError(f"{target.results}: no finished cells of matrix {target.matrix!r} to report on")
             print(f"bench report: {target.matrix}: no finished cells, skipped", file=sys.stderr)
             continue
-        folder = Path(out) if out else target.results / REPORT_DIR
         written += build_report(table, target, folder / target.matrix, unreadable)
+    if len(targets) > 1:  # a results folder of several matrices: one page over their reports
+        from bench.report_index import write_index
+
+        written = write_index(folder, [t.matrix for t in targets]) + written
     return written
 
 
