@@ -27,6 +27,13 @@ cell(s) of a collected results table reproduce it::
           select: {stage: finetune, arch: menghani_mlp, teacher.arch: menghani_cnn}
           baseline: {...}           # gains only: the reference cell group
         notes: "..."                # optional: ambiguity of this figure
+        transfers: {form: gain, why: "..."}  # optional, gains only: judge it on stand-ins too
+                                    # ({form: none, why: ...}: reviewed, does not carry over)
+
+On a stand-in matrix (other data or models than the paper's) a figure's reading is shown but
+its verdict is ``other data`` (not judged, not counted as reproduced or not) unless the figure
+declares ``transfers:``: a gain over the paper's own baseline can carry over where an absolute
+accuracy cannot; the reason is reviewed per figure and kept in the file.
 
 Kinds and units (every value is a fraction, never a percentage):
 
@@ -119,6 +126,14 @@ class Cells(_Strict):
     baseline: Selection | None = None
 
 
+class Transfers(_Strict):
+    """Why a figure's reading can be judged on a stand-in (other data or models): it is stated in a
+    form that carries over, such as a gain over the paper's own baseline, not an absolute number."""
+
+    form: Literal["gain", "none"]  # "none": reviewed, and the figure's number does not carry over (the why says why)
+    why: str = Field(min_length=1)
+
+
 class Figure(_Strict):
     """One number a paper reports, and the cells that reproduce it."""
 
@@ -136,6 +151,8 @@ class Figure(_Strict):
     notes: str = ""
     tolerance: float | None = Field(None, gt=0.0, description="half-width of the band around `value` within which a "
                                     "reproduction counts as reproduced (a fraction; default: the paper's `tolerances`)")
+    transfers: Transfers | None = Field(None, description="judge this figure on stand-in matrices too (reviewed per "
+                                        "figure, with the reason); without it a stand-in's reading is `other data`")
 
     @property
     def band(self) -> float:
@@ -154,6 +171,8 @@ class Figure(_Strict):
         if not math.isfinite(self.value):
             raise ValueError(f"{self.id}: value must be finite")
         if self.kind == "value":
+            if self.transfers is not None and self.transfers.form != "none":
+                raise ValueError(f"{self.id}: an absolute value does not transfer to other data (`transfers` is for gains)")
             if self.cells.baseline is not None:
                 raise ValueError(f"{self.id}: kind 'value' takes no cells.baseline")
             if not 0.0 <= self.value <= 1.0:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -78,8 +79,10 @@ from bench.report_format import (
 )
 from bench.report_plots import paper_view
 from bench.store import Store, atomic_write_bytes
+from bench.verdicts import summary_counts, summary_line
 
 REPORT_DIR = "report"
+SUMMARY_FILE = "summary.json"  # what an index page and `bench run` show of a report
 
 
 # --------------------------------------------------------------------------- what to report
@@ -321,9 +324,6 @@ def cost_line(rows: pd.DataFrame) -> str:
     return text + "."
 
 
-VERDICT_ORDER = ("reproduced", "not reproduced", "inconclusive", "no cells")
-
-
 def _to_decide(row: pd.Series) -> str:
     from bench.verdicts import MIN_SEEDS
 
@@ -334,8 +334,8 @@ def _to_decide(row: pd.Series) -> str:
     return f"≥{MIN_SEEDS} seeds" if row["n"] < 2 else "more seeds unlikely to (mean at the band's edge)"
 
 
-def _verdicts_section(judged: list[tuple[str, pd.DataFrame]], out: Path, written: list[Path]) -> tuple[Section, str]:
-    """Every reading's verdict (``bench.verdicts``) in one table, and the paper's summary line."""
+def _verdicts_section(judged: list[tuple[str, pd.DataFrame]], out: Path, written: list[Path]) -> tuple[Section, list[str]]:
+    """Every reading's verdict (``bench.verdicts``) in one table, and the verdicts for the summary line."""
     from bench.verdicts import BOOTSTRAP_FROM, LEVEL, MIN_SEEDS
 
     frames = [frame.assign(table=name) for name, frame in judged]
@@ -352,21 +352,20 @@ def _verdicts_section(judged: list[tuple[str, pd.DataFrame]], out: Path, written
     csv_path = out / "verdicts.csv"
     atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
     written.append(csv_path)
-    counts = {v: int((frame["verdict"] == v).sum()) for v in VERDICT_ORDER}
-    judged_n = len(frame) - counts["no cells"]
-    line = (f"**Verdicts: {counts['reproduced']} of {judged_n} readings reproduced, {counts['not reproduced']} not "
-            f"reproduced, {counts['inconclusive']} inconclusive**"
-            + (f" ({counts['no cells']} figures without cells)." if counts["no cells"] else "."))
     intro = [f"A reading is *reproduced* when its {LEVEL:.0%} interval over seeds (Student's t below {BOOTSTRAP_FROM} "
              f"seeds, a BCa bootstrap from there; gains seed-paired) lies inside the band around the reported value, "
              f"*not reproduced* when it lies wholly outside, *inconclusive* otherwise or with fewer than {MIN_SEEDS} "
              f"seeds; *to decide*: about how many seeds in all would decide it if mean and spread held. Bands are data "
              f"(`tolerance` per figure, `tolerances` per paper, else 2 points for accuracies and absolute gains, "
-             f"2% of the baseline for relative gains)."]
-    return Section("Verdicts", intro, pd.DataFrame(rows), csv_path, [], []), line
+             f"2% of the baseline for relative gains). *other data*: the matrix stands in for the paper's with "
+             f"other data or models, so an absolute reading is shown but not judged (nor counted as reproduced or "
+             f"not); only figures whose paper file declares `transfers:` (a gain over the paper's own baseline, with "
+             f"the reason) are judged on a stand-in."]
+    return Section("Verdicts", intro, pd.DataFrame(rows), csv_path, [], []), list(frame["verdict"])
 
 
-def _claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path, written: list[Path]) -> Section:
+def _claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path,
+                    written: list[Path]) -> tuple[Section, list[str]]:
     """The paper's claims judged on the matrix's cells (``bench.claims``), first in the report."""
     from bench.claims import LEVEL, claims_frame, evaluate, summary
 
@@ -381,7 +380,7 @@ def _claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path, wri
              f"it contains 0, or fewer than 2 seeds pair up. Sides: mean ± std over seeds, in % (for a claim on gains, "
              f"`gain_over`: each cell's gain over its own teacher, in % of the teacher or in points)."]
     notes = [f"*{claim.statement}*: {claim.source}" + (f" {claim.notes}" if claim.notes else "") for claim in paper.claims]
-    return Section("Claims", intro, frame, csv_path, [], notes)
+    return Section("Claims", intro, frame, csv_path, [], notes), [reading.verdict for reading in readings]
 
 
 def stand_in_mapping(target: Target, paper: Any) -> tuple[bool, dict[str, Any]]:
@@ -423,6 +422,7 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
     sections: list[Section] = []
     header: list[str] = []
     paper = load_paper(target.paper) if target.paper else None
+    summary: dict[str, int] | None = None
 
     done = set(mine["id"]) if "id" in mine else set()
     if target.planned:
@@ -468,8 +468,10 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
                 f"{', '.join(f'`{k}`' for k in sorted(STAND_IN_IGNORED_KEYS))} keys ignored. The `data` column of every "
                 f"table says what the paper used and what was used here. Other settings (epochs, subsets) may differ "
                 f"too: see the matrix file.")
+        claim_verdicts: list[str] = []
         if paper.claims:
-            sections.append(_claims_section(mine, target.matrix, paper, out, written))
+            section, claim_verdicts = _claims_section(mine, target.matrix, paper, out, written)
+            sections.append(section)
         rows = figure_rows(mine, target.matrix, paper, mapping, target.stage_axes)
         if target.variant:  # the paper's data, not its settings
             for row in rows:
@@ -525,10 +527,14 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
                 intro.append(f"{len(unmatched)} of {len(trows)} figures have no done cell in `{target.matrix}` (reproduced —).")
             fig_notes = [f"*{display_label(r.figure.label)}*: {r.figure.notes}" for r in trows if r.figure.notes]
             sections.append(Section(name, intro, display_table(frame), csv_path, images, fig_notes))
+        figure_verdicts: list[str] = []
         if judged:
-            section, line = _verdicts_section(judged, out, written)
+            section, figure_verdicts = _verdicts_section(judged, out, written)
             sections.insert(0, section)
-            header.append(line)
+        summary = summary_counts(figure_verdicts, claim_verdicts)
+        empty = figure_verdicts.count("no cells")
+        header.append(f"**Summary — {summary_line(summary)}**"
+                      + (f" ({empty} figures without cells)." if empty else "."))
         if skipped:
             header.append(f"Not reproduced by `{target.matrix}` (no matching cells), so left out: {', '.join(skipped)}.")
         if view.extra is not None:
@@ -547,7 +553,14 @@ def build_report(table: pd.DataFrame, target: Target, out: Path, unreadable: dic
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_bytes(md_path, md.encode())
     atomic_write_bytes(html_path, page.encode())
-    return [md_path, html_path, *written]
+    summary_path = out / SUMMARY_FILE
+    wall = float(pd.to_numeric(mine["wall_seconds"], errors="coerce").sum()) if "wall_seconds" in mine else 0.0
+    atomic_write_bytes(summary_path, json.dumps({
+        "matrix": target.matrix, "paper": paper.paper if paper else None, "title": paper.title if paper else None,
+        "summary": summary_line(summary) if summary is not None else None, "counts": summary,
+        "cells_done": len(done), "cells_planned": len(target.planned) or len(done), "wall_seconds": round(wall, 1),
+    }, indent=1).encode())
+    return [md_path, html_path, summary_path, *written]
 
 
 HOW_TO_READ = (
@@ -600,7 +613,7 @@ def _render(target: Target, paper: Any, header: list[str], sections: list[Sectio
              "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
              "text-align:left}th{background:#f2f2f2}img{max-width:100%}figcaption{font-style:italic;font-size:13px}"
              "code{background:#f5f5f5}td.verdict{font-weight:bold}td.good{background:#d7f5d7}td.bad{background:#f8d3d3}"
-             "td.unsure{background:#fbefc6}td.none{color:#888}")
+             "td.unsure{background:#fbefc6}td.none{color:#888}td.other{background:#e4e9f5;color:#445}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
     return "\n".join(md).rstrip() + "\n", page
@@ -625,6 +638,7 @@ def report(arg: str, results: str | None = None, out: str | None = None) -> list
     table, unreadable = read_cells(targets[0].results)
     warn_unreadable(Store(targets[0].results), unreadable)
     written: list[Path] = []
+    folder = Path(out) if out else targets[0].results / REPORT_DIR
     for target in targets:
         mine = table[table["matrix"] == target.matrix] if not table.empty else table
         if mine.empty:
@@ -632,6 +646,34 @@ def report(arg: str, results: str | None = None, out: str | None = None) -> list
                 raise BenchError(f"{target.results}: no finished cells of matrix {target.matrix!r} to report on")
             print(f"bench report: {target.matrix}: no finished cells, skipped", file=sys.stderr)
             continue
-        folder = Path(out) if out else target.results / REPORT_DIR
         written += build_report(table, target, folder / target.matrix, unreadable)
+    if len(targets) > 1:  # a results folder of several matrices: one page over their reports
+        from bench.report_index import write_index
+
+        written = write_index(folder, [t.matrix for t in targets]) + written
     return written
+
+
+@dataclass(frozen=True)
+class Written:
+    """A report as a command tells its user about it: the summary line and where report.html is."""
+
+    summary: str | None  # None: the matrix names no paper
+    html: Path
+
+
+def report_matrix(results: Path, matrix: str) -> Written:
+    """Write the report of ``matrix`` from the results folder ``results`` into ``results/report/<matrix>/``
+    and return its summary; what ``bench run`` (and a smoke run) ends on."""
+    from bench.collect import read_cells
+
+    targets = [t for t in resolve_targets(str(results), None) if t.matrix == matrix]
+    if not targets:
+        raise BenchError(f"{results}: no plan of matrix {matrix!r} to report on")
+    table, unreadable = read_cells(results)
+    if table.empty or table[table["matrix"] == matrix].empty:
+        raise BenchError(f"{results}: no finished cells of matrix {matrix!r} to report on")
+    folder = results / REPORT_DIR / matrix
+    build_report(table, targets[0], folder, unreadable)
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    return Written(summary["summary"], folder / "report.html")

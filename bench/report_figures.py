@@ -265,6 +265,20 @@ def _pct_or_nan(value: Any) -> float:
     return math.nan if value is None or is_missing(value) else round(float(value) * 100, 6)
 
 
+OTHER_DATA = "other data"
+
+
+def judged(row: FigureRow) -> bool:
+    """Whether ``row``'s numbers are comparable with the paper's: the paper's own matrix, or a
+    stand-in for a figure that declares it ``transfers`` (a gain carries over, an accuracy does not)."""
+    return not row.stand_in or (row.figure.transfers is not None and row.figure.transfers.form != "none")
+
+
+def _verdict(row: FigureRow, res: dict[str, Any]) -> str:
+    found = res.get("verdict", "no cells")
+    return found if found == "no cells" or judged(row) else OTHER_DATA
+
+
 def table_frame(rows: list[FigureRow]) -> pd.DataFrame:
     """The CSV of one paper table: numbers x100 (%, points); delta = reproduced - reported.
 
@@ -293,8 +307,11 @@ def table_frame(rows: list[FigureRow]) -> pd.DataFrame:
                 "reproduced_text": _reading_text(res), "delta": round(mean - reported, 6) if n else math.nan,
                 "ci_low": _pct_or_nan(res.get("low")), "ci_high": _pct_or_nan(res.get("high")),
                 "interval": res.get("interval") or "", "band": _pct_or_nan(res.get("tolerance", fig.band)),
-                "verdict": res.get("verdict", "no cells"), "seeds_needed": res.get("seeds_needed"),
+                "verdict": _verdict(row, res), "seeds_needed": res.get("seeds_needed") if judged(row) else None,
                 "data": row.data_note})
+            if row.stand_in:
+                record["transfers"] = (f"{fig.transfers.form}: {fig.transfers.why}" if fig.transfers is not None
+                                       else "not reviewed")
             if mapped:
                 record["stand_in"] = selector_text(row.mapping[1]) if row.mapping is not None else ""
             record.update({"cells": " ".join(ids), "baseline_cells": " ".join(base_ids),

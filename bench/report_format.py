@@ -96,7 +96,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 VERDICT_CLASSES = {"reproduced": "good", "holds": "good", "not reproduced": "bad", "fails": "bad",
-                   "inconclusive": "unsure", "no cells": "none"}
+                   "inconclusive": "unsure", "no cells": "none",
+                   "other data": "other"}
 
 
 def _html_cell(column: str, value: Any) -> str:

@@ -16,7 +16,7 @@ from bench.errors import BenchError
 from bench.store import atomic_write_bytes
 
 COLUMNS = ["matrix", "id", "reading", "verdict"]
-VERDICTS = {"reproduced", "not reproduced", "inconclusive", "no cells"}
+VERDICTS = {"reproduced", "not reproduced", "inconclusive", "no cells", "other data"}
 
 
 def current_verdicts(results: Path) -> pd.DataFrame:

@@ -10,10 +10,16 @@ per figure where it says so):
 * **not reproduced** when the whole interval lies outside it,
 * **inconclusive** otherwise, and whenever fewer than ``MIN_SEEDS`` seeds ran: then the report
   says roughly how many seeds would decide it, assuming the spread stays what it is.
+
+On a stand-in (other data or models) an absolute reading is not comparable: its verdict is
+**other data** (``bench.report_figures``), shown but counted apart. ``summary_line`` is the one
+line a report, ``bench run`` and an index page give for a matrix.
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,3 +77,19 @@ def seeds_to_decide(mean: float, std: float, n: int, reported: float, tolerance:
         if _t_half(std, seeds) < room:
             return seeds
     return None
+
+
+def summary_counts(figure_verdicts: Iterable[str], claim_verdicts: Iterable[str]) -> dict[str, int]:
+    """How many readings and claim comparisons got each verdict ("no cells" left out)."""
+    figures, claims = Counter(figure_verdicts), Counter(claim_verdicts)
+    return {"reproduced": figures["reproduced"], "not reproduced": figures["not reproduced"],
+            "inconclusive": figures["inconclusive"], "other data": figures["other data"],
+            "holds": claims["holds"], "fails": claims["fails"], "claims inconclusive": claims["inconclusive"]}
+
+
+def summary_line(counts: dict[str, int]) -> str:
+    """"comparable: a reproduced, b not, c inconclusive; on other data: d (shape only); claims: e hold,
+    f fail, g inconclusive": what a reader can act on, comparable readings apart from the rest."""
+    return (f"comparable: {counts['reproduced']} reproduced, {counts['not reproduced']} not, "
+            f"{counts['inconclusive']} inconclusive; on other data: {counts['other data']} (shape only); "
+            f"claims: {counts['holds']} hold, {counts['fails']} fail, {counts['claims inconclusive']} inconclusive")

@@ -90,6 +90,8 @@ def run_command(args: argparse.Namespace) -> int:
           f"{len(result.failed)} failed, {len(result.blocked)} blocked", file=sys.stderr)
     for cell_id, reason in result.failed.items():
         print(f"  failed {cell_id}: {reason}", file=sys.stderr)
+    if result.done or result.skipped:
+        print_report_end(store.root, name)
     if smoke is not None and not result.submitted:
         finish_rehearsal(args, matrix, cells, table, store)
     return 0 if result.ok else 1
@@ -109,25 +111,18 @@ def run_display(args: argparse.Namespace, cells: list, runs_here: bool):
 
 
 def finish_rehearsal(args: argparse.Namespace, matrix, ran: list, table, store) -> None:
-    """After a rehearsal: its report, then what the real run will cost, priced at the GPU
-    assumption and at the rates the rehearsal measured (this machine, its small batches)."""
+    """After a rehearsal (whose report the run has written): its tables, then what the real run
+    will cost, priced at the GPU assumption and at the rates the rehearsal measured (this
+    machine, its small batches)."""
     import math
 
-    from bench.plan import expand, parse_sets
-    from bench.report import report
-    from bench.smoke import SHORTENED, structural_key
-
     from bench.collect import write_tables
+    from bench.plan import expand, parse_sets
+    from bench.smoke import SHORTENED, structural_key
 
     if not table.empty:
         csv_path, _ = write_tables(table, store.root)
         print(f"tables: {csv_path} (and .parquet)", file=sys.stderr)
-    try:
-        for path in report(str(args.matrix), str(store.root)):
-            if path.name in ("report.md", "report.html"):
-                print(f"report: {path}", file=sys.stderr)
-    except BenchError as error:
-        print(f"bench: report: {error}", file=sys.stderr)
     real = expand(matrix, parse_sets(args.set or []), args.max_cells)
     rehearsal_of = {structural_key(s): s.id for s in ran}
     wanted = [r for r in real if structural_key(r) in rehearsal_of]
@@ -143,6 +138,21 @@ def finish_rehearsal(args: argparse.Namespace, matrix, ran: list, table, store) 
     print_cost_estimate(wanted, lambda work: work.seconds_at(*rates.get(work.cell.id, (math.nan, math.nan))),
                         heading=f"the same work at the rates this rehearsal measured ({', '.join(sorted(set(table['device']))) if 'device' in table else 'here'}, "
                                 "its small batches and few steps: an upper bound for a GPU, a rough one for this machine)")
+
+
+def print_report_end(root: Path, matrix: str) -> None:
+    """The run's product: its report's summary line, where report.html is, and how to browse the runs."""
+    from bench.report import report_matrix
+    from bench.tracking import default_tracking_uri
+
+    try:
+        written = report_matrix(root, matrix)
+    except BenchError as error:
+        print(f"report: not written ({error})", file=sys.stderr)
+        return
+    print(f"\n{matrix}: {written.summary or 'no paper named, so no verdicts'}")
+    print(f"report: {written.html}")
+    print(f"MLflow: bench collect {root} && mlflow ui --backend-store-uri {default_tracking_uri(root)}")
 
 
 def collect_command(args: argparse.Namespace) -> int:
