@@ -39,7 +39,7 @@ def match_channels(images: ImageSet, channels: int) -> ImageSet:
         x = (x.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
     else:
         x = x.expand(-1, channels, -1, -1).contiguous()
-    return TensorImageSet(x, images.targets, images.num_classes, images.name)
+    return images.with_images(x)
 
 
 def build_model(config: CellConfig, num_classes: int, in_chans: int, image_size: int) -> Normalized:

@@ -79,7 +79,8 @@ def test_a_students_targets_are_the_teachers_logits_on_the_view_it_sees(banked_r
     bank = load_or_build(teacher, splits.source, splits.train, spec, alone, 64, path, lambda m: None)
     banked = BankedTeacher(bank, len(splits.source), spec, torch.device("cpu"))
     idx = splits.train[torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(1))[:50]]
-    view = banked.view(splits.source.images[idx], derived_generator(5, 0, "augment"), idx)
+    images = next(splits.source.batches(idx, len(idx)))[0]  # at the cell's image_size
+    view = banked.view(images, derived_generator(5, 0, "augment"), idx)
     assert view.shape == (50, 1, 16, 16) and view.dtype == torch.float32
     got = banked.targets(Batch((view,), splits.source.targets[idx], idx))
     with torch.no_grad():
@@ -87,7 +88,7 @@ def test_a_students_targets_are_the_teachers_logits_on_the_view_it_sees(banked_r
     scale = recomputed.abs().max().item()
     assert (got - recomputed).abs().max().item() <= tolerance * scale  # float32: exactly; float16: its rounding
     # and the views are the cell's augmentation: with one stored view per image equal to a fresh draw
-    assert not torch.equal(view, splits.source.images[idx].float() / 255)
+    assert not torch.equal(view, images.float() / 255)
 
 
 def test_bank_views_are_crops_and_flips_as_the_cells_own_augmentation_makes() -> None:
