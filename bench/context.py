@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from bench.config import CellConfig
-from bench.data.datasets import load_dataset
+from bench.data.datasets import load_dataset, with_recipe
 from bench.data.images import ImageSet, TensorImageSet
 from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError
@@ -107,7 +107,8 @@ class CellContext:
         self.progress = progress  # for long preparations (a view bank's build)
 
     def _load(self, name: str, split: str) -> ImageSet:
-        return load_dataset(name, split, root=self.runtime.data_root, image_size=self.config.image_size)
+        data = load_dataset(name, split, root=self.runtime.data_root, image_size=self.config.image_size)
+        return with_recipe(data, self.config.recipe)
 
     @cached_property
     def labeled_train(self) -> ImageSet:

@@ -7,11 +7,11 @@ of shape [B, C, H, W], so training code never cares which it got.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 
 class ImageSet:
@@ -27,9 +27,10 @@ class ImageSet:
         return int(self.targets.numel())
 
     def batches(
-        self, indices: torch.Tensor, batch_size: int, workers: int = 0
+        self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield (uint8 images, targets, indices) for ``indices`` in the given order."""
+        """Yield (uint8 images, targets, indices) for ``indices`` in the given order; ``crop``, a
+        training crop key of the imagenet recipe (bench/data/recipe.py), or None."""
         raise NotImplementedError
 
 
@@ -67,12 +68,18 @@ class TensorImageSet(ImageSet):
     def size(self) -> int:  # type: ignore[override]
         return self.out_size or self.native_size
 
-    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
+    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None):
+        """``crop`` (recipe imagenet): random-resized crops of the native images at ``size``."""
+        from bench.data.recipe import crop_batch
+
         # index_select, not images[idx]: advanced indexing of a uint8 tensor is ~3x slower here
         # (128 of 60,000 28x28 images: 23 vs 72 us), a tenth of an MLP student's epoch
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
-            yield resize_uint8(self.images.index_select(0, idx), self.size), self.targets.index_select(0, idx), idx
+            native = self.images.index_select(0, idx)
+            # a batch's generator is named by its first image (each image is once in an epoch)
+            images = resize_uint8(native, self.size) if crop is None else crop_batch(native, crop, int(idx[0]), self.size)
+            yield images, self.targets.index_select(0, idx), idx
 
     def resized(self, size: int) -> "TensorImageSet":
         """The same images served at ``size`` px (resized batch by batch), e.g. digits 8x8 -> 28x28."""
@@ -93,28 +100,101 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-class StreamedImageSet(ImageSet):
-    """A map-style dataset whose items are (uint8 tensor [C, H, W] of a fixed size, label)."""
+class _Plan:
+    """The batch sampler of a set's one DataLoader: the batches of keys to load next, set in the
+    main process before each pass, so the workers persist across epochs and evaluation passes."""
 
-    def __init__(self, dataset: Dataset, targets: torch.Tensor, num_classes: int, channels: int, size: int, name: str) -> None:
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _RecipeItems(Dataset):
+    """Items keyed (index, crop key or None) of a dataset of whole decoded uint8 images: a
+    training crop (bench/data/recipe.py) with a key, the evaluation resize + centre crop without."""
+
+    def __init__(self, decoded: Dataset, size: int) -> None:
+        self.decoded, self.size = decoded, size
+
+    def __len__(self) -> int:
+        return len(self.decoded)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, Any]) -> tuple[torch.Tensor, int]:
+        from bench.data.recipe import draw_box_and_flip, eval_crop, train_crop
+
+        index, crop = key
+        image, target = self.decoded[index]
+        if crop is None:
+            return eval_crop(image, self.size), target
+        box, flip = draw_box_and_flip(crop, index, image.shape[1], image.shape[2])
+        return train_crop(image, box, flip, self.size), target
+
+
+class _ByIndex(Dataset):
+    """A dataset read with keys (index, crop key) that ignores the crop key (the pad-crop recipe:
+    the loader serves fixed-size images, the engine crops)."""
+
+    def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+
+    def __getitem__(self, key: tuple[int, Any]):
+        return self.dataset[key[0]]
+
+
+class StreamedImageSet(ImageSet):
+    """A map-style dataset whose items are (uint8 tensor [C, H, W] of a fixed size, label).
+
+    With ``decoded`` (items: whole decoded uint8 RGB images; recipe ``imagenet``) batches are
+    crops made in the loader's workers: training crops when ``batches`` gets a crop key, else
+    the evaluation crop. One DataLoader per (batch size, workers) is kept, its workers persistent."""
+
+    def __init__(self, dataset: Dataset, targets: torch.Tensor, num_classes: int, channels: int, size: int, name: str,
+                 decoded: Dataset | None = None) -> None:
+        self.dataset = dataset
+        self.decoded = decoded
         self.targets = targets.to(torch.int64)
         self.num_classes = num_classes
         self.channels = channels
         self.size = size
         self.name = name
+        self._loaders: dict[int, tuple[DataLoader, _Plan]] = {}
+        self._busy: set[int] = set()
 
-    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
-        loader = DataLoader(
-            Subset(self.dataset, indices.tolist()),
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=False,
-        )
-        for start, (images, targets) in zip(range(0, len(indices), batch_size), loader):
-            yield images, targets.to(torch.int64), indices[start : start + batch_size]
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_loaders": {}, "_busy": set()}  # workers are this process's own
+
+    def _loader(self, workers: int, persistent: bool) -> tuple[DataLoader, _Plan]:
+        if persistent and workers in self._loaders:
+            return self._loaders[workers]
+        plan = _Plan()
+        items = _ByIndex(self.dataset) if self.decoded is None else _RecipeItems(self.decoded, self.size)
+        loader = DataLoader(items, batch_sampler=plan, num_workers=workers,
+                            pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0)
+        if persistent:
+            self._loaders[workers] = (loader, plan)
+        return loader, plan
+
+    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None):
+        """``crop``: a training crop key (recipe imagenet; bench.data.recipe.CropKey) or None.
+        The kept loader serves one pass at a time; a pass begun while another is alive (not
+        exhausted) gets a loader of its own."""
+        busy = workers in self._busy
+        loader, plan = self._loader(workers, persistent=not busy)
+        keys = [(i, crop) for i in indices.tolist()]
+        plan.batches = [keys[start : start + batch_size] for start in range(0, len(keys), batch_size)]
+        if not busy:
+            self._busy.add(workers)
+        try:
+            for start, (images, targets) in zip(range(0, len(indices), batch_size), loader):
+                yield images, targets.to(torch.int64), indices[start : start + batch_size]
+        finally:
+            if not busy:
+                self._busy.discard(workers)
 
 
 Loader = Callable[..., ImageSet]
@@ -135,7 +215,7 @@ class JoinedImageSet(ImageSet):
         self.channels, self.size = first.channels, first.size
         self.name = name or f"{first.name}+{second.name}"
 
-    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
+    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None):
         cut = len(self.first)
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
@@ -144,5 +224,5 @@ class JoinedImageSet(ImageSet):
             for part, mask, shift in ((self.first, mine, 0), (self.second, ~mine, cut)):
                 if mask.any():
                     sub = idx[mask] - shift
-                    images[mask] = torch.cat([batch for batch, _, _ in part.batches(sub, len(sub), workers)])
+                    images[mask] = torch.cat([batch for batch, _, _ in part.batches(sub, len(sub), workers, crop)])
             yield images, self.targets[idx], idx
