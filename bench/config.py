@@ -125,7 +125,7 @@ class CellConfig(BaseModel):
     bank_precision: Literal["float16", "float32"] = Field("float16", description="teacher_targets bank: stored logits")
     recipe: Literal["pad_crop", "imagenet"] = Field(
         "pad_crop", description="what augment's crop is: pad by crop_padding and crop back (small images), or the "
-        "ImageNet recipe: a random-resized crop (scale 0.08-1, ratio 3/4-4/3) of the decoded image with a flip; "
+        "ImageNet recipe: a random-resized crop (scale 0.08-1, ratio 3/4-4/3) of the decoded image (and augment's flip); "
         "evaluation resize to image_size/0.875 + centre crop (bench/data/recipe.py)")
     deps: dict[SafeName, CellId] = Field(default_factory=dict, description="role -> cell id of the cells this one needs")
 

@@ -55,7 +55,7 @@ def _loader_crops(config: CellConfig) -> bool:
 def _crop_flip(config: CellConfig) -> Callable[[torch.Tensor, torch.Generator, torch.Tensor], torch.Tensor]:
     """The cell's own augmentation: ``augment``'s crop and flip on uint8, then float in [0, 1],
     then its colour distortion (SimCLR's, strength ``color_strength``) when it names ``color``."""
-    # the imagenet recipe's crop (with its flip) is made by the loader (training.source.batches' crop)
+    # the imagenet recipe's crop and flip are made by the loader (training.source.batches' crop)
     skip = {"color", "crop", "flip"} if _loader_crops(config) else {"color"}
     geometric = tuple(name for name in config.augment if name not in skip)
 
@@ -225,7 +225,7 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         loss_sum, seen, last_print = 0.0, 0, time.monotonic()
         global_sizes = data_parallel.global_batch_sizes(len(order), config.batch_size)
         shard = data_parallel.shard_order(order, config.batch_size, rank, world)
-        crop = CropKey(config.seed, epoch) if _loader_crops(config) and training.augment is None else None
+        crop = CropKey(config.seed, epoch, "flip" in config.augment) if _loader_crops(config) and training.augment is None else None
         local = training.source.batches(shard, config.batch_size // world, runtime.workers, crop)
         synchronize(runtime)
         epoch_start = time.perf_counter()

@@ -62,6 +62,8 @@ def test_batched_crops_of_in_memory_images_match_torchvision_v2() -> None:
         assert (out.float() - ref * 255).abs().max() <= 0.5 + 1e-3
     assert got.shape == (16, 3, 56, 56) and got.dtype == torch.uint8
     assert torch.equal(got, crop_batch(images, key, 5, 56)) and not torch.equal(got, crop_batch(images, CropKey(3, 2), 5, 56))
+    unflipped = crop_batch(images, CropKey(3, 1, flip=False), 5, 56)  # the same boxes, none mirrored
+    assert torch.equal(unflipped[~flips], got[~flips]) and torch.equal(unflipped[flips], got[flips].flip(-1))
 
 
 def test_boxes_keep_random_resized_crops_scale_and_ratio() -> None:

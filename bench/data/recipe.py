@@ -6,7 +6,8 @@
 * ``imagenet``: the papers' ImageNet recipe. A training image is a random-resized crop of the
   whole decoded image (torchvision's ``RandomResizedCrop`` parameters: scale (0.08, 1), ratio
   (3/4, 4/3), ten attempts then the central fallback; bench/data/views.py ``draw_crop_boxes``)
-  resized to ``image_size``, flipped with p 0.5, in one resize per image. Evaluation resizes the
+  resized to ``image_size`` in one resize per image, and flipped with p 0.5 when ``augment``
+  names flip. Evaluation resizes the
   shorter side to ``image_size / 0.875`` (256 for 224) and takes the centre crop. The crop of an
   in-memory set is taken from its native images (CIFAR's 32 px), batched; a streamed image is
   decoded (``torchvision.io.decode_jpeg``, PIL for other files) and cropped in the loader's
@@ -38,18 +39,21 @@ EVAL_CROP_FRACTION = 0.875  # centre crop of 224 from 256
 
 @dataclass(frozen=True)
 class CropKey:
-    """Where an epoch's crops come from: (seed, epoch); an image's generator adds its index."""
+    """Where an epoch's crops come from: (seed, epoch); an image's generator adds its index.
+    ``flip``: mirror the crops drawn so (augment names flip); the draw is the same either way,
+    so a cell with and without flip sees the same boxes."""
     seed: int
     epoch: int
+    flip: bool = True
 
     def generator(self, *more: object) -> torch.Generator:
-        return derived_generator(self.seed, self.epoch, "recipe", *more)
+        return derived_generator(self.seed, self.epoch, "recipe", *more)  # flip or not: the same draws
 
 
 def draw_box_and_flip(key: CropKey, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
     """One image's (top, left, height, width) box and flip, from its own generator."""
     g = key.generator(index)
-    return draw_crop_boxes(1, height, width, g)[0], bool(draw_flip(1, g)[0])
+    return draw_crop_boxes(1, height, width, g)[0], bool(draw_flip(1, g)[0]) and key.flip
 
 
 def train_crop(image: torch.Tensor, box: torch.Tensor, flip: bool, size: int) -> torch.Tensor:
@@ -80,7 +84,7 @@ def crop_batch(images: torch.Tensor, key: CropKey, first: int, size: int) -> tor
     again. ``first`` (the batch's position in the epoch) picks the batch's generator."""
     n, _, h, w = images.shape
     g = key.generator("batch", first)
-    boxes, flips = draw_crop_boxes(n, h, w, g), draw_flip(n, g)
+    boxes, flips = draw_crop_boxes(n, h, w, g), draw_flip(n, g) & key.flip
     x = resized_crop_with(images.float().div_(255), boxes, (size, size))
     return flip_with(x, flips).mul_(255).round_().to(torch.uint8)
 
