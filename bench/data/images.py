@@ -81,6 +81,11 @@ class TensorImageSet(ImageSet):
             images = resize_uint8(native, self.size) if crop is None else crop_batch(native, crop, int(idx[0]), self.size)
             yield images, self.targets.index_select(0, idx), idx
 
+    def served(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """The images (all, or ``indices``) as batches serve them: uint8 at ``size`` (the whole
+        set at 224 px is what ``out_size`` avoids: for small sets and tests)."""
+        return resize_uint8(self.images if indices is None else self.images.index_select(0, indices), self.size)
+
     def resized(self, size: int) -> "TensorImageSet":
         """The same images served at ``size`` px (resized batch by batch), e.g. digits 8x8 -> 28x28."""
         return TensorImageSet(self.images, self.targets, self.num_classes, self.name,
