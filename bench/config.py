@@ -123,6 +123,10 @@ class CellConfig(BaseModel):
     bank_views: int = Field(10, gt=0, description="teacher_targets bank: augmented views per image")
     bank_seed: int = Field(0, description="teacher_targets bank: seed of the views' parameters (shared by the students)")
     bank_precision: Literal["float16", "float32"] = Field("float16", description="teacher_targets bank: stored logits")
+    recipe: Literal["pad_crop", "imagenet"] = Field(
+        "pad_crop", description="what augment's crop is: pad by crop_padding and crop back (small images), or the "
+        "ImageNet recipe: a random-resized crop (scale 0.08-1, ratio 3/4-4/3) of the decoded image (and augment's flip); "
+        "evaluation resize to image_size/0.875 + centre crop (bench/data/recipe.py)")
     train_eval_items: int | None = Field(None, gt=0, description="report train_acc on a fixed seeded subset of this "
                                          "many training items (null: all of them, every epoch)")
     smoke_batches: int | None = Field(None, gt=0, description="a rehearsal cell (`bench run --smoke`), never a result: "
@@ -140,6 +144,9 @@ class CellConfig(BaseModel):
     def _bank_replays_crop_and_flip(self) -> "CellConfig":
         if self.teacher_targets == "bank" and "color" in self.augment:
             raise ValueError("teacher_targets: a view bank replays crop and flip only, not color; use online")
+        if self.teacher_targets == "bank" and self.recipe != "pad_crop":
+            raise ValueError("teacher_targets: a view bank replays pad-crop views only, not the imagenet recipe's "
+                             "random-resized crops; use online")
         return self
 
     @property

@@ -13,7 +13,7 @@ from torch import nn
 
 from bench.artifact_checks import fields_problem, items_digest, state_dict_problem, tensor_problem
 from bench.config import CellConfig
-from bench.data.datasets import load_dataset
+from bench.data.datasets import load_dataset, with_recipe
 from bench.data.images import ImageSet, TensorImageSet
 from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError
@@ -41,7 +41,7 @@ def match_channels(images: ImageSet, channels: int) -> ImageSet:
         x = (x.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
     else:
         x = x.expand(-1, channels, -1, -1).contiguous()
-    return TensorImageSet(x, images.targets, images.num_classes, images.name)
+    return images.with_images(x)
 
 
 def build_model(config: CellConfig, num_classes: int, in_chans: int, image_size: int) -> Normalized:
@@ -120,7 +120,8 @@ class CellContext:
         self.progress = progress  # for long preparations (a view bank's build)
 
     def _load(self, name: str, split: str) -> ImageSet:
-        return load_dataset(name, split, root=self.runtime.data_root, image_size=self.config.image_size)
+        data = load_dataset(name, split, root=self.runtime.data_root, image_size=self.config.image_size)
+        return with_recipe(data, self.config.recipe)
 
     @cached_property
     def labeled_train(self) -> ImageSet:

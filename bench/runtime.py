@@ -29,12 +29,24 @@ def default_device() -> str:
 CPU_INFER_BATCH = 32
 
 
+def allotted_cpus() -> int:
+    """The CPUs SLURM allotted this task (``SLURM_CPUS_PER_TASK``), else the ones this process
+    may run on (``sched_getaffinity``: a taskset or cgroup), else the machine's."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: str = field(default_factory=default_device)
     amp: bool | None = None  # None: on for CUDA, off on the CPU
     channels_last: bool | None = None  # None: on for CUDA
-    workers: int = 0
+    workers: int | None = 0  # None (the command line's default): allotted_cpus(), resolved where the cell runs
     data_root: Path | None = None
     progress_seconds: float = 30.0  # print an in-epoch progress line at most this often
     compile: bool = False  # torch.compile the trained model (its forward, in place)
@@ -97,7 +109,7 @@ class Runtime:
         return torch.device(self.device)
 
     @classmethod
-    def from_options(cls, device: str | None, amp: bool | None, workers: int, data_root: str | Path | None,
+    def from_options(cls, device: str | None, amp: bool | None, workers: int | None, data_root: str | Path | None,
                      on_this_machine: bool = True, compile: bool = False, infer_batch_size: int | None = None,
                      keep_checkpoints: bool = False, progress_seconds: float = 30.0) -> "Runtime":
         """A run's Runtime from the command line. Cells that run elsewhere (on a cluster) choose
@@ -108,6 +120,8 @@ class Runtime:
             chosen = "cpu"
             if device:
                 parse_device(device)
+        if on_this_machine and workers is None:
+            workers = allotted_cpus()
         return cls(device=chosen, amp=amp, workers=workers, data_root=Path(data_root) if data_root else None, compile=compile,
                    infer_batch_size=infer_batch_size, keep_checkpoints=keep_checkpoints,
                    progress_seconds=progress_seconds)

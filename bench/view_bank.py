@@ -12,17 +12,24 @@ augmented distillation epoch, is paid once per teacher instead of once per stude
 The bank is an artifact of the teacher cell (``artifacts/bank-<key>.pt``), its key naming
 everything that changes the logits: the inputs (dataset, size, items), the augmentation (names,
 padding), K, the bank seed, the stored precision, and how the teacher ran (AMP, device type).
-It is built in chunks under a lock, so two students of one teacher build it once, and a killed
-build resumes from its last chunk (``bank-<key>.partial.pt``).
+It is built under a lock, so two students of one teacher build it once. Its logits are written
+shard by shard (``bank-<key>.shards/logits-NNNNN.npy``, each written once, atomically; memory
+holds one shard) with ``meta.json`` (spec, item count and digest, views, classes, dtype, shard
+size); ``bank-<key>.pt`` (the items and view parameters) is written last and means "built". A
+killed build resumes at its first missing shard. Before use every part is checked against what
+the student needs; a mismatch is rebuilt, saying why in one line. Students read the shards
+memory-mapped: only a batch's rows reach the device.
 """
 from __future__ import annotations
 
-import contextlib
+import hashlib
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,9 +40,10 @@ from bench.locks import exclusive
 from bench.methods import Batch
 from bench.runtime import Runtime
 from bench.seeding import derived_generator
-from bench.store import UnreadableFile, atomic_torch_save, load_tensors
+from bench.errors import BenchError
+from bench.store import UnreadableFile, atomic_torch_save, atomic_write_bytes, atomic_write_json, load_tensors, read_json
 
-CHUNK_BATCHES = 50  # the partial bank is saved every this many batches
+CHUNK_BATCHES = 50  # a shard of logits holds this many inference batches of images
 PRECISIONS = {"float16": torch.float16, "float32": torch.float32}
 
 
@@ -84,46 +92,111 @@ def bank_path(folder: Path, source: ImageSet, items: torch.Tensor, spec: BankSpe
     return folder / f"bank-{outputs_key(source, items, spec.describe(), runtime)}.pt"
 
 
-def _partial(path: Path) -> Path:
-    """Where a bank being built keeps its finished chunks."""
-    return path.with_name(path.name.replace(".pt", ".partial.pt"))
+def bank_bytes(items: int, views: int, classes: int, precision: str) -> int:
+    """A bank's size on disk (its logits; the per-view parameters add 5 bytes a view): what
+    ``plan --cost`` states before the bank is built."""
+    return items * views * (classes * PRECISIONS[precision].itemsize + 5)
+
+
+def _shards(path: Path) -> Path:
+    """The folder of a bank's logits, one ``.npy`` file per shard of items, each written whole
+    (atomically) as the build reaches it: nothing written is rewritten, a killed build resumes at
+    its first missing shard, memory holds one shard, and a student reads them memory-mapped."""
+    return path.with_name(path.name.removesuffix(".pt") + ".shards")
+
+
+def _meta(spec: BankSpec, items: torch.Tensor, shard_items: int, classes: int) -> dict[str, object]:
+    digest = hashlib.sha256(items.to(torch.int64).numpy().tobytes()).hexdigest()
+    return {"format": 2, "spec": spec.describe(), "items": len(items), "items_sha256": digest, "views": spec.views,
+            "classes": classes, "dtype": spec.precision, "shard_items": shard_items}
+
+
+def _check(path: Path, spec: BankSpec, items: torch.Tensor) -> str | None:
+    """Why the bank at ``path`` is not the one asked for (None: it is), without loading its logits."""
+    shards = _shards(path)
+    if not path.exists():
+        return "not built"
+    try:
+        head = load_tensors(path)
+        meta = read_json(shards / "meta.json")
+    except (UnreadableFile, BenchError, OSError) as error:
+        return f"unreadable ({str(error)[:80]})"
+    if not isinstance(head, dict) or not isinstance(meta, dict):
+        return "not a bank"
+    want = _meta(spec, items, int(meta.get("shard_items", 0) or 0), int(meta.get("classes", 0) or 0))
+    wrong = [k for k, v in want.items() if meta.get(k) != v]
+    if wrong:
+        return f"made for other {', '.join(wrong)}"
+    for name in ("dy", "dx", "flip"):
+        if not isinstance(head.get(name), torch.Tensor) or tuple(head[name].shape) != (len(items), spec.views):
+            return f"its {name} is not [{len(items)}, {spec.views}]"
+    for n, file in enumerate(_shard_files(shards, len(items), want["shard_items"])):  # type: ignore[arg-type]
+        rows = min(int(want["shard_items"]), len(items) - n * int(want["shard_items"]))  # type: ignore[call-overload]
+        if file.is_symlink():
+            return f"shard {file.name} is a link"
+        try:
+            shard = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            return f"shard {file.name} unreadable ({str(error)[:60]})"
+        if shard.shape != (rows, spec.views, want["classes"]) or shard.dtype != np.dtype(spec.precision):
+            return f"shard {file.name} is {shard.dtype} {shard.shape}"
+    return None
+
+
+def _shard_files(shards: Path, n: int, shard_items: int) -> list[Path]:
+    return [shards / f"logits-{k:05d}.npy" for k in range(-(-n // max(shard_items, 1)))]
 
 
 def load_or_build(teacher: nn.Module, source: ImageSet, items: torch.Tensor, spec: BankSpec, runtime: Runtime,
-                  batch_size: int, path: Path, progress: Callable[[str], None]) -> dict[str, torch.Tensor]:
-    """The bank at ``path``, built first if it is not there (once, under a lock)."""
+                  batch_size: int, path: Path, progress: Callable[[str], None]) -> dict[str, object]:
+    """The bank at ``path`` (its parameters) with its logits memory-mapped, built first if it is
+    not there or not the one asked for (once, under a lock; a mismatch is said in one line)."""
     with exclusive(path.with_name(path.name + ".lock"), f"view bank {path.name}", wait=True, echo=progress):
-        if path.exists():
-            with contextlib.suppress(UnreadableFile):  # a damaged bank is built again
-                bank = load_tensors(path)
-                if isinstance(bank, dict) and bank.get("logits") is not None and len(bank["logits"]) == len(items):
-                    return bank
-        bank = _build(teacher, source, items, spec, runtime, batch_size, path, progress)
-        atomic_torch_save(path, bank)
-        _partial(path).unlink(missing_ok=True)
-        return bank
+        why = _check(path, spec, items)
+        if why is not None:
+            if why != "not built":  # a built bank that is not this one: none of it is reused
+                progress(f"  view bank {path.name}: {why}; building it again")
+                path.unlink(missing_ok=True)
+                for stale in (*_shards(path).glob("logits-*.npy"), _shards(path) / "meta.json"):
+                    stale.unlink(missing_ok=True)
+            _build(teacher, source, items, spec, runtime, batch_size, path, progress)
+            why = _check(path, spec, items)
+            if why is not None:
+                raise BenchError(f"view bank {path}: {why} right after it was built")
+        head = load_tensors(path)
+        meta = read_json(_shards(path) / "meta.json")
+        files = _shard_files(_shards(path), len(items), int(meta["shard_items"]))
+        return {**head, "logits": ShardedLogits([np.load(f, mmap_mode="r") for f in files], PRECISIONS[spec.precision])}
 
 
 def _build(teacher: nn.Module, source: ImageSet, items: torch.Tensor, spec: BankSpec, runtime: Runtime,
-           batch_size: int, path: Path, progress: Callable[[str], None]) -> dict[str, torch.Tensor]:
+           batch_size: int, path: Path, progress: Callable[[str], None]) -> None:
     params = draw_params(len(items), spec)
-    partial = _partial(path)
-    done, chunks = 0, []
-    if partial.exists():
-        with contextlib.suppress(UnreadableFile):
-            state = load_tensors(partial)
-            if isinstance(state, dict) and isinstance(state.get("logits"), torch.Tensor):
-                chunks, done = [state["logits"]], len(state["logits"])
-                progress(f"  resuming the view bank at image {done}/{len(items)}")
+    shards = _shards(path)
+    if shards.is_symlink():
+        raise BenchError(f"view bank {shards}: a link; refusing to follow it out of the results folder")
+    shards.mkdir(parents=True, exist_ok=True)
     dtype = PRECISIONS[spec.precision]
     teacher.eval()
-    started, last_print, resumed_at = time.perf_counter(), time.monotonic(), done
     batch_size = runtime.inference_batch(batch_size)
-    chunk = CHUNK_BATCHES * batch_size
-    while done < len(items):
-        part = items[done:done + chunk]
-        logits = []
-        offset = done
+    shard_items = CHUNK_BATCHES * batch_size
+    meta_file = shards / "meta.json"
+    meta = read_json(meta_file) if meta_file.is_file() else None
+    files = _shard_files(shards, len(items), shard_items)
+    if not (isinstance(meta, dict) and {k: v for k, v in meta.items() if k != "classes"}
+            == {k: v for k, v in _meta(spec, items, shard_items, 0).items() if k != "classes"}):
+        for stale in shards.glob("logits-*.npy"):  # another bank's shards: not ours to resume
+            stale.unlink()
+        meta = None
+    done = 0
+    while done < len(files) and files[done].is_file():
+        done += 1
+    if done:
+        progress(f"  resuming the view bank at image {done * shard_items}/{len(items)}")
+    started, last_print, resumed_at = time.perf_counter(), time.monotonic(), done * shard_items
+    for n in range(done, len(files)):
+        part = items[n * shard_items:(n + 1) * shard_items]
+        logits, offset = [], n * shard_items
         for images, _, idx in source.batches(part, batch_size, runtime.workers):
             x = to_device(images, runtime)
             rows = slice(offset, offset + len(idx))
@@ -137,23 +210,53 @@ def _build(teacher: nn.Module, source: ImageSet, items: torch.Tensor, spec: Bank
                 last_print = time.monotonic()
                 rate = (offset - resumed_at) * spec.views / (time.perf_counter() - started)
                 progress(f"  view bank: image {offset}/{len(items)}, {spec.views} views, {rate:.0f} views/s")
-        chunks.append(torch.cat(logits))
-        done += len(part)
-        if done < len(items):
-            atomic_torch_save(partial, {"logits": torch.cat(chunks)})
+        shard = torch.cat(logits).numpy()
+        if meta is None:  # the class count is known at the first shard
+            meta = _meta(spec, items, shard_items, int(shard.shape[2]))
+            atomic_write_json(meta_file, meta)
+        buffer = io.BytesIO()
+        np.save(buffer, shard, allow_pickle=False)
+        atomic_write_bytes(files[n], buffer.getvalue())
+    atomic_torch_save(path, {"items": items.clone(), **params})  # last: its presence means built
     progress(f"  view bank of {len(items)} images x {spec.views} views built in {time.perf_counter() - started:.1f} s")
-    return {"items": items.clone(), **params, "logits": torch.cat(chunks)}
+
+
+class ShardedLogits:
+    """A bank's logits [items, views, classes] over memory-mapped shards: rows are gathered from
+    the files (the page cache), never loaded whole, and only a batch's rows reach the device."""
+
+    def __init__(self, shards: list[np.ndarray], dtype: torch.dtype) -> None:
+        self.shards, self.dtype = shards, dtype
+        self.shard_items = shards[0].shape[0] if shards else 1
+        self.shape = (sum(s.shape[0] for s in shards), *(shards[0].shape[1:] if shards else (0, 0)))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """logits[rows[i], views[i]] as [len(rows), classes] (the bank's dtype), on the CPU."""
+        out = torch.empty((len(rows), self.shape[2]), dtype=self.dtype)
+        which, at = rows // self.shard_items, rows % self.shard_items
+        for s in which.unique().tolist():
+            mask = which == s
+            out[mask] = torch.from_numpy(np.ascontiguousarray(self.shards[s][at[mask].numpy(), views[mask].numpy()]))
+        return out
+
+    def all(self) -> torch.Tensor:
+        """Every logit in memory (tests and small banks only)."""
+        return torch.cat([torch.from_numpy(np.array(s)) for s in self.shards])
 
 
 class BankedTeacher:
     """A student's side of a bank: its view of each image (which of the K, from its own
     generator) and the teacher's stored logits of that very view."""
 
-    def __init__(self, bank: dict[str, torch.Tensor], source_size: int, spec: BankSpec, device: torch.device) -> None:
+    def __init__(self, bank: dict[str, Any], source_size: int, spec: BankSpec, device: torch.device) -> None:
         self.spec = spec
+        self.device = device
         self.position = item_positions(bank["items"], source_size)
         self.dy, self.dx, self.flip = bank["dy"], bank["dx"], bank["flip"]
-        self.logits = bank["logits"].to(device)
+        self.logits: ShardedLogits = bank["logits"]  # memory-mapped: a batch's rows go to the device
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (indices, rows, views chosen) of the batch being trained
 
     def view(self, images: torch.Tensor, generator: torch.Generator, indices: torch.Tensor) -> torch.Tensor:
@@ -166,4 +269,4 @@ class BankedTeacher:
         if self._last is None or self._last[0] is not batch.indices:
             raise RuntimeError("view bank: the teacher's targets were asked for a batch whose views it did not draw")
         _, rows, choice = self._last
-        return self.logits[rows.to(self.logits.device), choice.to(self.logits.device)].float()
+        return self.logits.rows(rows.cpu(), choice.cpu()).to(self.device, non_blocking=True).float()

@@ -240,8 +240,8 @@ def kd_loss(logits: torch.Tensor, soft: torch.Tensor, labels: torch.Tensor, c: C
 def epoch_end(kd_cell: KdCell, folder: Path) -> Callable[[torch.nn.Module], dict[str, float]]:
     """What an epoch of bench ends with, by hand: train/test accuracy, agreement with the teacher, weights on disk."""
     splits = kd_cell.ctx.splits()
-    images = splits.source.images.float() / 255
-    test_x, test_y = splits.test_source.images[splits.test].float() / 255, splits.test_source.targets[splits.test]
+    images = splits.source.served().float() / 255
+    test_x, test_y = splits.test_source.served(splits.test).float() / 255, splits.test_source.targets[splits.test]
 
     def predict(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:  # in bench's inference batches: the same work
         return torch.cat([net(chunk) for chunk in x.split(INFER)]).argmax(1)
@@ -302,7 +302,7 @@ def hand_side(kd_cell: KdCell, folder: Path, crop_padding: int | None = None
     c, ctx = kd_cell.config, kd_cell.ctx
     splits = ctx.splits()
     teacher = ctx.dependency_model("teacher").eval()
-    pixels, labels = splits.source.images, splits.source.targets.clone()
+    pixels, labels = splits.source.served(), splits.source.targets.clone()
     images = pixels.float() / 255
     labels[splits.unlabeled] = -1
     if crop_padding is None:
@@ -506,7 +506,7 @@ def pil_side(kd_cell: KdCell, folder: Path, padding: int) -> tuple[Callable[...,
     teacher = ctx.dependency_model("teacher").eval()
     labels = splits.source.targets.clone()
     labels[splits.unlabeled] = -1
-    loader = pil_loader(splits.source.images[splits.train], labels[splits.train], splits.source.images.shape[-1], padding, c.batch_size)
+    loader = pil_loader(splits.source.served(splits.train), labels[splits.train], splits.source.size, padding, c.batch_size)
     finish = epoch_end(kd_cell, folder)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -110,10 +110,12 @@ def test_digits_split_shapes_and_determinism(tmp_path: Path) -> None:
 def test_digits_resized_to_28(tmp_path: Path) -> None:
     small = load_dataset("digits", "test", tmp_path)
     big = load_dataset("digits", "test", tmp_path, image_size=28)
-    assert big.images.shape == (450, 1, 28, 28) and big.images.dtype == torch.uint8 and big.size == 28
+    assert big.images.shape == (450, 1, 8, 8) and big.size == 28  # native in memory, 28 px per batch
     assert torch.equal(big.targets, small.targets)
+    served = next(big.batches(torch.arange(450), 450))[0]
+    assert served.shape == (450, 1, 28, 28) and served.dtype == torch.uint8
     # Bilinear upsampling keeps the mean brightness of each image roughly.
-    diff = (big.images.float().mean((1, 2, 3)) - small.images.float().mean((1, 2, 3))).abs()
+    diff = (served.float().mean((1, 2, 3)) - small.images.float().mean((1, 2, 3))).abs()
     assert float(diff.max()) < 12
     images, targets, idx = next(big.batches(torch.arange(5, 15), batch_size=4))
     assert images.shape == (4, 1, 28, 28) and torch.equal(idx, torch.arange(5, 9)) and torch.equal(targets, big.targets[5:9])
@@ -250,7 +252,9 @@ def test_cifar10_layout_loads_in_memory_as_nchw(tmp_path: Path, monkeypatch: pyt
     assert torch.equal(train.images.reshape(10, -1), torch.from_numpy(np.concatenate(rows)))
     assert torch.equal(test.images.reshape(3, -1), torch.from_numpy(test_rows))
     assert test.targets.tolist() == [7, 8, 9]
-    assert load_dataset("cifar10", "test", tmp_path, image_size=16).images.shape == (3, 3, 16, 16)
+    small = load_dataset("cifar10", "test", tmp_path, image_size=16)
+    assert small.images.shape == (3, 3, 32, 32) and small.size == 16  # kept native, resized per batch
+    assert next(small.batches(torch.arange(3), 3))[0].shape == (3, 3, 16, 16)
 
 
 def test_caltech256_fixed_split_streams_rgb(tmp_path: Path) -> None:

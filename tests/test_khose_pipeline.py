@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def write_fake_cifar10(root: Path) -> None:
     digits = load_dataset("digits", "train", image_size=32)
     extra = load_dataset("digits", "test", image_size=32)
-    images = torch.cat([digits.images, extra.images]).expand(-1, 3, -1, -1).numpy()
+    images = torch.cat([digits.served(), extra.served()]).expand(-1, 3, -1, -1).numpy()
     labels = torch.cat([digits.targets, extra.targets]).tolist()
     folder = root / "cifar10" / "cifar-10-batches-py"
     folder.mkdir(parents=True)

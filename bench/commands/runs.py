@@ -192,7 +192,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the trained model (worth it on GPUs for long cells)")
     p.add_argument("--infer-batch-size", type=int, metavar="N", help="batch of forwards without gradient (evaluation, "
                    "teacher logits, view banks; default 32 on the CPU, the cell's batch_size on GPUs)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for datasets streamed from disk")
+    p.add_argument("--workers", type=int, help="DataLoader workers for datasets streamed from disk (default: the "
+                   "CPUs the job has: SLURM_CPUS_PER_TASK, else this process's CPU affinity); changes no result")
     p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal (no live display)")
     p.add_argument("--log-every", type=float, default=30.0, metavar="SECONDS", help="at most one in-epoch progress "
                    "line per SECONDS in the log (default 30)")

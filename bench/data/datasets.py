@@ -240,6 +240,36 @@ def stream_transform(size: int) -> Callable[[Any], torch.Tensor]:
     return T.Compose([_ToRGB(), T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
 
 
+def decoded_dataset(dataset: Dataset) -> Dataset:
+    """A copy of a streamed dataset whose items are whole decoded uint8 RGB images [3, H, W]
+    (the imagenet recipe crops them): image folders decode with ``recipe.decode_image``
+    (libjpeg-turbo, PIL for the rest), other torchvision sets through their PIL image."""
+    import copy
+
+    from torchvision.datasets import DatasetFolder
+
+    from bench.data.recipe import ToTensorRGB, decode_image
+
+    if isinstance(dataset, ConcatDataset):
+        return ConcatDataset([decoded_dataset(part) for part in dataset.datasets])
+    if isinstance(dataset, Subset):
+        return Subset(decoded_dataset(dataset.dataset), dataset.indices)
+    out = copy.copy(dataset)
+    out.transform = ToTensorRGB()  # type: ignore[attr-defined]
+    if isinstance(out, (DatasetFolder, ImageFiles)):
+        out.loader = decode_image
+    return out
+
+
+def with_recipe(data: ImageSet, recipe: str) -> ImageSet:
+    """The set as the cell's recipe serves it: a streamed set under ``imagenet`` decodes whole
+    images and crops them in the loader (bench/data/recipe.py); anything else as loaded."""
+    if recipe == "pad_crop" or not isinstance(data, StreamedImageSet):
+        return data
+    return StreamedImageSet(data.dataset, data.targets, data.num_classes, data.channels, data.size, data.name,
+                            decoded=decoded_dataset(data.dataset))
+
+
 def _in_memory(name: str, images: torch.Tensor, targets: torch.Tensor, num_classes: int, image_size: int | None) -> TensorImageSet:
     data = TensorImageSet(images.contiguous(), targets, num_classes, name)
     return data if image_size is None else data.resized(image_size)
@@ -485,6 +515,7 @@ class ImageFiles(Dataset):
             if name.lower().endswith(IMG_EXTENSIONS)
         )
         self.targets = [-1] * len(self.files)
+        self.loader: Callable[[str], Any] | None = None  # a decoder of a path; None: PIL
 
     def __len__(self) -> int:
         return len(self.files)
@@ -492,6 +523,9 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
+        if self.loader is not None:
+            image = self.loader(str(self.files[index]))
+            return (image if self.transform is None else self.transform(image)), -1
         with Image.open(self.files[index]) as image:
             return (image.copy() if self.transform is None else self.transform(image)), -1
 

@@ -7,11 +7,11 @@ of shape [B, C, H, W], so training code never cares which it got.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 
 class ImageSet:
@@ -27,20 +27,27 @@ class ImageSet:
         return int(self.targets.numel())
 
     def batches(
-        self, indices: torch.Tensor, batch_size: int, workers: int = 0
+        self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield (uint8 images, targets, indices) for ``indices`` in the given order."""
+        """Yield (uint8 images, targets, indices) for ``indices`` in the given order; ``crop``, a
+        training crop key of the imagenet recipe (bench/data/recipe.py), or None."""
         raise NotImplementedError
 
 
 @dataclass
 class TensorImageSet(ImageSet):
-    """All images in memory as uint8 [N, C, H, W]."""
+    """All images in memory as uint8 [N, C, H, W] at their native size.
+
+    ``out_size`` (a side length) resizes each batch as it is taken, never the whole set: CIFAR
+    at 224 px for an ImageNet model holds 50,000 32x32 images (150 MB), not 7.5 GB, and a batch
+    is resized exactly as the whole set was before (bilinear, rounded to uint8; interpolation
+    is per image), so results are unchanged."""
 
     images: torch.Tensor
     targets: torch.Tensor
     num_classes: int
     name: str = ""
+    out_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -54,46 +61,145 @@ class TensorImageSet(ImageSet):
         return int(self.images.shape[1])
 
     @property
-    def size(self) -> int:  # type: ignore[override]
+    def native_size(self) -> int:
         return int(self.images.shape[-1])
 
-    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        return self.out_size or self.native_size
+
+    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None):
+        """``crop`` (recipe imagenet): random-resized crops of the native images at ``size``."""
+        from bench.data.recipe import crop_batch
+
         # index_select, not images[idx]: advanced indexing of a uint8 tensor is ~3x slower here
         # (128 of 60,000 28x28 images: 23 vs 72 us), a tenth of an MLP student's epoch
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
-            yield self.images.index_select(0, idx), self.targets.index_select(0, idx), idx
+            native = self.images.index_select(0, idx)
+            # a batch's generator is named by its first image (each image is once in an epoch)
+            images = resize_uint8(native, self.size) if crop is None else crop_batch(native, crop, int(idx[0]), self.size)
+            yield images, self.targets.index_select(0, idx), idx
+
+    def served(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """The images (all, or ``indices``) as batches serve them: uint8 at ``size`` (the whole
+        set at 224 px is what ``out_size`` avoids: for small sets and tests)."""
+        return resize_uint8(self.images if indices is None else self.images.index_select(0, indices), self.size)
 
     def resized(self, size: int) -> "TensorImageSet":
-        """Return a copy resized once at load time (bilinear), e.g. digits 8x8 -> 28x28."""
-        if size == self.size:
-            return self
-        x = F.interpolate(self.images.float(), size=(size, size), mode="bilinear", align_corners=False)
-        return TensorImageSet(x.round().clamp(0, 255).to(torch.uint8), self.targets, self.num_classes, self.name)
+        """The same images served at ``size`` px (resized batch by batch), e.g. digits 8x8 -> 28x28."""
+        return TensorImageSet(self.images, self.targets, self.num_classes, self.name,
+                              None if size == self.native_size else size)
+
+    def with_images(self, images: torch.Tensor) -> "TensorImageSet":
+        """Other native images (same count and targets) served at this set's size."""
+        return TensorImageSet(images, self.targets, self.num_classes, self.name, self.out_size)
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> [N, C, size, size], bilinear (align_corners=False), rounded; on the
+    images' device. The identity at their own size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+class _Plan:
+    """The batch sampler of a set's one DataLoader: the batches of keys to load next, set in the
+    main process before each pass, so the workers persist across epochs and evaluation passes."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _RecipeItems(Dataset):
+    """Items keyed (index, crop key or None) of a dataset of whole decoded uint8 images: a
+    training crop (bench/data/recipe.py) with a key, the evaluation resize + centre crop without."""
+
+    def __init__(self, decoded: Dataset, size: int) -> None:
+        self.decoded, self.size = decoded, size
+
+    def __len__(self) -> int:
+        return len(self.decoded)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, Any]) -> tuple[torch.Tensor, int]:
+        from bench.data.recipe import draw_box_and_flip, eval_crop, train_crop
+
+        index, crop = key
+        image, target = self.decoded[index]
+        if crop is None:
+            return eval_crop(image, self.size), target
+        box, flip = draw_box_and_flip(crop, index, image.shape[1], image.shape[2])
+        return train_crop(image, box, flip, self.size), target
+
+
+class _ByIndex(Dataset):
+    """A dataset read with keys (index, crop key) that ignores the crop key (the pad-crop recipe:
+    the loader serves fixed-size images, the engine crops)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, key: tuple[int, Any]):
+        return self.dataset[key[0]]
 
 
 class StreamedImageSet(ImageSet):
-    """A map-style dataset whose items are (uint8 tensor [C, H, W] of a fixed size, label)."""
+    """A map-style dataset whose items are (uint8 tensor [C, H, W] of a fixed size, label).
 
-    def __init__(self, dataset: Dataset, targets: torch.Tensor, num_classes: int, channels: int, size: int, name: str) -> None:
+    With ``decoded`` (items: whole decoded uint8 RGB images; recipe ``imagenet``) batches are
+    crops made in the loader's workers: training crops when ``batches`` gets a crop key, else
+    the evaluation crop. One DataLoader per (batch size, workers) is kept, its workers persistent."""
+
+    def __init__(self, dataset: Dataset, targets: torch.Tensor, num_classes: int, channels: int, size: int, name: str,
+                 decoded: Dataset | None = None) -> None:
         self.dataset = dataset
+        self.decoded = decoded
         self.targets = targets.to(torch.int64)
         self.num_classes = num_classes
         self.channels = channels
         self.size = size
         self.name = name
+        self._loaders: dict[int, tuple[DataLoader, _Plan]] = {}
+        self._busy: set[int] = set()
 
-    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
-        loader = DataLoader(
-            Subset(self.dataset, indices.tolist()),
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=False,
-        )
-        for start, (images, targets) in zip(range(0, len(indices), batch_size), loader):
-            yield images, targets.to(torch.int64), indices[start : start + batch_size]
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_loaders": {}, "_busy": set()}  # workers are this process's own
+
+    def _loader(self, workers: int, persistent: bool) -> tuple[DataLoader, _Plan]:
+        if persistent and workers in self._loaders:
+            return self._loaders[workers]
+        plan = _Plan()
+        items = _ByIndex(self.dataset) if self.decoded is None else _RecipeItems(self.decoded, self.size)
+        loader = DataLoader(items, batch_sampler=plan, num_workers=workers,
+                            pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0)
+        if persistent:
+            self._loaders[workers] = (loader, plan)
+        return loader, plan
+
+    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None):
+        """``crop``: a training crop key (recipe imagenet; bench.data.recipe.CropKey) or None.
+        The kept loader serves one pass at a time; a pass begun while another is alive (not
+        exhausted) gets a loader of its own."""
+        busy = workers in self._busy
+        loader, plan = self._loader(workers, persistent=not busy)
+        keys = [(i, crop) for i in indices.tolist()]
+        plan.batches = [keys[start : start + batch_size] for start in range(0, len(keys), batch_size)]
+        if not busy:
+            self._busy.add(workers)
+        try:
+            for start, (images, targets) in zip(range(0, len(indices), batch_size), loader):
+                yield images, targets.to(torch.int64), indices[start : start + batch_size]
+        finally:
+            if not busy:
+                self._busy.discard(workers)
 
 
 Loader = Callable[..., ImageSet]
@@ -114,7 +220,7 @@ class JoinedImageSet(ImageSet):
         self.channels, self.size = first.channels, first.size
         self.name = name or f"{first.name}+{second.name}"
 
-    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0):
+    def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None):
         cut = len(self.first)
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
@@ -123,5 +229,5 @@ class JoinedImageSet(ImageSet):
             for part, mask, shift in ((self.first, mine, 0), (self.second, ~mine, cut)):
                 if mask.any():
                     sub = idx[mask] - shift
-                    images[mask] = torch.cat([batch for batch, _, _ in part.batches(sub, len(sub), workers)])
+                    images[mask] = torch.cat([batch for batch, _, _ in part.batches(sub, len(sub), workers, crop)])
             yield images, self.targets[idx], idx

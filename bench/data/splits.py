@@ -140,7 +140,7 @@ def load_or_create_manifest(
 def concat(a: ImageSet, b: ImageSet) -> ImageSet:
     """One image set of a's items followed by b's (for protocols that pool train and test)."""
     if isinstance(a, TensorImageSet) and isinstance(b, TensorImageSet):
-        return TensorImageSet(torch.cat([a.images, b.images]), torch.cat([a.targets, b.targets]), a.num_classes, a.name)
+        return TensorImageSet(torch.cat([a.images, b.images]), torch.cat([a.targets, b.targets]), a.num_classes, a.name, a.out_size)
     if isinstance(a, StreamedImageSet) and isinstance(b, StreamedImageSet):
         from torch.utils.data import ConcatDataset
 

@@ -13,7 +13,6 @@ process alone. With several tasks the cell runs data-parallel (``bench.data_para
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 import submitit
@@ -24,23 +23,17 @@ from bench.config import CellConfig
 from bench.errors import BenchError
 from bench.executors.cell_output import record_failure, tee
 from bench.runner import run_cell
-from bench.runtime import Runtime, default_device
+from bench.runtime import Runtime, allotted_cpus, default_device
 from bench.store import Store, atomic_write_json, read_json
 
 BLOCKED = "blocked: "  # the reason's prefix of a cell not run because a dependency is not done
-
-
-def allotted_cpus() -> int:
-    """The CPUs SLURM allotted this task, else the ones this process may run on."""
-    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
 
 
 class CellJob(submitit.helpers.Checkpointable):
     """One job: a pack of cell ids (a single id from jobs submitted before packing). On USR2
     submitit calls ``checkpoint`` and requeues the job with the same pack."""
 
-    def __init__(self, results: str, device: str | None, amp: bool | None, workers: int, data_root: str | None,
+    def __init__(self, results: str, device: str | None, amp: bool | None, workers: int | None, data_root: str | None,
                  compile: bool = False, infer_batch_size: int | None = None, keep_checkpoints: bool = False,
                  progress_seconds: float = 30.0) -> None:
         self.results = results
@@ -58,7 +51,8 @@ class CellJob(submitit.helpers.Checkpointable):
         torch.set_num_threads(allotted_cpus())
         store = Store(self.results)
         with data_parallel.process_group_from_slurm() as (rank, world):
-            runtime = Runtime(device=self.device or default_device(), amp=self.amp, workers=self.workers,
+            workers = allotted_cpus() if self.workers is None else self.workers  # the node's, not the login node's
+            runtime = Runtime(device=self.device or default_device(), amp=self.amp, workers=workers,
                               data_root=Path(self.data_root) if self.data_root else None, rank=rank, world_size=world,
                               compile=getattr(self, "compile", False),  # jobs pickled before these options lack them
                               infer_batch_size=getattr(self, "infer_batch_size", None),

@@ -1,0 +1,125 @@
+"""The training recipe of a cell's images (``CellConfig.recipe``): what ``augment``'s crop means.
+
+* ``pad_crop`` (the default, unchanged): the loader serves each image at ``image_size``
+  (in-memory sets resized, streamed ones Resize + CenterCrop with PIL); the engine then pads by
+  ``crop_padding`` and crops back, and flips (bench/data/augment.py).
+* ``imagenet``: the papers' ImageNet recipe. A training image is a random-resized crop of the
+  whole decoded image (torchvision's ``RandomResizedCrop`` parameters: scale (0.08, 1), ratio
+  (3/4, 4/3), ten attempts then the central fallback; bench/data/views.py ``draw_crop_boxes``)
+  resized to ``image_size`` in one resize per image, and flipped with p 0.5 when ``augment``
+  names flip. Evaluation resizes the
+  shorter side to ``image_size / 0.875`` (256 for 224) and takes the centre crop. The crop of an
+  in-memory set is taken from its native images (CIFAR's 32 px), batched; a streamed image is
+  decoded (``torchvision.io.decode_jpeg``, PIL for other files) and cropped in the loader's
+  worker. Each image's box and flip come from a generator of (cell seed, epoch, index), so an
+  epoch is the same on resume and whichever worker or rank decodes the image.
+
+Agreement with ``torchvision.transforms.v2.functional`` on the same boxes: tests/test_recipe.py.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bench.data.views import draw_crop_boxes, draw_flip, flip_with, resized_crop_with
+from bench.seeding import derived_generator
+
+# torchvision 0.29 deprecates its decoders in favour of TorchCodec (not installed here); they are
+# libjpeg-turbo still, and the warning would repeat once per worker
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+RECIPES: tuple[str, ...] = ("pad_crop", "imagenet")
+EVAL_CROP_FRACTION = 0.875  # centre crop of 224 from 256
+
+
+@dataclass(frozen=True)
+class CropKey:
+    """Where an epoch's crops come from: (seed, epoch); an image's generator adds its index.
+    ``flip``: mirror the crops drawn so (augment names flip); the draw is the same either way,
+    so a cell with and without flip sees the same boxes."""
+    seed: int
+    epoch: int
+    flip: bool = True
+
+    def generator(self, *more: object) -> torch.Generator:
+        return derived_generator(self.seed, self.epoch, "recipe", *more)  # flip or not: the same draws
+
+
+def draw_box_and_flip(key: CropKey, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
+    """One image's (top, left, height, width) box and flip, from its own generator."""
+    g = key.generator(index)
+    return draw_crop_boxes(1, height, width, g)[0], bool(draw_flip(1, g)[0]) and key.flip
+
+
+def train_crop(image: torch.Tensor, box: torch.Tensor, flip: bool, size: int) -> torch.Tensor:
+    """uint8 [C, H, W] -> its box resized to size x size (bilinear, antialiased: one resize,
+    as ``RandomResizedCrop`` on a decoded image), mirrored when ``flip``."""
+    from torchvision.transforms.v2 import functional as TF
+
+    top, left, h, w = (int(v) for v in box)
+    out = TF.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+    return TF.horizontal_flip(out) if flip else out
+
+
+def eval_size(size: int) -> int:
+    return int(math.floor(size / EVAL_CROP_FRACTION))
+
+
+def eval_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [C, H, W] -> shorter side to ``size / 0.875``, then the centre size x size."""
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.center_crop(TF.resize(image, [eval_size(size)], antialias=True), [size, size])
+
+
+def crop_batch(images: torch.Tensor, key: CropKey, first: int, size: int) -> torch.Tensor:
+    """A batch of an in-memory set (uint8 [N, C, H, W] at native size) as training views: boxes
+    on the native images, bilinear crop-resize to ``size`` on the batch's device
+    (``resized_crop(antialias=False)``'s formula, checked in tests/test_views.py), flips; uint8
+    again. ``first`` (the batch's position in the epoch) picks the batch's generator."""
+    n, _, h, w = images.shape
+    g = key.generator("batch", first)
+    boxes, flips = draw_crop_boxes(n, h, w, g), draw_flip(n, g) & key.flip
+    x = resized_crop_with(images.float().div_(255), boxes, (size, size))
+    return flip_with(x, flips).mul_(255).round_().to(torch.uint8)
+
+
+def decode_image(path: str) -> torch.Tensor:
+    """An image file as uint8 RGB [3, H, W]: libjpeg-turbo (``torchvision.io.decode_jpeg``)
+    for JPEG bytes; PIL for anything else and for the JPEGs it refuses (a CMYK or odd file),
+    so a PNG named .JPEG (ImageNet has one) or a greyscale photo decodes all the same."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    data = read_file(path)
+    if data[:2].tolist() == [0xFF, 0xD8]:
+        try:
+            image = decode_jpeg(data, mode=ImageReadMode.RGB)
+            if image.shape[0] == 3:
+                return image
+        except RuntimeError:
+            pass
+    return _pil_decode(path)
+
+
+def _pil_decode(path: str) -> torch.Tensor:
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    with Image.open(path) as im:
+        return TF.pil_to_tensor(im.convert("RGB"))
+
+
+class ToTensorRGB:
+    """A dataset's PIL image (or tensor) -> uint8 RGB [3, H, W] (a class: workers pickle it)."""
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            return image
+        from torchvision.transforms.v2 import functional as TF
+
+        return TF.pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
