@@ -172,8 +172,8 @@ def _held_in_memory(name: str | None, c: CellConfig, splits: int) -> float:
     data = _size(name)
     if data is None or not data.in_memory:
         return 0.0
-    side = c.image_size or data.side  # in-memory sets are resized to image_size when loaded
-    return (data.train + (data.test if splits == 2 else 0)) * data.channels * side * side
+    # in-memory sets keep their native size (resized batch by batch to image_size), uint8
+    return (data.train + (data.test if splits == 2 else 0)) * data.channels * data.side * data.side
 
 
 def estimate(cells: list[Cell], keep_checkpoints: bool = False) -> list[CellWork]:

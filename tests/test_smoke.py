@@ -87,7 +87,9 @@ def test_plan_cost_prints_gpu_hours_disk_and_memory(capsys: pytest.CaptureFixtur
     header = next(line for line in out.splitlines() if "host memory / cell" in line)
     assert "disk kept" in header
     linear = next(line for line in out.splitlines() if line.split()[:1] == ["linear"] and "B" in line)
-    assert "GB" in linear  # CIFAR-100 resized to 224 px in memory: gigabytes per cell, said before it runs
+    assert linear.endswith("MB")  # CIFAR-100 probed at 224 px stays 32 px in memory (batches are resized)
+    student = next(line for line in out.splitlines() if line.split()[:1] == ["student"] and "B" in line)
+    assert student.split()[-2:] == ["1.71", "GB"]  # a VGG16 student: weights, gradients and momentum
 
 
 def test_train_accuracy_on_a_fixed_subset() -> None:
