@@ -428,15 +428,7 @@ def test_only_matches_stage_method_arch_and_id_not_descriptions(tmp_path: Path) 
 def test_shipped_matrices_keep_their_cell_ids(name: str) -> None:
     """The ids of tests/data/cell-ids.json were recorded before ids were made a promise; they
     must never change (a changed id orphans every result and baseline computed with it)."""
-    ids = [c.id for c in expand(load_matrix(ROOT / "matrices" / f"{name}.yaml"))]
-    if name in GROWN:  # cells added since (more seeds): the recorded ones are all still there
-        assert set(SHIPPED_IDS[name]) <= set(ids) and len(ids) == GROWN[name], GROWN[name]
-    else:
-        assert ids == SHIPPED_IDS[name]
-
-
-# Matrices that gained cells after their ids were recorded, and how many they have now.
-GROWN = {"demo": 42}  # seeds 1 and 2 added (its 14 seed-0 cells keep their ids)
+    assert [c.id for c in expand(load_matrix(ROOT / "matrices" / f"{name}.yaml"))] == SHIPPED_IDS[name]
 
 
 def test_a_new_field_at_its_default_changes_no_id() -> None:
