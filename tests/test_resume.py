@@ -148,7 +148,7 @@ def test_a_checkpoint_of_another_model_is_never_loaded(tmp_path: Path, capsys: p
                "stages": {"teacher": {"method": "supervised", "axes": {"arch": ["menghani_mlp"]}}}}
     matrix = write_matrix(tmp_path, teacher)
     results = tmp_path / "runs"
-    assert main(["run", str(matrix), "--results", str(results)]) == 0
+    assert main(["run", str(matrix), "--results", str(results), "--keep-checkpoints"]) == 0  # as a kill before DONE leaves it
     (cell,) = (results / "cells").iterdir()
     for name in ("DONE", "result.json", "model.pt"):
         (cell / name).unlink()
