@@ -168,7 +168,7 @@ class CellWork:
         return time
 
 
-def _held_in_memory(name: str | None, c: CellConfig, splits: int) -> float:
+def _held_in_memory(name: str | None, splits: int) -> float:
     data = _size(name)
     if data is None or not data.in_memory:
         return 0.0
@@ -190,29 +190,27 @@ def estimate(cells: list[Cell], keep_checkpoints: bool = False) -> list[CellWork
         trains = needs is None or needs.trains
         teacher = by_id.get(c.deps.get("teacher", ""))
         teacher_flops, teacher_params = model_figures(teacher.config) if teacher else (0.0, 0.0)
-        classes = (c.task_classes or (_size(c.dataset).classes if _size(c.dataset) else math.nan))
         if items is None:
             train = evals = teacher_images = math.nan
             kept_extra = 0.0
+        elif not trains:  # annotate: the teacher over the pool, once per transform; its pseudo-labels stay
+            train, evals = 0.0, 0.0
+            teacher_images = items.pool * _annotate_transforms(c)
+            kept_extra = items.pool * (8 + 8 + 4)  # items, labels, confidences
         else:
             per_epoch = TRAINING_ITEMS.get(c.method, lambda c, s: s.labeled)(c, items)
-            train = c.epochs * per_epoch if trains else 0.0
+            train = c.epochs * per_epoch
             passes_over = c.epochs // c.eval_every + (1 if c.epochs % c.eval_every else 0) or 1
-            evaluated = (min(per_epoch, c.train_eval_items or per_epoch) + items.val + items.test) * passes_over
-            if not trains:  # annotate: the teacher over the pool, once per transform
-                evaluated, teacher_flops = 0.0, teacher_flops
-            evals = evaluated
+            evals = (min(per_epoch, c.train_eval_items or per_epoch) + items.val + items.test) * passes_over
             teacher_images = passes.get(cell.id, 0) * per_epoch
-            if not trains:
-                teacher_images = items.pool * _annotate_transforms(c)
-            kept_extra = _kept_artifacts(c, passes.get(cell.id, 0), per_epoch, classes, items)
+            kept_extra = _teacher_targets_kept(c, passes.get(cell.id, 0), per_epoch)
         slots = OPTIMIZER_SLOTS.get(c.optimizer, 1)
         state = params * 4 * (1 + slots)
         works.append(CellWork(
             cell, train, evals, teacher_images, flops, teacher_flops,
             disk_running=(2 * state if trains else 0.0) + (params * 4 if trains else 0.0),
             disk_kept=(params * 4 if trains else 0.0) + (2 * state if keep_checkpoints and trains else 0.0) + kept_extra,
-            host_memory=_held_in_memory(c.dataset, c, 2) + _held_in_memory(c.unlabeled, c, 1)
+            host_memory=_held_in_memory(c.dataset, 2) + _held_in_memory(c.unlabeled, 1)
             + (params * 4 * (2 + slots) if trains else 0.0) + teacher_params * 4,
         ))
     return works
@@ -227,15 +225,17 @@ def work_units(cells: list[Cell]) -> dict[str, float]:
     return {cell_id: s if math.isfinite(s) and s > 0 else typical for cell_id, s in seconds.items()}
 
 
-def _kept_artifacts(c: CellConfig, passes: int, items: float, classes: float, splits: Items) -> float:
-    """Bytes of the caches and banks a student causes beside its teacher (once per key), and of an annotation."""
-    needs = requirement(c.method)
-    if needs is not None and not needs.trains:
-        return splits.pool * (8 + 8 + 4)  # items, labels, confidences
+def _teacher_targets_kept(c: CellConfig, passes: int, items: float) -> float:
+    """Bytes of the logits cache or view bank a student causes beside its teacher (once per key:
+    ``passes`` is 0 for the students that share one)."""
+    data = _size(c.dataset)
+    classes = c.task_classes or (data.classes if data else math.nan)
     if not passes:
         return 0.0
     if c.augment and c.teacher_targets == "bank":
-        return items * c.bank_views * classes * (2 if c.bank_precision == "float16" else 4)
+        from bench.view_bank import bank_bytes
+
+        return bank_bytes(items, c.bank_views, classes, c.bank_precision)
     if not c.augment:
         return items * classes * 4  # the logits cache
     return 0.0
