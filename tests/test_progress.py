@@ -109,13 +109,14 @@ def _in_terminal(args: list[str], env: dict[str, str] | None = None, interrupt_a
 
 
 def test_a_run_on_a_terminal_updates_its_progress_in_place(tmp_path: Path) -> None:
-    code, out = _in_terminal(["run", str(TINY), "--results", str(tmp_path / "r")])
+    # a teacher of 60 epochs (a few seconds): long enough for the 4-per-second redraw to catch it training
+    code, out = _in_terminal(["run", str(TINY), "--results", str(tmp_path / "r"), "--set", "teacher.epochs=60"])
     assert code == 0, out[-2000:]
     assert "\x1b[1A" in out or "\x1b[2K" in out  # the status lines are redrawn, not appended
     counts = set(re.findall(r"cells (\d)/4 done", out))
     assert {"0", "4"} <= counts and len(counts) >= 3  # the overall line moved as cells finished
-    assert re.search(r"epoch \d/3 · batch \d+/\d+", out)  # the running cell's line
-    assert "done: epoch 3/3" in out  # finished cells' lines scroll above it, as before
+    assert re.search(r"epoch \d+/60 · batch \d+/\d+", out)  # the running cell's line
+    assert "done: epoch 60/60" in out and "done: epoch 3/3" in out  # finished cells' lines scroll above it, as before
 
 
 def test_no_progress_and_no_color_are_honoured(tmp_path: Path) -> None:
