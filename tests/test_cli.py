@@ -67,7 +67,7 @@ def test_pretrained_weights_offline_fail_fast(tmp_path: Path, monkeypatch: pytes
 def test_plan_prints_cells_and_counts(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", str(ROOT / "matrices" / "demo.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "demo: 14 cells (teacher 2, student 4, finetune 8)" in out
+    assert "demo: 42 cells (teacher 6, student 12, finetune 24)" in out
     assert "n=all" in out and "teacher:" in out
 
 
@@ -112,7 +112,7 @@ def test_only_selects_a_cell_and_what_it_needs(capsys: pytest.CaptureFixture[str
     assert set(plan_rows(out)) == {finetune, *needs} and len(needs) == 2
     assert "demo: 3 cells (teacher 1, student 1, finetune 1)" in out
     assert main(["plan", demo, "--only", "blind"]) == 0
-    assert "demo: 6 cells (teacher 2, student 4)" in capsys.readouterr().out
+    assert "demo: 18 cells (teacher 6, student 12)" in capsys.readouterr().out
 
 
 def test_a_set_variant_keeps_its_own_plan(tiny_results: Path, tmp_path: Path) -> None:

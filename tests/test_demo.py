@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 def test_demo_matrix_on_reduced_epochs(tmp_path: Path, capsys) -> None:
     code = main(["run", str(ROOT / "matrices" / "demo.yaml"), "--results", str(tmp_path),
                  "--set", "teacher.epochs=3", "--set", "student.epochs=2", "--set", "finetune.epochs=2",
-                 "--set", "student.unlabeled_limit=3000"])
+                 "--set", "student.unlabeled_limit=3000", "--set", "seed=0"])  # one of the demo's three seeds
     assert code == 0
     # the run ends on its product: the report's summary line, where report.html is, how to open MLflow
     out = capsys.readouterr().out.splitlines()
