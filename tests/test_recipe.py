@@ -79,6 +79,21 @@ def test_boxes_keep_random_resized_crops_scale_and_ratio() -> None:
     assert 0.45 < draw_flip(4000, g).float().mean() < 0.55
 
 
+def test_a_streamed_image_s_box_and_flip_are_the_batched_draws_at_n_1() -> None:
+    """The per-image draw (Python floats, for the loader's workers) gives draw_crop_boxes' and
+    draw_flip's very box and flip from the image's generator: ImageNet's shapes, any size, and
+    slivers whose ten attempts all fail (the central fallback)."""
+    rng = np.random.default_rng(0)
+    shapes = [(375, 500), (500, 375), (768, 1024), (10, 400), (400, 12), (1, 1)]
+    for index in range(1500):
+        key = CropKey(int(rng.integers(4)), int(rng.integers(90)), bool(rng.random() < 0.8))
+        height, width = shapes[index % len(shapes)] if index % 2 else (int(rng.integers(1, 2000)), int(rng.integers(1, 2000)))
+        box, flip = draw_box_and_flip(key, index, height, width)
+        g = key.generator(index)
+        assert torch.equal(box, draw_crop_boxes(1, height, width, g)[0]), (key, index, height, width)
+        assert flip == (bool(draw_flip(1, g)[0]) and key.flip)
+
+
 def test_decoder_reads_jpegs_with_libjpeg_and_falls_back_for_odd_files(photo_folder: Path) -> None:
     for path in sorted(photo_folder.rglob("*.JPEG")):
         image = decode_image(str(path))
