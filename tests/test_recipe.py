@@ -136,6 +136,30 @@ def test_streamed_training_and_evaluation_crops_match_torchvision_v2(photo_folde
     assert pools[0] is pools[1] is not None
 
 
+def test_batches_decoded_in_the_main_process_are_the_workers_pixels(photo_folder: Path) -> None:
+    """``decode_device`` (the GPU's batched decode; 'cpu' here): the workers send the files' bytes
+    and boxes, the main process decodes each batch in one call and crops it. On the CPU that
+    is the worker path's every pixel, training and evaluation, odd files (greyscale, CMYK, a PNG
+    named .JPEG) included, with and without workers."""
+    from torchvision.datasets import ImageFolder
+
+    from bench.data.datasets import stream_transform
+
+    folder = ImageFolder(str(photo_folder), transform=stream_transform(64))
+    plain = StreamedImageSet(folder, torch.tensor(folder.targets), 2, 3, 64, "photos")
+    workers, main = with_recipe(plain, "imagenet"), with_recipe(plain, "imagenet", decode_device="cpu")
+    assert workers.decode_device is None and main.decode_device == "cpu" and main.files is not None
+    idx = torch.randperm(len(folder), generator=torch.Generator().manual_seed(0))
+    for crop in (CropKey(0, 4), CropKey(1, 0, flip=False), None):
+        want = [(b, t, i) for b, t, i in workers.batches(idx, 3, 0, crop)]
+        for n in (0, 1):
+            got = list(main.batches(idx, 3, n, crop))
+            assert len(got) == len(want)
+            for (image, target, index), (ref, ref_target, ref_index) in zip(got, want):
+                assert torch.equal(image, ref) and torch.equal(target, ref_target) and torch.equal(index, ref_index)
+                assert image.dtype == torch.uint8 and target.dtype == torch.int64
+
+
 def test_recipe_default_is_pad_crop_and_a_bank_refuses_imagenet() -> None:
     base = dict(stage="s", method="supervised", arch="menghani_mlp", dataset="digits")
     assert CellConfig(**base).recipe == "pad_crop"

@@ -18,6 +18,7 @@ Agreement with ``torchvision.transforms.v2.functional`` on the same boxes: tests
 """
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from dataclasses import dataclass
@@ -108,27 +109,61 @@ def crop_batch(images: torch.Tensor, key: CropKey, first: int, size: int) -> tor
 
 
 def decode_image(path: str) -> torch.Tensor:
-    """An image file as uint8 RGB [3, H, W]: libjpeg-turbo (``torchvision.io.decode_jpeg``)
-    for JPEG bytes; PIL for anything else and for the JPEGs it refuses (a CMYK or odd file),
-    so a PNG named .JPEG (ImageNet has one) or a greyscale photo decodes all the same."""
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    """An image file as uint8 RGB [3, H, W] (``decode_bytes`` of its bytes)."""
+    from torchvision.io import read_file
 
-    data = read_file(path)
-    if data[:2].tolist() == [0xFF, 0xD8]:
+    return decode_bytes(read_file(path))
+
+
+def decode_bytes(data: torch.Tensor) -> torch.Tensor:
+    """An image file's bytes (uint8 [n]) as uint8 RGB [3, H, W]: libjpeg-turbo
+    (``torchvision.io.decode_jpeg``) for JPEG bytes; PIL for anything else and for the JPEGs it
+    refuses, so a PNG named .JPEG (ImageNet has one) or an odd JPEG decodes all the same."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if _is_jpeg(data):
         try:
             image = decode_jpeg(data, mode=ImageReadMode.RGB)
             if image.shape[0] == 3:
                 return image
         except RuntimeError:
             pass
-    return _pil_decode(path)
+    return _pil_decode(io.BytesIO(data.numpy()))
 
 
-def _pil_decode(path: str) -> torch.Tensor:
+def decode_batch(datas: list[torch.Tensor], device: str | torch.device) -> list[torch.Tensor]:
+    """Files' bytes decoded on ``device`` in one call (``decode_jpeg`` of the list: nvjpeg's
+    batched decode on a GPU, libjpeg-turbo on the CPU, where the pixels are ``decode_bytes``');
+    a batch with another format, or one the call refuses, file by file with ``decode_bytes``."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if all(_is_jpeg(data) for data in datas):
+        try:
+            images = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+            if all(image.shape[0] == 3 for image in images):
+                return images
+        except RuntimeError:
+            pass
+    return [decode_bytes(data).to(device) for data in datas]
+
+
+def header_size(data: torch.Tensor) -> tuple[int, int]:
+    """(height, width) of an image file's bytes, from its header (PIL reads no pixels for it)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data.numpy())) as im:
+        return im.height, im.width
+
+
+def _is_jpeg(data: torch.Tensor) -> bool:
+    return data[:2].tolist() == [0xFF, 0xD8]
+
+
+def _pil_decode(file: Any) -> torch.Tensor:
     from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
-    with Image.open(path) as im:
+    with Image.open(file) as im:
         return TF.pil_to_tensor(im.convert("RGB"))
 
 
