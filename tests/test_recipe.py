@@ -160,6 +160,25 @@ def test_batches_decoded_in_the_main_process_are_the_workers_pixels(photo_folder
                 assert image.dtype == torch.uint8 and target.dtype == torch.int64
 
 
+def test_pooled_splits_keep_the_recipe(photo_folder: Path) -> None:
+    """resplit_4_1_1 pools train and test (splits.concat): the pool crops as its parts did."""
+    from torchvision.datasets import ImageFolder
+
+    from bench.data.datasets import stream_transform
+    from bench.data.splits import concat
+
+    folder = ImageFolder(str(photo_folder), transform=stream_transform(64))
+    plain = StreamedImageSet(folder, torch.tensor(folder.targets), 2, 3, 64, "photos")
+    for device in (None, "cpu"):
+        part = with_recipe(plain, "imagenet", decode_device=device)
+        pool = concat(part, part)
+        key, idx = CropKey(0, 1), torch.arange(len(folder))
+        twice = torch.cat([b for b, _, _ in pool.batches(torch.cat([idx, idx + len(folder)]), 4, 0, key)])
+        once = torch.cat([b for b, _, _ in part.batches(idx, 4, 0, key)])
+        assert pool.decode_device == device and torch.equal(twice[: len(folder)], once)
+        assert twice.shape == (2 * len(folder), 3, 64, 64)
+
+
 def test_recipe_default_is_pad_crop_and_a_bank_refuses_imagenet() -> None:
     base = dict(stage="s", method="supervised", arch="menghani_mlp", dataset="digits")
     assert CellConfig(**base).recipe == "pad_crop"
