@@ -1,5 +1,5 @@
-"""Speed of bench's own code paths against what they replace, measured with pytest-benchmark and
-never asserted. Run ``python -m pytest tests/test_benchmarks.py --benchmark-enable -o addopts='' -s``:
+"""Speed of bench's own code paths against what they replace, measured with pytest-benchmark (only
+the imagenet recipe's loader asserts its ratios, at safe lower bounds of what issue 24 asks). Run ``python -m pytest tests/test_benchmarks.py --benchmark-enable -o addopts='' -s``:
 each group pairs a bench path with a baseline doing the same work, measured in the same run, and
 the terminal summary prints the ratio of their medians (tests/conftest.py). In the default suite
 (``--benchmark-disable``) each runs once as a smoke test of its result."""
@@ -568,6 +568,7 @@ def test_sgemm_flops(benchmark: BenchmarkFixture, speed: Speed) -> None:
 # ------------------------------------------------------------------ the imagenet recipe's loader on JPEG folders
 
 LOADER_WORKERS, LOADER_BATCH, LOADER_SIZE = 2, 64, 224
+LOADER_AT_LEAST = {"torchvision": 1.6, "bare": 0.8}  # bench's rate over each baseline's, asserted
 LOADER_FILES = (8, 48)  # classes x images each (ImageNet's sizes, tests/paper_fixtures.write_imagenet_like)
 LOADER_TV = (f"recipe imagenet: a training epoch of {LOADER_FILES[0] * LOADER_FILES[1]} ImageNet-sized JPEGs at {LOADER_SIZE} px, "
              f"{LOADER_WORKERS} workers: bench's loader vs ImageFolder + PIL RandomResizedCrop + flip + ToTensor "
@@ -658,3 +659,5 @@ def test_imagenet_recipe_loader_against_torchvision_and_the_decode_limit(benchma
         speed[LOADER_LIMIT] = {"bench": speed[LOADER_TV]["bench"], "baseline": ("decode_jpeg + crop, a plain loop per process", bare_s)}
         print(f"\n{len(data)} images: bench {len(data) / mine:.0f} img/s, torchvision {len(data) / classic_s:.0f} img/s "
               f"({classic_s / mine:.2f}x), bare {len(data) / bare_s:.0f} img/s (bench at {bare_s / mine:.0%})")
+        # issue 24 asks 2x and 90%; measured 2.0-2.1x and 92-97% (README, Speed): the bounds leave room for a busy machine
+        assert classic_s / mine >= LOADER_AT_LEAST["torchvision"] and bare_s / mine >= LOADER_AT_LEAST["bare"]
