@@ -274,9 +274,10 @@ class JoinedImageSet(ImageSet):
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
             mine = idx < cut
-            images = torch.empty((len(idx), self.channels, self.size, self.size), dtype=torch.uint8)
-            for part, mask, shift in ((self.first, mine, 0), (self.second, ~mine, cut)):
-                if mask.any():
-                    sub = idx[mask] - shift
-                    images[mask] = torch.cat([batch for batch, _, _ in part.batches(sub, len(sub), workers, crop)])
+            served = [(mask, torch.cat([batch for batch, _, _ in part.batches(idx[mask] - shift, int(mask.sum()), workers, crop)]))
+                      for part, mask, shift in ((self.first, mine, 0), (self.second, ~mine, cut)) if mask.any()]
+            # on the device of the parts' batches (a GPU when a streamed part decodes there)
+            images = torch.empty((len(idx), self.channels, self.size, self.size), dtype=torch.uint8, device=served[0][1].device)
+            for mask, batch in served:
+                images[mask.to(images.device)] = batch.to(images.device)
             yield images, self.targets[idx], idx
