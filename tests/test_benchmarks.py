@@ -614,10 +614,9 @@ def test_imagenet_recipe_loader_against_torchvision_and_the_decode_limit(benchma
 
     from torchvision import datasets as tvd, transforms as T
 
-    from bench.data.datasets import clear_cache, with_recipe
+    from bench.data.datasets import with_recipe
     from bench.data.recipe import CropKey
 
-    clear_cache()
     data = with_recipe(load_dataset("imagenet", "train", jpeg_root, LOADER_SIZE), "imagenet")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     epochs = itertools.count()
