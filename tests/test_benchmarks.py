@@ -649,7 +649,7 @@ def test_imagenet_recipe_loader_against_torchvision_and_the_decode_limit(benchma
             "bench": ("bench: StreamedImageSet.batches, recipe imagenet", bench_epoch, lambda: ((), {}), check),
             "baseline": ("torchvision ImageFolder + PIL RandomResizedCrop, DataLoader", lambda: [x for x, _ in loader],
                          lambda: ((), {}), check),
-            "bare": ("decode_jpeg + crop, a plain loop per process", bare_epoch, lambda: ((), {}), check_bare)}, rounds=7)
+            "bare": ("decode_jpeg + crop, a plain loop per process", bare_epoch, lambda: ((), {}), check_bare)}, rounds=11)
     finally:
         pool.shutdown()
     assert all(x.dtype == torch.uint8 for x in bench_epoch())
