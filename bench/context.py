@@ -121,7 +121,9 @@ class CellContext:
 
     def _load(self, name: str, split: str) -> ImageSet:
         data = load_dataset(name, split, root=self.runtime.data_root, image_size=self.config.image_size)
-        return with_recipe(data, self.config.recipe)
+        # on a GPU an image folder's batches are decoded there (nvjpeg, batched); on the CPU in the loader's workers
+        gpu = self.runtime.device if self.runtime.device.startswith("cuda") else None
+        return with_recipe(data, self.config.recipe, decode_device=gpu)
 
     @cached_property
     def labeled_train(self) -> ImageSet:

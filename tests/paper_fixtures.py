@@ -67,6 +67,24 @@ def write_jpegs(folder: Path, classes: list[str], per_class: int, seed: int, suf
     return names
 
 
+IMAGENET_LIKE_SIZES = ((500, 375), (375, 500), (500, 333), (1024, 768))  # (width, height): ImageNet's common shapes
+
+
+def write_imagenet_like(folder: Path, classes: int = 8, per_class: int = 48, seed: int = 24) -> list[Path]:
+    """An ImageFolder of ``classes`` x ``per_class`` JPEGs of ImageNet's sizes (500x375, its
+    portrait and 500x333, a quarter 1024x768: the speed suite's decode-bound stand-in), each a cut
+    of a sample photo at JPEG quality 75-95. Returns the files, sorted as ImageFolder lists them."""
+    rng = np.random.default_rng(seed)
+    photos = _photos()
+    files = []
+    for c in range(classes):
+        for i in range(per_class):
+            path = folder / f"n{c:08d}" / f"n{c:08d}_{i}.JPEG"
+            _jpeg(_cut(photos, rng, *IMAGENET_LIKE_SIZES[int(rng.integers(len(IMAGENET_LIKE_SIZES)))]), path, rng)
+            files.append(path)
+    return sorted(files)
+
+
 def _small_images(n: int, side: int, channels: int, seed: int) -> np.ndarray:
     """``n`` natural images of ``side`` px (crops of the sample photos), uint8 NHWC."""
     from PIL import Image

@@ -1,5 +1,5 @@
-"""Speed of bench's own code paths against what they replace, measured with pytest-benchmark and
-never asserted. Run ``python -m pytest tests/test_benchmarks.py --benchmark-enable -o addopts='' -s``:
+"""Speed of bench's own code paths against what they replace, measured with pytest-benchmark (only
+the imagenet recipe's loader asserts its ratios, at safe lower bounds of what issue 24 asks). Run ``python -m pytest tests/test_benchmarks.py --benchmark-enable -o addopts='' -s``:
 each group pairs a bench path with a baseline doing the same work, measured in the same run, and
 the terminal summary prints the ratio of their medians (tests/conftest.py). In the default suite
 (``--benchmark-disable``) each runs once as a smoke test of its result."""
@@ -563,3 +563,100 @@ def test_sgemm_flops(benchmark: BenchmarkFixture, speed: Speed) -> None:
 
     out = timed(benchmark, speed, FLOPS, "baseline", "two torch.mm 2048x2048 float32", two)
     assert out.shape == (SGEMM, SGEMM)
+
+
+# ------------------------------------------------------------------ the imagenet recipe's loader on JPEG folders
+
+LOADER_WORKERS, LOADER_BATCH, LOADER_SIZE = 2, 64, 224
+LOADER_AT_LEAST = {"torchvision": 1.6, "bare": 0.8}  # bench's rate over each baseline's, asserted
+LOADER_FILES = (8, 48)  # classes x images each (ImageNet's sizes, tests/paper_fixtures.write_imagenet_like)
+LOADER_TV = (f"recipe imagenet: a training epoch of {LOADER_FILES[0] * LOADER_FILES[1]} ImageNet-sized JPEGs at {LOADER_SIZE} px, "
+             f"{LOADER_WORKERS} workers: bench's loader vs ImageFolder + PIL RandomResizedCrop + flip + ToTensor "
+             "(sides interleaved)")
+LOADER_LIMIT = (f"recipe imagenet: the same epoch, bench's loader vs the bare decode_jpeg + crop loop in {LOADER_WORKERS} "
+                "processes on the same cores (the limit; interleaved with the above)")
+
+
+@pytest.fixture(scope="module")
+def jpeg_root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """``<root>/imagenet/{train,val}`` of real JPEGs (cuts of scikit-learn's sample photos):
+    384 training images in the speed suite, 24 for the default suite's smoke run."""
+    from tests.paper_fixtures import write_imagenet_like
+
+    root = tmp_path_factory.mktemp("imagenet-like")
+    classes, per_class = (4, 6) if request.config.getoption("benchmark_disable") else LOADER_FILES
+    write_imagenet_like(root / "imagenet" / "train", classes, per_class)
+    write_imagenet_like(root / "imagenet" / "val", classes, 2, seed=25)
+    return root
+
+
+def _bare_decode_and_crop(files: list[tuple[int, str]], seed: int, epoch: int) -> int:
+    """The limit's worker: read, decode_jpeg, draw the box and crop, nothing else (nothing sent back)."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    from bench.data.recipe import CropKey, draw_box_and_flip, train_crop
+
+    key = CropKey(seed, epoch)
+    for index, path in files:
+        image = decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
+        train_crop(image, *draw_box_and_flip(key, index, image.shape[1], image.shape[2]), LOADER_SIZE)
+    return len(files)
+
+
+def test_imagenet_recipe_loader_against_torchvision_and_the_decode_limit(benchmark: BenchmarkFixture, speed: Speed,
+                                                                           jpeg_root: Path) -> None:
+    """A cell's training batches under ``recipe: imagenet`` (StreamedImageSet.batches with a crop
+    key, persistent workers) beside the classic torchvision recipe with as many (persistent)
+    workers, and beside the bare loop (the same decode and crop per file, split over as many
+    processes, no loader, nothing sent back): the epoch's images in the same shuffled order."""
+    import concurrent.futures
+    import multiprocessing
+
+    from torchvision import datasets as tvd, transforms as T
+
+    from bench.data.datasets import with_recipe
+    from bench.data.recipe import CropKey
+
+    data = with_recipe(load_dataset("imagenet", "train", jpeg_root, LOADER_SIZE), "imagenet")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+    epochs = itertools.count()
+    classic = tvd.ImageFolder(str(jpeg_root / "imagenet" / "train"),
+                              T.Compose([T.RandomResizedCrop(LOADER_SIZE), T.RandomHorizontalFlip(), T.ToTensor()]))
+    loader = torch.utils.data.DataLoader(classic, batch_size=LOADER_BATCH, shuffle=True, num_workers=LOADER_WORKERS,
+                                         persistent_workers=True, generator=torch.Generator().manual_seed(0))
+    files = [(i, path) for i, (path, _) in enumerate(classic.samples)]
+    shuffled = [files[i] for i in order.tolist()]
+    pool = concurrent.futures.ProcessPoolExecutor(LOADER_WORKERS, multiprocessing.get_context("fork"),
+                                                  initializer=torch.set_num_threads, initargs=(1,))
+
+    def bench_epoch() -> list[torch.Tensor]:
+        return [images for images, _, _ in data.batches(order, LOADER_BATCH, LOADER_WORKERS, CropKey(0, next(epochs)))]
+
+    def bare_epoch() -> int:
+        epoch = next(epochs)
+        return sum(pool.map(_bare_decode_and_crop, [shuffled[k::LOADER_WORKERS] for k in range(LOADER_WORKERS)],
+                            [0] * LOADER_WORKERS, [epoch] * LOADER_WORKERS))
+
+    def check(batches: list[torch.Tensor]) -> None:
+        assert sum(len(x) for x in batches) == len(data)
+        assert all(x.shape[1:] == (3, LOADER_SIZE, LOADER_SIZE) for x in batches)
+
+    def check_bare(count: int) -> None:
+        assert count == len(data)
+
+    try:
+        seconds = interleaved(benchmark, speed, LOADER_TV, {
+            "bench": ("bench: StreamedImageSet.batches, recipe imagenet", bench_epoch, lambda: ((), {}), check),
+            "baseline": ("torchvision ImageFolder + PIL RandomResizedCrop, DataLoader", lambda: [x for x, _ in loader],
+                         lambda: ((), {}), check),
+            "bare": ("decode_jpeg + crop, a plain loop per process", bare_epoch, lambda: ((), {}), check_bare)}, rounds=11)
+    finally:
+        pool.shutdown()
+    assert all(x.dtype == torch.uint8 for x in bench_epoch())
+    if benchmark.enabled:
+        mine, classic_s, bare_s = (statistics.median(seconds[side][1:]) for side in ("bench", "baseline", "bare"))
+        speed[LOADER_LIMIT] = {"bench": speed[LOADER_TV]["bench"], "baseline": ("decode_jpeg + crop, a plain loop per process", bare_s)}
+        print(f"\n{len(data)} images: bench {len(data) / mine:.0f} img/s, torchvision {len(data) / classic_s:.0f} img/s "
+              f"({classic_s / mine:.2f}x), bare {len(data) / bare_s:.0f} img/s (bench at {bare_s / mine:.0%})")
+        # issue 24 asks 2x and 90%; measured 1.83-2.18x and 91-100% on a busy machine (README, Speed): bounds with room
+        assert classic_s / mine >= LOADER_AT_LEAST["torchvision"] and bare_s / mine >= LOADER_AT_LEAST["bare"]

@@ -79,6 +79,21 @@ def test_boxes_keep_random_resized_crops_scale_and_ratio() -> None:
     assert 0.45 < draw_flip(4000, g).float().mean() < 0.55
 
 
+def test_a_streamed_image_s_box_and_flip_are_the_batched_draws_at_n_1() -> None:
+    """The per-image draw (Python floats, for the loader's workers) gives draw_crop_boxes' and
+    draw_flip's very box and flip from the image's generator: ImageNet's shapes, any size, and
+    slivers whose ten attempts all fail (the central fallback)."""
+    rng = np.random.default_rng(0)
+    shapes = [(375, 500), (500, 375), (768, 1024), (10, 400), (400, 12), (1, 1)]
+    for index in range(1500):
+        key = CropKey(int(rng.integers(4)), int(rng.integers(90)), bool(rng.random() < 0.8))
+        height, width = shapes[index % len(shapes)] if index % 2 else (int(rng.integers(1, 2000)), int(rng.integers(1, 2000)))
+        box, flip = draw_box_and_flip(key, index, height, width)
+        g = key.generator(index)
+        assert torch.equal(box, draw_crop_boxes(1, height, width, g)[0]), (key, index, height, width)
+        assert flip == (bool(draw_flip(1, g)[0]) and key.flip)
+
+
 def test_decoder_reads_jpegs_with_libjpeg_and_falls_back_for_odd_files(photo_folder: Path) -> None:
     for path in sorted(photo_folder.rglob("*.JPEG")):
         image = decode_image(str(path))
@@ -119,6 +134,49 @@ def test_streamed_training_and_evaluation_crops_match_torchvision_v2(photo_folde
         assert torch.equal(torch.cat([b for b, _, _ in data.batches(idx, 3, 1, key)]), inline)
         pools.append(data._loaders[1][0]._iterator)
     assert pools[0] is pools[1] is not None
+
+
+def test_batches_decoded_in_the_main_process_are_the_workers_pixels(photo_folder: Path) -> None:
+    """``decode_device`` (the GPU's batched decode; 'cpu' here): the workers send the files' bytes
+    and boxes, the main process decodes each batch in one call and crops it. On the CPU that
+    is the worker path's every pixel, training and evaluation, odd files (greyscale, CMYK, a PNG
+    named .JPEG) included, with and without workers."""
+    from torchvision.datasets import ImageFolder
+
+    from bench.data.datasets import stream_transform
+
+    folder = ImageFolder(str(photo_folder), transform=stream_transform(64))
+    plain = StreamedImageSet(folder, torch.tensor(folder.targets), 2, 3, 64, "photos")
+    workers, main = with_recipe(plain, "imagenet"), with_recipe(plain, "imagenet", decode_device="cpu")
+    assert workers.decode_device is None and main.decode_device == "cpu" and main.files is not None
+    idx = torch.randperm(len(folder), generator=torch.Generator().manual_seed(0))
+    for crop in (CropKey(0, 4), CropKey(1, 0, flip=False), None):
+        want = [(b, t, i) for b, t, i in workers.batches(idx, 3, 0, crop)]
+        for n in (0, 1):
+            got = list(main.batches(idx, 3, n, crop))
+            assert len(got) == len(want)
+            for (image, target, index), (ref, ref_target, ref_index) in zip(got, want):
+                assert torch.equal(image, ref) and torch.equal(target, ref_target) and torch.equal(index, ref_index)
+                assert image.dtype == torch.uint8 and target.dtype == torch.int64
+
+
+def test_pooled_splits_keep_the_recipe(photo_folder: Path) -> None:
+    """resplit_4_1_1 pools train and test (splits.concat): the pool crops as its parts did."""
+    from torchvision.datasets import ImageFolder
+
+    from bench.data.datasets import stream_transform
+    from bench.data.splits import concat
+
+    folder = ImageFolder(str(photo_folder), transform=stream_transform(64))
+    plain = StreamedImageSet(folder, torch.tensor(folder.targets), 2, 3, 64, "photos")
+    for device in (None, "cpu"):
+        part = with_recipe(plain, "imagenet", decode_device=device)
+        pool = concat(part, part)
+        key, idx = CropKey(0, 1), torch.arange(len(folder))
+        twice = torch.cat([b for b, _, _ in pool.batches(torch.cat([idx, idx + len(folder)]), 4, 0, key)])
+        once = torch.cat([b for b, _, _ in part.batches(idx, 4, 0, key)])
+        assert pool.decode_device == device and torch.equal(twice[: len(folder)], once)
+        assert twice.shape == (2 * len(folder), 3, 64, 64)
 
 
 def test_recipe_default_is_pad_crop_and_a_bank_refuses_imagenet() -> None:

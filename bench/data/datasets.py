@@ -244,30 +244,57 @@ def decoded_dataset(dataset: Dataset) -> Dataset:
     """A copy of a streamed dataset whose items are whole decoded uint8 RGB images [3, H, W]
     (the imagenet recipe crops them): image folders decode with ``recipe.decode_image``
     (libjpeg-turbo, PIL for the rest), other torchvision sets through their PIL image."""
+    from bench.data.recipe import ToTensorRGB, decode_image
+
+    return _with_loader(dataset, decode_image, ToTensorRGB())
+
+
+def file_bytes_dataset(dataset: Dataset) -> Dataset | None:
+    """A copy of a streamed dataset whose items are its image files' bytes (uint8 [n]), for a
+    decoder of whole batches; None when a part is not a folder of files."""
+    from torchvision.io import read_file
+
+    return _with_loader(dataset, read_file, None) if _folders_only(dataset) else None
+
+
+def _folders_only(dataset: Dataset) -> bool:
+    from torchvision.datasets import DatasetFolder
+
+    if isinstance(dataset, ConcatDataset):
+        return all(_folders_only(part) for part in dataset.datasets)
+    if isinstance(dataset, Subset):
+        return _folders_only(dataset.dataset)
+    return isinstance(dataset, (DatasetFolder, ImageFiles))
+
+
+def _with_loader(dataset: Dataset, loader: Callable[[str], Any], transform: Callable[[Any], Any] | None) -> Dataset:
+    """A copy of ``dataset`` (through ConcatDataset and Subset) with ``transform``, and ``loader``
+    reading the files of image folders."""
     import copy
 
     from torchvision.datasets import DatasetFolder
 
-    from bench.data.recipe import ToTensorRGB, decode_image
-
     if isinstance(dataset, ConcatDataset):
-        return ConcatDataset([decoded_dataset(part) for part in dataset.datasets])
+        return ConcatDataset([_with_loader(part, loader, transform) for part in dataset.datasets])
     if isinstance(dataset, Subset):
-        return Subset(decoded_dataset(dataset.dataset), dataset.indices)
+        return Subset(_with_loader(dataset.dataset, loader, transform), dataset.indices)
     out = copy.copy(dataset)
-    out.transform = ToTensorRGB()  # type: ignore[attr-defined]
+    out.transform = transform  # type: ignore[attr-defined]
     if isinstance(out, (DatasetFolder, ImageFiles)):
-        out.loader = decode_image
+        out.loader = loader
     return out
 
 
-def with_recipe(data: ImageSet, recipe: str) -> ImageSet:
+def with_recipe(data: ImageSet, recipe: str, decode_device: str | None = None) -> ImageSet:
     """The set as the cell's recipe serves it: a streamed set under ``imagenet`` decodes whole
-    images and crops them in the loader (bench/data/recipe.py); anything else as loaded."""
+    images and crops them in the loader (bench/data/recipe.py); anything else as loaded. With
+    ``decode_device`` (a GPU) an image folder's batches are decoded there in one call each and
+    cropped there; the loader's workers only read the files and draw the boxes."""
     if recipe == "pad_crop" or not isinstance(data, StreamedImageSet):
         return data
     return StreamedImageSet(data.dataset, data.targets, data.num_classes, data.channels, data.size, data.name,
-                            decoded=decoded_dataset(data.dataset))
+                            decoded=decoded_dataset(data.dataset),
+                            files=None if decode_device is None else file_bytes_dataset(data.dataset), decode_device=decode_device)
 
 
 def _in_memory(name: str, images: torch.Tensor, targets: torch.Tensor, num_classes: int, image_size: int | None) -> TensorImageSet:

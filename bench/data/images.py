@@ -140,6 +140,46 @@ class _RecipeItems(Dataset):
         return train_crop(image, box, flip, self.size), target
 
 
+class _RecipeFiles(Dataset):
+    """Items keyed (index, crop key or None) of a dataset whose items are image files' bytes: the
+    bytes, the training box and flip drawn from the header's size (zeros and no flip for the
+    evaluation crop), the label. The main process decodes and crops them (``decode_device``)."""
+
+    def __init__(self, files: Dataset) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, Any]) -> tuple[torch.Tensor, torch.Tensor, bool, int]:
+        from bench.data.recipe import draw_box_and_flip, header_size
+
+        index, crop = key
+        data, target = self.files[index]
+        if crop is None:
+            return data, torch.zeros(4, dtype=torch.int64), False, target
+        return (data, *draw_box_and_flip(crop, index, *header_size(data)), target)
+
+
+def _collate_files(items: list[tuple[torch.Tensor, torch.Tensor, bool, int]]) -> tuple[torch.Tensor, ...]:
+    """A batch of files as one tensor through the worker pipe: the bytes end to end, their lengths, boxes, flips, labels."""
+    datas, boxes, flips, targets = zip(*items)
+    return (torch.cat(datas), torch.tensor([len(data) for data in datas]), torch.stack(boxes), torch.tensor(flips),
+            torch.tensor(targets))
+
+
+def _decoded_crops(batch: tuple[torch.Tensor, ...], crop: Any, size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of ``_collate_files`` decoded in one call on ``device`` and cropped there (the
+    training crop when ``crop`` is a key, else the evaluation crop): uint8 [B, 3, size, size]."""
+    from bench.data.recipe import decode_batch, eval_crop, train_crop
+
+    data, lengths, boxes, flips, targets = batch
+    images = decode_batch(list(data.split(lengths.tolist())), device)
+    if crop is None:
+        return torch.stack([eval_crop(image, size) for image in images]), targets
+    return torch.stack([train_crop(image, box, bool(flip), size) for image, box, flip in zip(images, boxes, flips)]), targets
+
+
 class _ByIndex(Dataset):
     """A dataset read with keys (index, crop key) that ignores the crop key (the pad-crop recipe:
     the loader serves fixed-size images, the engine crops)."""
@@ -156,12 +196,17 @@ class StreamedImageSet(ImageSet):
 
     With ``decoded`` (items: whole decoded uint8 RGB images; recipe ``imagenet``) batches are
     crops made in the loader's workers: training crops when ``batches`` gets a crop key, else
-    the evaluation crop. One DataLoader per (batch size, workers) is kept, its workers persistent."""
+    the evaluation crop. With ``files`` (items: the files' bytes) and ``decode_device`` the
+    workers only read the files and draw the boxes; the main process decodes each batch in one
+    call on that device (the GPU's batched decoder) and crops it there: the same crops, and on
+    the CPU the same pixels. One DataLoader per workers is kept, its workers persistent."""
 
     def __init__(self, dataset: Dataset, targets: torch.Tensor, num_classes: int, channels: int, size: int, name: str,
-                 decoded: Dataset | None = None) -> None:
+                 decoded: Dataset | None = None, files: Dataset | None = None, decode_device: str | None = None) -> None:
         self.dataset = dataset
         self.decoded = decoded
+        self.files = files if decode_device is not None else None
+        self.decode_device = decode_device if files is not None else None
         self.targets = targets.to(torch.int64)
         self.num_classes = num_classes
         self.channels = channels
@@ -177,8 +222,11 @@ class StreamedImageSet(ImageSet):
         if persistent and workers in self._loaders:
             return self._loaders[workers]
         plan = _Plan()
-        items = _ByIndex(self.dataset) if self.decoded is None else _RecipeItems(self.decoded, self.size)
-        loader = DataLoader(items, batch_sampler=plan, num_workers=workers,
+        if self.files is not None:
+            items, collate = _RecipeFiles(self.files), _collate_files
+        else:
+            items, collate = _ByIndex(self.dataset) if self.decoded is None else _RecipeItems(self.decoded, self.size), None
+        loader = DataLoader(items, batch_sampler=plan, num_workers=workers, collate_fn=collate,
                             pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0)
         if persistent:
             self._loaders[workers] = (loader, plan)
@@ -195,7 +243,8 @@ class StreamedImageSet(ImageSet):
         if not busy:
             self._busy.add(workers)
         try:
-            for start, (images, targets) in zip(range(0, len(indices), batch_size), loader):
+            for start, batch in zip(range(0, len(indices), batch_size), loader):
+                images, targets = batch if self.decode_device is None else _decoded_crops(batch, crop, self.size, self.decode_device)
                 yield images, targets.to(torch.int64), indices[start : start + batch_size]
         finally:
             if not busy:
@@ -225,9 +274,10 @@ class JoinedImageSet(ImageSet):
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
             mine = idx < cut
-            images = torch.empty((len(idx), self.channels, self.size, self.size), dtype=torch.uint8)
-            for part, mask, shift in ((self.first, mine, 0), (self.second, ~mine, cut)):
-                if mask.any():
-                    sub = idx[mask] - shift
-                    images[mask] = torch.cat([batch for batch, _, _ in part.batches(sub, len(sub), workers, crop)])
+            served = [(mask, torch.cat([batch for batch, _, _ in part.batches(idx[mask] - shift, int(mask.sum()), workers, crop)]))
+                      for part, mask, shift in ((self.first, mine, 0), (self.second, ~mine, cut)) if mask.any()]
+            # on the device of the parts' batches (a GPU when a streamed part decodes there)
+            images = torch.empty((len(idx), self.channels, self.size, self.size), dtype=torch.uint8, device=served[0][1].device)
+            for mask, batch in served:
+                images[mask.to(images.device)] = batch.to(images.device)
             yield images, self.targets[idx], idx

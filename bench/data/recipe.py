@@ -18,6 +18,7 @@ Agreement with ``torchvision.transforms.v2.functional`` on the same boxes: tests
 """
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from bench.data.views import draw_crop_boxes, draw_flip, flip_with, resized_crop_with
+from bench.data.views import central_box, draw_crop_boxes, draw_flip, flip_with, resized_crop_with
 from bench.seeding import derived_generator
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec (not installed here); they are
@@ -35,6 +36,7 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 
 RECIPES: tuple[str, ...] = ("pad_crop", "imagenet")
 EVAL_CROP_FRACTION = 0.875  # centre crop of 224 from 256
+CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults, draw_crop_boxes'
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,26 @@ class CropKey:
 
 
 def draw_box_and_flip(key: CropKey, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
-    """One image's (top, left, height, width) box and flip, from its own generator."""
+    """One image's (top, left, height, width) box and flip, from its own generator: the draws of
+    ``draw_crop_boxes(1, ...)`` then ``draw_flip(1, ...)`` and their arithmetic, all but ``exp``
+    in Python floats (the same IEEE operations, so the same box; tests/test_recipe.py).
+    A loader's worker calls it per image: a fifth of the batched version's ~140 us at n = 1."""
     g = key.generator(index)
-    return draw_crop_boxes(1, height, width, g)[0], bool(draw_flip(1, g)[0]) and key.flip
+    (s0, s1), (r0, r1) = CROP_SCALE, CROP_RATIO
+    area = height * width
+    target = [area * (s0 + (s1 - s0) * r) for r in torch.rand(10, generator=g, dtype=torch.float64).tolist()]
+    lo, hi = math.log(r0), math.log(r1)
+    aspect = torch.exp(lo + (hi - lo) * torch.rand(10, generator=g, dtype=torch.float64)).tolist()
+    u = torch.rand(2, generator=g, dtype=torch.float64).tolist()
+    flip = bool(torch.rand(1, generator=g)[0] < 0.5) and key.flip
+    for t, a in zip(target, aspect):
+        w, h = round(math.sqrt(t * a)), round(math.sqrt(t / a))  # half to even, as torch.round
+        if 0 < w <= width and 0 < h <= height:
+            box = (math.floor(u[0] * (height - h + 1)), math.floor(u[1] * (width - w + 1)), h, w)
+            break
+    else:
+        box = central_box(height, width, CROP_RATIO)
+    return torch.tensor(box), flip
 
 
 def train_crop(image: torch.Tensor, box: torch.Tensor, flip: bool, size: int) -> torch.Tensor:
@@ -90,27 +109,61 @@ def crop_batch(images: torch.Tensor, key: CropKey, first: int, size: int) -> tor
 
 
 def decode_image(path: str) -> torch.Tensor:
-    """An image file as uint8 RGB [3, H, W]: libjpeg-turbo (``torchvision.io.decode_jpeg``)
-    for JPEG bytes; PIL for anything else and for the JPEGs it refuses (a CMYK or odd file),
-    so a PNG named .JPEG (ImageNet has one) or a greyscale photo decodes all the same."""
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    """An image file as uint8 RGB [3, H, W] (``decode_bytes`` of its bytes)."""
+    from torchvision.io import read_file
 
-    data = read_file(path)
-    if data[:2].tolist() == [0xFF, 0xD8]:
+    return decode_bytes(read_file(path))
+
+
+def decode_bytes(data: torch.Tensor) -> torch.Tensor:
+    """An image file's bytes (uint8 [n]) as uint8 RGB [3, H, W]: libjpeg-turbo
+    (``torchvision.io.decode_jpeg``) for JPEG bytes; PIL for anything else and for the JPEGs it
+    refuses, so a PNG named .JPEG (ImageNet has one) or an odd JPEG decodes all the same."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if _is_jpeg(data):
         try:
             image = decode_jpeg(data, mode=ImageReadMode.RGB)
             if image.shape[0] == 3:
                 return image
         except RuntimeError:
             pass
-    return _pil_decode(path)
+    return _pil_decode(io.BytesIO(data.numpy()))
 
 
-def _pil_decode(path: str) -> torch.Tensor:
+def decode_batch(datas: list[torch.Tensor], device: str | torch.device) -> list[torch.Tensor]:
+    """Files' bytes decoded on ``device`` in one call (``decode_jpeg`` of the list: nvjpeg's
+    batched decode on a GPU, libjpeg-turbo on the CPU, where the pixels are ``decode_bytes``');
+    a batch with another format, or one the call refuses, file by file with ``decode_bytes``."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if all(_is_jpeg(data) for data in datas):
+        try:
+            images = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+            if all(image.shape[0] == 3 for image in images):
+                return images
+        except RuntimeError:
+            pass
+    return [decode_bytes(data).to(device) for data in datas]
+
+
+def header_size(data: torch.Tensor) -> tuple[int, int]:
+    """(height, width) of an image file's bytes, from its header (PIL reads no pixels for it)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data.numpy())) as im:
+        return im.height, im.width
+
+
+def _is_jpeg(data: torch.Tensor) -> bool:
+    return data[:2].tolist() == [0xFF, 0xD8]
+
+
+def _pil_decode(file: Any) -> torch.Tensor:
     from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
-    with Image.open(path) as im:
+    with Image.open(file) as im:
         return TF.pil_to_tensor(im.convert("RGB"))
 
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -144,7 +144,12 @@ def concat(a: ImageSet, b: ImageSet) -> ImageSet:
     if isinstance(a, StreamedImageSet) and isinstance(b, StreamedImageSet):
         from torch.utils.data import ConcatDataset
 
-        return StreamedImageSet(ConcatDataset([a.dataset, b.dataset]), torch.cat([a.targets, b.targets]), a.num_classes, a.channels, a.size, a.name)
+        def both(x: Any, y: Any) -> ConcatDataset | None:  # the recipe's decoded images and files, when both have them
+            return None if x is None or y is None else ConcatDataset([x, y])
+
+        return StreamedImageSet(ConcatDataset([a.dataset, b.dataset]), torch.cat([a.targets, b.targets]), a.num_classes, a.channels,
+                                a.size, a.name, decoded=both(a.decoded, b.decoded), files=both(a.files, b.files),
+                                decode_device=a.decode_device)
     raise BenchError(f"cannot pool {type(a).__name__} with {type(b).__name__}")
 
 

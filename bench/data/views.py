@@ -113,6 +113,12 @@ def draw_crop_boxes(
     top = (u[:, 0] * (height - h + 1)).floor().long()
     left = (u[:, 1] * (width - w + 1)).floor().long()
 
+    boxes = torch.stack([top, left, h, w], dim=1)
+    return torch.where(fits.any(dim=1, keepdim=True), boxes, torch.tensor(central_box(height, width, ratio)))
+
+
+def central_box(height: int, width: int, ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """``RandomResizedCrop``'s fallback when no attempt fits: the central box of the image cut to the ratio range."""
     in_ratio = width / height
     if in_ratio < min(ratio):
         fw, fh = width, round(width / min(ratio))
@@ -120,9 +126,7 @@ def draw_crop_boxes(
         fw, fh = round(height * max(ratio)), height
     else:
         fw, fh = width, height
-    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw])
-    boxes = torch.stack([top, left, h, w], dim=1)
-    return torch.where(fits.any(dim=1, keepdim=True), boxes, fallback)
+    return (height - fh) // 2, (width - fw) // 2, fh, fw
 
 
 def _taps(start: torch.Tensor, length: torch.Tensor, out: int, device: torch.device, dtype: torch.dtype) -> Params:
