@@ -5,7 +5,9 @@ the metric is taken per seed where both sides have the seed (seed-paired), and i
 over those seeds decides: the claim **holds** when the interval lies above 0, **fails** when it
 lies below, and is **inconclusive** when it straddles 0 or fewer than 2 seeds pair up (the
 interval is ``bench.verdicts.interval``'s: t for few seeds, a bootstrap for many). Without any
-common seed, the two sides' means are compared unpaired (Welch's interval).
+common seed, the two sides' means are compared unpaired (Welch's interval). An inconclusive
+paired comparison says about how many seeds in all would decide it if the mean and spread of its
+paired differences held (``to_decide``, as a reading's ``seeds_needed``: ``bench.verdicts``).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from scipy import stats
 
 from bench.paper_figures import Claim, seed_key, select_rows
 from bench.selectors import as_text
-from bench.verdicts import LEVEL, interval
+from bench.verdicts import LEVEL, MAX_SEEDS, MIN_SEEDS, interval, seeds_to_decide
 
 
 @dataclass
@@ -42,6 +44,7 @@ class ClaimReading:
     pairs: int
     interval: str  # "paired t", "Welch t", or "" when there is none
     verdict: str   # holds | fails | inconclusive | no cells
+    to_decide: int | None = None  # inconclusive and paired: about how many seeds in all would decide it
 
 
 def _per_seed(rows: pd.DataFrame, metric: str) -> pd.Series:
@@ -55,19 +58,23 @@ def _side(values: pd.Series) -> Side:
     return Side(float(values.mean()) if n else math.nan, float(values.std(ddof=1)) if n > 1 else math.nan, n)
 
 
-def _interval(higher: pd.Series, lower: pd.Series) -> tuple[float, float, float, int, str]:
-    """(difference, low, high, pairs, kind) of higher − lower at ``LEVEL``."""
+def _interval(higher: pd.Series, lower: pd.Series) -> tuple[float, float, float, int, str, int | None]:
+    """(difference, low, high, pairs, kind, seeds to decide) of higher − lower at ``LEVEL``; the
+    seeds are those whose t-interval would exclude 0 if the paired differences' mean and spread
+    held (None unpaired, or when no number up to ``bench.verdicts.MAX_SEEDS`` would)."""
     common = higher.index.intersection(lower.index)
     if len(common):
         diff = (higher[common] - lower[common]).to_numpy()
         found = interval(diff)
-        return float(diff.mean()), found.low, found.high, len(diff), f"paired {found.method or 't'}"
+        spread = float(diff.std(ddof=1)) if len(diff) > 1 else math.nan
+        needed = seeds_to_decide(float(diff.mean()), spread, len(diff), reported=0.0, tolerance=0.0)
+        return float(diff.mean()), found.low, found.high, len(diff), f"paired {found.method or 't'}", needed
     if len(higher) < 2 or len(lower) < 2:
         mean = float(higher.mean() - lower.mean()) if len(higher) and len(lower) else math.nan
-        return mean, math.nan, math.nan, 0, "Welch t"
+        return mean, math.nan, math.nan, 0, "Welch t", None
     result = stats.ttest_ind(higher.to_numpy(), lower.to_numpy(), equal_var=False)
     ci = result.confidence_interval(LEVEL)
-    return float(higher.mean() - lower.mean()), float(ci.low), float(ci.high), 0, "Welch t"
+    return float(higher.mean() - lower.mean()), float(ci.low), float(ci.high), 0, "Welch t", None
 
 
 def verdict(low: float, high: float) -> str:
@@ -132,8 +139,10 @@ def evaluate(claim: Claim, table: pd.DataFrame, matrix: str) -> list[ClaimReadin
         if h.empty or lo.empty:
             readings.append(ClaimReading(claim, where, _side(h), _side(lo), math.nan, math.nan, math.nan, 0, "", "no cells"))
             continue
-        difference, low, high, pairs, kind = _interval(h, lo)
-        readings.append(ClaimReading(claim, where, _side(h), _side(lo), difference, low, high, pairs, kind, verdict(low, high)))
+        difference, low, high, pairs, kind, needed = _interval(h, lo)
+        judged = verdict(low, high)
+        readings.append(ClaimReading(claim, where, _side(h), _side(lo), difference, low, high, pairs, kind, judged,
+                                     needed if judged == "inconclusive" else None))
     # a comparison one side has no cells for is not a reading, unless the claim has no other
     judged = [r for r in readings if r.verdict != "no cells"]
     return judged or readings[:1]
@@ -166,6 +175,17 @@ def _side_text(side: Side) -> str:
     return f"{side.mean * 100:.2f}{spread} (n={side.n})"
 
 
+def _to_decide(reading: ClaimReading) -> str:
+    """What would decide an inconclusive comparison: "≈N seeds", or why more seeds would not."""
+    if reading.verdict != "inconclusive":
+        return "—"
+    if reading.to_decide:
+        return f"≈{reading.to_decide} seeds"
+    if reading.pairs < 2:
+        return f"≥{MIN_SEEDS} seeds common to both sides"  # one pair, or no seed in common
+    return f"over {MAX_SEEDS} seeds (Δ near 0)"
+
+
 def claims_frame(readings: list[ClaimReading]) -> pd.DataFrame:
     """One row per comparison, accuracies in %, for the report."""
     rows: list[dict[str, Any]] = []
@@ -177,7 +197,7 @@ def claims_frame(readings: list[ClaimReading]) -> pd.DataFrame:
             "Δ (pts)": "—" if math.isnan(r.difference) else f"{r.difference * 100:+.2f}",
             f"{LEVEL:.0%} interval": interval + (f" ({r.interval}, {r.pairs} pairs)" if r.interval.startswith("paired") else
                                                   f" ({r.interval})" if r.interval else ""),
-            "verdict": r.verdict,
+            "verdict": r.verdict, "to decide": _to_decide(r),
         })
     return pd.DataFrame(rows)
 

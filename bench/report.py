@@ -377,8 +377,10 @@ def _claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path,
     intro = [f"**{summary(readings)}.** Each claim compares two kinds of cells (higher − lower) within each "
              f"value of its grouping columns; Δ is the mean over seeds of the seed-paired differences, the interval "
              f"its {LEVEL:.0%} t-interval. *holds*: the interval lies above 0; *fails*: below 0; *inconclusive*: "
-             f"it contains 0, or fewer than 2 seeds pair up. Sides: mean ± std over seeds, in % (for a claim on gains, "
-             f"`gain_over`: each cell's gain over its own teacher, in % of the teacher or in points)."]
+             f"it contains 0, or fewer than 2 seeds pair up; *to decide*: about how many seeds in all would make the "
+             f"interval exclude 0 if the paired differences' mean and spread held. Sides: mean ± std over seeds, in % "
+             f"(for a claim on gains, `gain_over`: each cell's gain over its own teacher, in % of the teacher or in "
+             f"points)."]
     notes = [f"*{claim.statement}*: {claim.source}" + (f" {claim.notes}" if claim.notes else "") for claim in paper.claims]
     return Section("Claims", intro, frame, csv_path, [], notes), [reading.verdict for reading in readings]
 

@@ -105,3 +105,25 @@ def test_a_claim_on_gains_over_each_cells_own_teacher() -> None:
     assert reading.verdict == "holds" and reading.pairs == 3
     absolute = fewer.model_copy(update={"gain": "absolute"})
     assert evaluate(absolute, pd.DataFrame(rows), "m")[0].higher.mean == pytest.approx(0.06)
+
+
+def test_an_inconclusive_comparison_says_how_many_seeds_would_decide_it() -> None:
+    # differences per seed 0.01, -0.01, 0.03: mean 0.01, sd 0.02; the t-interval excludes 0 once
+    # t(0.975, n-1) * 0.02 / sqrt(n) < 0.01, first at n = 18 (t(0.975, 17) = 2.1098: 0.00995)
+    table = pd.DataFrame(_rows("teacher", 0.1, [0.70, 0.72, 0.70]) + _rows("student", 0.1, [0.71, 0.71, 0.73]))
+    (reading,) = evaluate(CLAIM, table, "m")
+    assert reading.verdict == "inconclusive" and reading.difference == pytest.approx(0.01)
+    assert reading.to_decide == 18
+    assert 2.1098 * 0.02 / math.sqrt(18) < 0.01 < 2.1199 * 0.02 / math.sqrt(17)
+    assert claims_frame([reading])["to decide"].tolist() == ["≈18 seeds"]
+    # as many seeds again with the same differences decide it: the estimate is what it says
+    more = pd.DataFrame(_rows("teacher", 0.1, [0.70, 0.72, 0.70] * 6, list(range(18)))
+                        + _rows("student", 0.1, [0.71, 0.71, 0.73] * 6, list(range(18))))
+    assert [r.verdict for r in evaluate(CLAIM, more, "m")] == ["holds"]
+    # decided, unpaired, a zero mean: no count, and the column says why
+    decided = pd.DataFrame(_rows("teacher", 0.1, [0.70, 0.71, 0.72]) + _rows("student", 0.1, [0.72, 0.75, 0.75]))
+    unpaired = pd.DataFrame(_rows("teacher", 0.1, [0.70], [0]) + _rows("student", 0.1, [0.71], [1]))
+    flat = pd.DataFrame(_rows("teacher", 0.1, [0.70, 0.72, 0.71]) + _rows("student", 0.1, [0.71, 0.71, 0.71]))
+    readings = [r for t in (decided, unpaired, flat) for r in evaluate(CLAIM, t, "m")]
+    assert [r.to_decide for r in readings] == [None, None, None]
+    assert claims_frame(readings)["to decide"].tolist() == ["—", "≥3 seeds common to both sides", "over 100 seeds (Δ near 0)"]
