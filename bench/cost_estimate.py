@@ -233,9 +233,10 @@ def _teacher_targets_kept(c: CellConfig, passes: int, items: float) -> float:
     if not passes:
         return 0.0
     if c.augment and c.teacher_targets == "bank":
+        from bench.bank_views import bank_spec
         from bench.view_bank import bank_bytes
 
-        return bank_bytes(items, c.bank_views, classes, c.bank_precision)
+        return bank_bytes(items, c.bank_views, classes, c.bank_precision, c.bank_top_k, bank_spec(c).boxes)
     if not c.augment:
         return items * classes * 4  # the logits cache
     return 0.0
