@@ -121,11 +121,12 @@ def test_streamed_training_and_evaluation_crops_match_torchvision_v2(photo_folde
     assert pools[0] is pools[1] is not None
 
 
-def test_recipe_default_is_pad_crop_and_a_bank_refuses_imagenet() -> None:
+def test_recipe_default_is_pad_crop_and_a_bank_takes_imagenet_but_not_colour() -> None:
     base = dict(stage="s", method="supervised", arch="menghani_mlp", dataset="digits")
     assert CellConfig(**base).recipe == "pad_crop"
-    with pytest.raises(ValidationError, match="pad-crop views only"):
-        CellConfig(**base, recipe="imagenet", augment=("crop", "flip"), teacher_targets="bank")
+    assert CellConfig(**base, recipe="imagenet", augment=("crop", "flip"), teacher_targets="bank").recipe == "imagenet"
+    with pytest.raises(ValidationError, match="replays crop and flip only"):
+        CellConfig(**base, recipe="imagenet", augment=("crop", "color"), teacher_targets="bank")
 
 
 def test_an_in_memory_cell_trains_on_the_imagenet_recipe(tmp_path: Path) -> None:
