@@ -214,7 +214,8 @@ MATRIX = {
 def test_a_matrix_with_an_imagenet_top_k_bank_plans_costs_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     matrix = write_matrix(tmp_path, MATRIX)
     assert main(["plan", str(matrix), "--cost"]) == 0
-    assert "student" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "view banks" in out and "1.35 k x 3 random-resized crops top-5 logits, float16" in out, out
     results = tmp_path / "runs"
     assert main(["run", str(matrix), "--results", str(results)]) == 0
     teacher = next(p.parent for p in (results / "cells").glob("*/config.json") if read_json(p)["stage"] == "teacher")
