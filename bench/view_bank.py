@@ -1,24 +1,27 @@
 """A teacher's view bank (FKD-style "consistent teaching"): the teacher's logits for K augmented
 views of every image its students train on, computed once and replayed by every student.
 
-The bank draws, for each image and view, the augmentation's parameters (crop offsets, flip bit)
-from one generator of ``bank_seed``, and stores them with the teacher's logits of that view
-(float16 by default). A student draws, per image and epoch, which of the K views it sees (from
-its own seed and epoch, so a resumed epoch draws the same), regenerates that view from the
-uint8 image and the stored parameters, and takes the stored logits: the teacher's target is
-always computed on the very view the student sees, and the teacher's forward, 95% of an
+The bank draws, for each image and view, the augmentation's parameters (bench/bank_views.py:
+pad-crop offsets and a flip bit, or a random-resized crop's box on the decoded image and a flip
+bit under ``recipe: imagenet``) from generators of ``bank_seed``, and stores them with the
+teacher's logits of that view (float16 by default; with ``bank_top_k`` the k largest and one
+value for the rest, bench/soft_labels.py). A student draws, per image and epoch, which of the K
+views it sees (from its own seed and epoch, so a resumed epoch draws the same), regenerates that
+view from the image and the stored parameters, and takes the stored logits: the teacher's target
+is always computed on the very view the student sees, and the teacher's forward, 95% of an
 augmented distillation epoch, is paid once per teacher instead of once per student epoch.
 
 The bank is an artifact of the teacher cell (``artifacts/bank-<key>.pt``), its key naming
 everything that changes the logits: the inputs (dataset, size, items), the augmentation (names,
-padding), K, the bank seed, the stored precision, and how the teacher ran (AMP, device type).
-It is built under a lock, so two students of one teacher build it once. Its logits are written
-shard by shard (``bank-<key>.shards/logits-NNNNN.npy``, each written once, atomically; memory
-holds one shard) with ``meta.json`` (spec, item count and digest, views, classes, dtype, shard
-size); ``bank-<key>.pt`` (the items and view parameters) is written last and means "built". A
-killed build resumes at its first missing shard. Before use every part is checked against what
-the student needs; a mismatch is rebuilt, saying why in one line. Students read the shards
-memory-mapped: only a batch's rows reach the device.
+padding, recipe), K, the bank seed, the stored precision and k, and how the teacher ran (AMP,
+device type); a pad-crop bank of all logits keeps the key it had before recipes and k. It is
+built under a lock, so two students of one teacher build it once. Its parts are written shard by
+shard (``bank-<key>.shards/{params,indices,logits}-NNNNN.npy``, each written once, atomically;
+memory holds one shard) with ``meta.json`` (spec, item count and digest, views, classes, dtype,
+shard size, recipe and k when set); ``bank-<key>.pt`` (the items, and pad-crop parameters) is
+written last and means "built". A killed build resumes at its first missing shard. Before use
+every part is checked against what the student needs; a mismatch is rebuilt, saying why in one
+line. Students read the shards memory-mapped: only a batch's rows reach the device.
 """
 from __future__ import annotations
 

@@ -12,7 +12,9 @@
   in-memory set is taken from its native images (CIFAR's 32 px), batched; a streamed image is
   decoded (``torchvision.io.decode_jpeg``, PIL for other files) and cropped in the loader's
   worker. Each image's box and flip come from a generator of (cell seed, epoch, index), so an
-  epoch is the same on resume and whichever worker or rank decodes the image.
+  epoch is the same on resume and whichever worker or rank decodes the image. A view bank's
+  student instead hands the loader given boxes and flips (``ReplayCrops``; per image a ``Crop``
+  for a worker), and its build has the set cut K views of each image (``ViewDraw``).
 
 Agreement with ``torchvision.transforms.v2.functional`` on the same boxes: tests/test_recipe.py.
 """
