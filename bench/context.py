@@ -19,14 +19,15 @@ from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError
 from bench.inference import forward_in_batches, item_positions, outputs_key, predict
 from bench.console import Echo, echo
-from bench.methods import Batch, ViewFn
-from bench.methods.distill import TeacherFn
+from bench.methods import Batch
+from bench.methods.distill import TeacherFn, TeacherTargets
 from bench.methods.contrastive import dense_head
 from bench.models import Normalized, WithHead, create_backbone, create_model, normalization
 from bench.runtime import Runtime
 from bench.smoke import cut as smoke_cut
 from bench.store import CellDir, Store, UnreadableFile, atomic_torch_save, load_tensors, read_json
-from bench.view_bank import BankedTeacher, BankSpec, bank_path, load_or_build
+from bench.bank_views import bank_spec
+from bench.view_bank import BankedTeacher, bank_path, load_or_build
 
 
 def match_channels(images: ImageSet, channels: int) -> ImageSet:
@@ -250,18 +251,19 @@ class CellContext:
             raise BenchError(f"{path}: {differs}, not what cell {self.cell_id} needs of its {role} {dep.id}; {rerun}")
         return value
 
-    def teacher_targets(self, role: str, source: ImageSet, items: torch.Tensor) -> tuple[TeacherFn, ViewFn | None]:
+    def teacher_targets(self, role: str, source: ImageSet, items: torch.Tensor) -> TeacherTargets:
         """The teacher's logits for a batch, and the student's view of it when they go together:
         with ``teacher_targets: bank`` and augmentation, views replayed from the teacher's view
-        bank with their stored logits; otherwise ``teacher_logits`` and the cell's own views."""
+        bank with their stored logits (random-resized ones cut by the loader from the stored
+        boxes: ``crops``); otherwise ``teacher_logits`` and the cell's own views."""
         c = self.config
         if c.teacher_targets != "bank" or not c.augment:
-            return self.teacher_logits(role, source, items), None
-        spec = BankSpec(tuple(c.augment), c.crop_padding, c.bank_views, c.bank_seed, c.bank_precision)
+            return TeacherTargets(self.teacher_logits(role, source, items))
+        spec = bank_spec(c)
         path = bank_path(self.store.cell(self._dep_id(role)).artifacts, source, items, spec, self.runtime)
         bank = load_or_build(self.frozen_model(role), source, items, spec, self.runtime, c.batch_size, path, self.progress)
-        banked = BankedTeacher(bank, len(source), spec, self.runtime.torch_device)
-        return banked.targets, banked.view
+        banked = BankedTeacher(bank, len(source), spec, self.runtime.torch_device, c.seed)
+        return TeacherTargets(banked.targets, banked.view, banked.crops if spec.boxes else None)
 
     def teacher_logits(self, role: str, source: ImageSet, items: torch.Tensor) -> TeacherFn:
         """The teacher's logits for a batch.

@@ -233,12 +233,34 @@ def _teacher_targets_kept(c: CellConfig, passes: int, items: float) -> float:
     if not passes:
         return 0.0
     if c.augment and c.teacher_targets == "bank":
+        from bench.bank_views import bank_spec
         from bench.view_bank import bank_bytes
 
-        return bank_bytes(items, c.bank_views, classes, c.bank_precision)
+        return bank_bytes(items, c.bank_views, classes, c.bank_precision, c.bank_top_k, bank_spec(c).boxes)
     if not c.augment:
         return items * classes * 4  # the logits cache
     return 0.0
+
+
+BANK_COLUMNS = ("built by", "teacher", "images x views", "views", "stored per view", "size")
+
+
+def bank_rows(cells: list[Cell]) -> list[tuple[Any, ...]]:
+    """Each view bank the plan builds (by the first student needing it) and its size on disk
+    (``view_bank.bank_bytes``), before it is built."""
+    passes: dict[str, int] = {}
+    teacher_passes(cells, passes)
+    rows = []
+    for cell in cells:
+        c, items = cell.config, items_of(cell.config)
+        if c.teacher_targets != "bank" or not c.augment or not passes.get(cell.id):
+            continue
+        per_epoch = TRAINING_ITEMS.get(c.method, lambda c, s: s.labeled)(c, items) if items else math.nan
+        views = "random-resized crops" if c.recipe != "pad_crop" and "crop" in c.augment else "pad-crop"
+        stored = "all logits" if c.bank_top_k is None else f"top-{c.bank_top_k} logits"
+        rows.append((cell.id, c.deps.get("teacher", "?"), f"{_human(per_epoch)} x {c.bank_views}", views,
+                     f"{stored}, {c.bank_precision}", _human(_teacher_targets_kept(c, passes[cell.id], per_epoch), "B")))
+    return rows
 
 
 COLUMNS = ("stage", "cells", "train images", "teacher forwards", "GPU-hours", "disk while running",

@@ -243,7 +243,10 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         loss_sum, seen, log_line = 0.0, 0, Throttle(runtime.progress_seconds)
         global_sizes = data_parallel.global_batch_sizes(len(order), config.batch_size)
         shard = data_parallel.shard_order(order, config.batch_size, rank, world)
-        crop = CropKey(config.seed, epoch, "flip" in config.augment) if _loader_crops(config) and training.augment is None else None
+        if training.crops is not None:  # given crops (a view bank's stored views)
+            crop = training.crops(epoch, shard)
+        else:
+            crop = CropKey(config.seed, epoch, "flip" in config.augment) if _loader_crops(config) and training.augment is None else None
         local = training.source.batches(shard, config.batch_size // world, runtime.workers, crop)
         synchronize(runtime)
         epoch_start = time.perf_counter()

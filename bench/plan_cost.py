@@ -54,7 +54,7 @@ def _items(cell: Cell) -> tuple[Any, ...]:
 
 def _bank_key(cell: Cell) -> tuple[Any, ...]:
     c = cell.config
-    return (*_items(cell), tuple(c.augment), c.crop_padding, c.bank_views, c.bank_seed, c.bank_precision)
+    return (*_items(cell), tuple(c.augment), c.crop_padding, c.bank_views, c.bank_seed, c.bank_precision, c.recipe, c.bank_top_k)
 
 
 def teacher_passes(cells: list[Cell], per_cell: dict[str, int] | None = None) -> list[StageCost]:

@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.config import CellConfig
 from bench.data.datasets import with_recipe
 from bench.data.images import StreamedImageSet, TensorImageSet
-from bench.data.recipe import CropKey, decode_image, draw_box_and_flip, eval_crop, crop_batch
+from bench.data.recipe import CropKey, ReplayCrops, crop_batch, decode_image, draw_box_and_flip, eval_crop
 from bench.data.views import draw_crop_boxes, draw_flip
 from tests.conftest import write_matrix
 
@@ -132,7 +132,7 @@ def test_streamed_training_and_evaluation_crops_match_torchvision_v2(photo_folde
     pools = []
     for _ in range(2):  # one pool of workers, two passes
         assert torch.equal(torch.cat([b for b, _, _ in data.batches(idx, 3, 1, key)]), inline)
-        pools.append(data._loaders[1][0]._iterator)
+        pools.append(data._loaders[1, False][0]._iterator)  # 1 worker, decoding in the worker
     assert pools[0] is pools[1] is not None
 
 
@@ -150,7 +150,8 @@ def test_batches_decoded_in_the_main_process_are_the_workers_pixels(photo_folder
     workers, main = with_recipe(plain, "imagenet"), with_recipe(plain, "imagenet", decode_device="cpu")
     assert workers.decode_device is None and main.decode_device == "cpu" and main.files is not None
     idx = torch.randperm(len(folder), generator=torch.Generator().manual_seed(0))
-    for crop in (CropKey(0, 4), CropKey(1, 0, flip=False), None):
+    replay = ReplayCrops(torch.tensor([[2, 3, 20, 30]] * len(idx)), torch.arange(len(idx)) % 2 == 0)  # a view bank's stored crops
+    for crop in (CropKey(0, 4), CropKey(1, 0, flip=False), replay, None):
         want = [(b, t, i) for b, t, i in workers.batches(idx, 3, 0, crop)]
         for n in (0, 1):
             got = list(main.batches(idx, 3, n, crop))
@@ -179,11 +180,12 @@ def test_pooled_splits_keep_the_recipe(photo_folder: Path) -> None:
         assert twice.shape == (2 * len(folder), 3, 64, 64)
 
 
-def test_recipe_default_is_pad_crop_and_a_bank_refuses_imagenet() -> None:
+def test_recipe_default_is_pad_crop_and_a_bank_takes_imagenet_but_not_colour() -> None:
     base = dict(stage="s", method="supervised", arch="menghani_mlp", dataset="digits")
     assert CellConfig(**base).recipe == "pad_crop"
-    with pytest.raises(ValidationError, match="pad-crop views only"):
-        CellConfig(**base, recipe="imagenet", augment=("crop", "flip"), teacher_targets="bank")
+    assert CellConfig(**base, recipe="imagenet", augment=("crop", "flip"), teacher_targets="bank").recipe == "imagenet"
+    with pytest.raises(ValidationError, match="replays crop and flip only"):
+        CellConfig(**base, recipe="imagenet", augment=("crop", "color"), teacher_targets="bank")
 
 
 def test_an_in_memory_cell_trains_on_the_imagenet_recipe(tmp_path: Path) -> None:

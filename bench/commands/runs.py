@@ -48,6 +48,12 @@ def print_teacher_cost(cells: list) -> None:
     print("\nteacher forwards, in passes over each student's training items (logits cache: 1 per teacher and items; "
           "online: 1 per student epoch; view bank: bank_views per bank, shared)")
     print(format_table(COLUMNS, rows))
+    from bench.cost_estimate import BANK_COLUMNS, bank_rows
+
+    banks = bank_rows(cells)
+    if banks:
+        print("\nview banks, each built once beside its teacher, and their size on disk before they are built")
+        print(format_table(BANK_COLUMNS, banks))
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -29,9 +29,19 @@ class ImageSet:
     def batches(
         self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield (uint8 images, targets, indices) for ``indices`` in the given order; ``crop``, a
-        training crop key of the imagenet recipe (bench/data/recipe.py), or None."""
+        """Yield (uint8 images, targets, indices) for ``indices`` in the given order; ``crop``: the
+        imagenet recipe's training crops (bench/data/recipe.py: a ``CropKey`` drawing them, or a
+        view bank's ``ReplayCrops`` giving them), or None."""
         raise NotImplementedError
+
+    def views(self, indices: torch.Tensor, batch_size: int, workers: int, draw: Any
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield (uint8 views [B, K, C, size, size], their params int16 [B, K, 5], indices): a
+        view bank's K random-resized crops of each image (``recipe.ViewDraw``), each cropped
+        where and as the student's replay of it will be."""
+        from bench.errors import BenchError
+
+        raise BenchError(f"{self.name}: a view bank of the imagenet recipe needs an in-memory or streamed set")
 
 
 @dataclass
@@ -70,16 +80,18 @@ class TensorImageSet(ImageSet):
 
     def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None):
         """``crop`` (recipe imagenet): random-resized crops of the native images at ``size``."""
-        from bench.data.recipe import crop_batch
-
         # index_select, not images[idx]: advanced indexing of a uint8 tensor is ~3x slower here
         # (128 of 60,000 28x28 images: 23 vs 72 us), a tenth of an MLP student's epoch
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
             native = self.images.index_select(0, idx)
-            # a batch's generator is named by its first image (each image is once in an epoch)
-            images = resize_uint8(native, self.size) if crop is None else crop_batch(native, crop, int(idx[0]), self.size)
+            images = resize_uint8(native, self.size) if crop is None else crop.on_batch(native, start, idx, self.size)
             yield images, self.targets.index_select(0, idx), idx
+
+    def views(self, indices: torch.Tensor, batch_size: int, workers: int, draw: Any):
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            yield (*draw.on_batch(self.images.index_select(0, idx), idx, self.size), idx)
 
     def served(self, indices: torch.Tensor | None = None) -> torch.Tensor:
         """The images (all, or ``indices``) as batches serve them: uint8 at ``size`` (the whole
@@ -129,15 +141,12 @@ class _RecipeItems(Dataset):
     def __len__(self) -> int:
         return len(self.decoded)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, Any]) -> tuple[torch.Tensor, int]:
-        from bench.data.recipe import draw_box_and_flip, eval_crop, train_crop
+    def __getitem__(self, key: tuple[int, Any]) -> tuple[Any, int]:
+        from bench.data.recipe import eval_crop
 
-        index, crop = key
+        index, crop = key  # crop: a CropKey, a bank view's Crop, a bank's ViewDraw, or None
         image, target = self.decoded[index]
-        if crop is None:
-            return eval_crop(image, self.size), target
-        box, flip = draw_box_and_flip(crop, index, image.shape[1], image.shape[2])
-        return train_crop(image, box, flip, self.size), target
+        return (eval_crop(image, self.size) if crop is None else crop.cut(image, index, self.size)), target
 
 
 class _RecipeFiles(Dataset):
@@ -152,13 +161,13 @@ class _RecipeFiles(Dataset):
         return len(self.files)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, Any]) -> tuple[torch.Tensor, torch.Tensor, bool, int]:
-        from bench.data.recipe import draw_box_and_flip, header_size
+        from bench.data.recipe import header_size
 
-        index, crop = key
+        index, crop = key  # crop: a CropKey, a view bank's Crop, or None
         data, target = self.files[index]
         if crop is None:
             return data, torch.zeros(4, dtype=torch.int64), False, target
-        return (data, *draw_box_and_flip(crop, index, *header_size(data)), target)
+        return (data, *crop.box_and_flip(index, *header_size(data)), target)
 
 
 def _collate_files(items: list[tuple[torch.Tensor, torch.Tensor, bool, int]]) -> tuple[torch.Tensor, ...]:
@@ -212,43 +221,61 @@ class StreamedImageSet(ImageSet):
         self.channels = channels
         self.size = size
         self.name = name
-        self._loaders: dict[int, tuple[DataLoader, _Plan]] = {}
-        self._busy: set[int] = set()
+        self._loaders: dict[tuple[int, bool], tuple[DataLoader, _Plan]] = {}
+        self._busy: set[tuple[int, bool]] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_loaders": {}, "_busy": set()}  # workers are this process's own
 
-    def _loader(self, workers: int, persistent: bool) -> tuple[DataLoader, _Plan]:
-        if persistent and workers in self._loaders:
-            return self._loaders[workers]
+    def _loader(self, workers: int, persistent: bool, on_device: bool) -> tuple[DataLoader, _Plan]:
+        """``on_device``: the workers read files for the main process to decode (``files``)."""
+        if persistent and (workers, on_device) in self._loaders:
+            return self._loaders[workers, on_device]
         plan = _Plan()
-        if self.files is not None:
+        if on_device:
             items, collate = _RecipeFiles(self.files), _collate_files
         else:
             items, collate = _ByIndex(self.dataset) if self.decoded is None else _RecipeItems(self.decoded, self.size), None
         loader = DataLoader(items, batch_sampler=plan, num_workers=workers, collate_fn=collate,
                             pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0)
         if persistent:
-            self._loaders[workers] = (loader, plan)
+            self._loaders[workers, on_device] = (loader, plan)
         return loader, plan
 
     def batches(self, indices: torch.Tensor, batch_size: int, workers: int = 0, crop: Any = None):
         """``crop``: a training crop key (recipe imagenet; bench.data.recipe.CropKey) or None.
         The kept loader serves one pass at a time; a pass begun while another is alive (not
         exhausted) gets a loader of its own."""
-        busy = workers in self._busy
-        loader, plan = self._loader(workers, persistent=not busy)
-        keys = [(i, crop) for i in indices.tolist()]
+        per_item = [None] * len(indices) if crop is None else crop.item_keys(indices)
+        on_device = self.files is not None
+        for start, batch in self._load(indices, per_item, batch_size, workers, on_device):
+            images, targets = _decoded_crops(batch, crop, self.size, self.decode_device) if on_device else batch  # type: ignore[arg-type]
+            yield images, targets.to(torch.int64), indices[start : start + batch_size]
+
+    def views(self, indices: torch.Tensor, batch_size: int, workers: int, draw: Any):
+        """Decoded once per image in the worker, cropped K times there (``ViewDraw.cut``; a
+        bank's build, once per teacher, so never on the device)."""
+        if self.decoded is None:
+            yield from super().views(indices, batch_size, workers, draw)
+            return
+        for start, ((views, params), _) in self._load(indices, [draw] * len(indices), batch_size, workers, on_device=False):
+            yield views, params, indices[start : start + batch_size]
+
+    def _load(self, indices: torch.Tensor, crops: list[Any], batch_size: int, workers: int,
+              on_device: bool) -> Iterator[tuple[int, Any]]:
+        """(position of the batch in the pass, the loader's collated batch) for keys (index, crop)."""
+        kept = (workers, on_device)
+        busy = kept in self._busy
+        loader, plan = self._loader(workers, persistent=not busy, on_device=on_device)
+        keys = list(zip(indices.tolist(), crops))
         plan.batches = [keys[start : start + batch_size] for start in range(0, len(keys), batch_size)]
         if not busy:
-            self._busy.add(workers)
+            self._busy.add(kept)
         try:
-            for start, batch in zip(range(0, len(indices), batch_size), loader):
-                images, targets = batch if self.decode_device is None else _decoded_crops(batch, crop, self.size, self.decode_device)
-                yield images, targets.to(torch.int64), indices[start : start + batch_size]
+            yield from zip(range(0, len(indices), batch_size), loader)
         finally:
             if not busy:
-                self._busy.discard(workers)
+                self._busy.discard(kept)
 
 
 Loader = Callable[..., ImageSet]
@@ -273,8 +300,9 @@ class JoinedImageSet(ImageSet):
         cut = len(self.first)
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
-            mine = idx < cut
-            served = [(mask, torch.cat([batch for batch, _, _ in part.batches(idx[mask] - shift, int(mask.sum()), workers, crop)]))
+            mine, positions = idx < cut, torch.arange(start, start + len(idx))
+            served = [(mask, torch.cat([batch for batch, _, _ in part.batches(idx[mask] - shift, int(mask.sum()), workers,
+                                                                              None if crop is None else crop.part(positions[mask]))]))
                       for part, mask, shift in ((self.first, mine, 0), (self.second, ~mine, cut)) if mask.any()]
             # on the device of the parts' batches (a GPU when a streamed part decodes there)
             images = torch.empty((len(idx), self.channels, self.size, self.size), dtype=torch.uint8, device=served[0][1].device)

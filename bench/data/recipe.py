@@ -12,7 +12,9 @@
   in-memory set is taken from its native images (CIFAR's 32 px), batched; a streamed image is
   decoded (``torchvision.io.decode_jpeg``, PIL for other files) and cropped in the loader's
   worker. Each image's box and flip come from a generator of (cell seed, epoch, index), so an
-  epoch is the same on resume and whichever worker or rank decodes the image.
+  epoch is the same on resume and whichever worker or rank decodes the image. A view bank's
+  student instead hands the loader given boxes and flips (``ReplayCrops``; per image a ``Crop``
+  for a worker), and its build has the set cut K views of each image (``ViewDraw``).
 
 Agreement with ``torchvision.transforms.v2.functional`` on the same boxes: tests/test_recipe.py.
 """
@@ -50,6 +52,90 @@ class CropKey:
 
     def generator(self, *more: object) -> torch.Generator:
         return derived_generator(self.seed, self.epoch, "recipe", *more)  # flip or not: the same draws
+
+    def box_and_flip(self, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
+        return draw_box_and_flip(self, index, height, width)
+
+    def cut(self, image: torch.Tensor, index: int, size: int) -> torch.Tensor:
+        """A loader worker's training crop of one decoded image (uint8 [C, H, W])."""
+        return train_crop(image, *self.box_and_flip(index, image.shape[1], image.shape[2]), size)
+
+    def on_batch(self, native: torch.Tensor, start: int, indices: torch.Tensor, size: int) -> torch.Tensor:
+        """An in-memory batch's crops (its generator named by its first image)."""
+        return crop_batch(native, self, int(indices[0]), size)
+
+    def item_keys(self, indices: torch.Tensor) -> list[Any]:
+        return [self] * len(indices)
+
+    def part(self, positions: torch.Tensor) -> "CropKey":
+        return self
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One image's given box (top, left, height, width on the decoded image) and flip: what a
+    loader worker is handed to replay a view bank's view of that image."""
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+    def box_and_flip(self, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
+        return torch.tensor([self.top, self.left, self.height, self.width]), self.flip
+
+    def cut(self, image: torch.Tensor, index: int, size: int) -> torch.Tensor:
+        return train_crop(image, *self.box_and_flip(index, image.shape[1], image.shape[2]), size)
+
+
+@dataclass(frozen=True)
+class ReplayCrops:
+    """Given crops for a pass: ``boxes`` (int [N, 4]) and ``flips`` (bool [N]), row i for the
+    pass's i-th index (a view bank's stored views, which a student replays): in-memory sets
+    crop their native images with them, batched (``crop_with_boxes``, as ``crop_batch``);
+    streamed ones hand each worker its image's ``Crop``."""
+    boxes: torch.Tensor
+    flips: torch.Tensor
+
+    def on_batch(self, native: torch.Tensor, start: int, indices: torch.Tensor, size: int) -> torch.Tensor:
+        rows = slice(start, start + len(indices))
+        return crop_with_boxes(native, self.boxes[rows], self.flips[rows], size)
+
+    def item_keys(self, indices: torch.Tensor) -> list[Any]:
+        return [Crop(*(int(v) for v in box), bool(flip)) for box, flip in zip(self.boxes.tolist(), self.flips.tolist())]
+
+    def part(self, positions: torch.Tensor) -> "ReplayCrops":
+        """The crops of some of the pass's items (``positions`` into it, or a mask)."""
+        return ReplayCrops(self.boxes[positions], self.flips[positions])
+
+
+@dataclass(frozen=True)
+class ViewDraw:
+    """A view bank's K views of each image (recipe imagenet): boxes on the decoded image and
+    flips from a generator of (bank seed, index), so an image's views are the same whichever
+    batch, shard or worker draws them, and whatever the image's size in pixels."""
+    seed: int
+    views: int
+    flip: bool = True
+
+    def params(self, index: int, height: int, width: int) -> torch.Tensor:
+        """int16 [K, 5]: (top, left, height, width, flip) of the image's K views."""
+        g = derived_generator(self.seed, "view-bank", index)
+        boxes = draw_crop_boxes(self.views, height, width, g)
+        flips = draw_flip(self.views, g) & self.flip
+        return torch.cat([boxes, flips[:, None].long()], dim=1).to(torch.int16)
+
+    def cut(self, image: torch.Tensor, index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A worker's K views of one decoded image (uint8 [K, C, size, size]) and their params."""
+        params = self.params(index, image.shape[1], image.shape[2])
+        views = [train_crop(image, p[:4], bool(p[4]), size) for p in params]
+        return torch.stack(views), params
+
+    def on_batch(self, native: torch.Tensor, indices: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """An in-memory batch's K views (uint8 [B, K, C, size, size]) and params [B, K, 5]."""
+        params = torch.stack([self.params(int(i), native.shape[2], native.shape[3]) for i in indices])
+        views = [crop_with_boxes(native, params[:, k, :4].long(), params[:, k, 4].bool(), size) for k in range(self.views)]
+        return torch.stack(views, dim=1), params
 
 
 def draw_box_and_flip(key: CropKey, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
@@ -98,12 +184,18 @@ def eval_crop(image: torch.Tensor, size: int) -> torch.Tensor:
 
 def crop_batch(images: torch.Tensor, key: CropKey, first: int, size: int) -> torch.Tensor:
     """A batch of an in-memory set (uint8 [N, C, H, W] at native size) as training views: boxes
-    on the native images, bilinear crop-resize to ``size`` on the batch's device
-    (``resized_crop(antialias=False)``'s formula, checked in tests/test_views.py), flips; uint8
-    again. ``first`` (the batch's position in the epoch) picks the batch's generator."""
+    on the native images, then ``crop_with_boxes``. ``first`` (the batch's position in the
+    epoch) picks the batch's generator."""
     n, _, h, w = images.shape
     g = key.generator("batch", first)
-    boxes, flips = draw_crop_boxes(n, h, w, g), draw_flip(n, g) & key.flip
+    return crop_with_boxes(images, draw_crop_boxes(n, h, w, g), draw_flip(n, g) & key.flip, size)
+
+
+def crop_with_boxes(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> each image's box, bilinear crop-resize to ``size`` on the batch's
+    device (``resized_crop(antialias=False)``'s formula, checked in tests/test_views.py),
+    mirrored where ``flips``; uint8 again. Image by image the same whatever else is in the batch
+    (gathers and element-wise arithmetic), so a view bank's view replays bit for bit."""
     x = resized_crop_with(images.float().div_(255), boxes, (size, size))
     return flip_with(x, flips).mul_(255).round_().to(torch.uint8)
 

@@ -81,7 +81,10 @@ class Training:
     a function of the epoch alone, so a resumed cell sees the same batches. None: a permutation
     of ``indices`` from (seed, epoch). ``min_batch``: the fewest images a step can use (SimCLR's v2
     head: 2, for its BatchNorm1d); a smaller last batch of an epoch, or a rank's
-    smaller shard of it, is left out of that step.
+    smaller shard of it, is left out of that step. ``crops(epoch, items)``: the loader's crops
+    of an epoch's items in pass order (a view bank's stored random-resized crops,
+    ``bench.data.recipe.ReplayCrops``) instead of the recipe's own draws; ``augment`` then gets
+    the images already cut.
     """
 
     model: Normalized
@@ -99,6 +102,7 @@ class Training:
     more_metrics: Callable[[nn.Module, dict[str, tuple[torch.Tensor, torch.Tensor]]], dict[str, float]] | None = None
     order: Callable[[int], torch.Tensor] | None = None
     min_batch: int = 1
+    crops: Callable[[int, torch.Tensor], Any] | None = None
 
     def modules(self) -> list[nn.Module]:
         return [self.model, *self.extra.values()]

@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 @method("blind", roles=("teacher",), fields=("unlabeled",), transfer_roles=("backbone",), distills=True)
 def blind(ctx: CellContext) -> Training:
     pool, items = ctx.unlabeled_pool()
-    teacher, view = ctx.teacher_targets("teacher", pool, items)
-    loss = distillation_loss(teacher, ctx.config.temperature, 0.0)
+    targets = ctx.teacher_targets("teacher", pool, items)
+    loss = distillation_loss(targets.logits, ctx.config.temperature, 0.0)
     hidden = torch.full_like(pool.targets, -1)
     model, frozen = student_model(ctx)
     more = agreement(ctx, "teacher") if ctx.config.head is not None else None  # (menghani2019's cells keep their metrics)
-    return Training(model, pool, items, classify(model, loss), None, visible_targets=hidden, augment=view, frozen=frozen,
-                    more_metrics=more)
+    return Training(model, pool, items, classify(model, loss), None, visible_targets=hidden, augment=targets.view,
+                    crops=targets.crops, frozen=frozen, more_metrics=more)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def finetune(ctx: CellContext) -> Training:
     splits = ctx.splits()
     few = splits.few
-    teacher, view = ctx.teacher_targets("teacher", splits.source, few)
-    loss = distillation_loss(teacher, ctx.config.temperature, ctx.config.alpha)
+    targets = ctx.teacher_targets("teacher", splits.source, few)
+    loss = distillation_loss(targets.logits, ctx.config.temperature, ctx.config.alpha)
     model = ctx.dependency_model("student", trainable=True)
-    return Training(model, splits.source, few, classify(model, loss), (splits.source, few), augment=view)
+    return Training(model, splits.source, few, classify(model, loss), (splits.source, few), augment=targets.view, crops=targets.crops)

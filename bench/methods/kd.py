@@ -31,10 +31,10 @@ def kd(ctx: CellContext) -> Training:
     items = splits.train
     hidden = splits.source.targets.clone()
     hidden[splits.unlabeled] = -1
-    teacher, view = ctx.teacher_targets("teacher", splits.source, items)
-    loss = distillation_loss(teacher, ctx.config.temperature, ctx.config.alpha)
+    targets = ctx.teacher_targets("teacher", splits.source, items)
+    loss = distillation_loss(targets.logits, ctx.config.temperature, ctx.config.alpha)
     model, frozen = student_model(ctx)
-    return Training(model, splits.source, items, classify(model, loss), (splits.source, items), visible_targets=hidden, augment=view,
+    return Training(model, splits.source, items, classify(model, loss), (splits.source, items), visible_targets=hidden, augment=targets.view, crops=targets.crops,
                     frozen=frozen, more_metrics=agreement(ctx, "teacher"))
 
 
