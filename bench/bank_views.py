@@ -25,7 +25,7 @@ import torch
 from bench.config import CellConfig
 from bench.data.augment import crop_with, flip_with
 from bench.data.images import ImageSet
-from bench.data.recipe import ViewDraw
+from bench.data.recipe import ViewDraw, crops_in_loader
 from bench.inference import to_device
 from bench.runtime import Runtime
 from bench.seeding import derived_generator
@@ -50,7 +50,7 @@ class BankSpec:
     @property
     def boxes(self) -> bool:
         """Views are random-resized crops of the decoded image (else pad-crop offsets)."""
-        return self.recipe != "pad_crop" and "crop" in self.augment
+        return crops_in_loader(self.recipe, self.augment)
 
     def describe(self) -> str:
         """The spec in a bank's key: today's text for pad-crop banks of full logits (their keys

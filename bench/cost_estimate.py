@@ -248,6 +248,8 @@ BANK_COLUMNS = ("built by", "teacher", "images x views", "views", "stored per vi
 def bank_rows(cells: list[Cell]) -> list[tuple[Any, ...]]:
     """Each view bank the plan builds (by the first student needing it) and its size on disk
     (``view_bank.bank_bytes``), before it is built."""
+    from bench.bank_views import bank_spec
+
     passes: dict[str, int] = {}
     teacher_passes(cells, passes)
     rows = []
@@ -256,7 +258,7 @@ def bank_rows(cells: list[Cell]) -> list[tuple[Any, ...]]:
         if c.teacher_targets != "bank" or not c.augment or not passes.get(cell.id):
             continue
         per_epoch = TRAINING_ITEMS.get(c.method, lambda c, s: s.labeled)(c, items) if items else math.nan
-        views = "random-resized crops" if c.recipe != "pad_crop" and "crop" in c.augment else "pad-crop"
+        views = "random-resized crops" if bank_spec(c).boxes else "pad-crop"
         stored = "all logits" if c.bank_top_k is None else f"top-{c.bank_top_k} logits"
         rows.append((cell.id, c.deps.get("teacher", "?"), f"{_human(per_epoch)} x {c.bank_views}", views,
                      f"{stored}, {c.bank_precision}", _human(_teacher_targets_kept(c, passes[cell.id], per_epoch), "B")))

@@ -22,7 +22,7 @@ from bench.artifact_checks import state_dict_problem
 from bench.config import CellConfig
 from bench.data.augment import augment
 from bench.data.images import ImageSet
-from bench.data.recipe import CropKey
+from bench.data.recipe import CropKey, crops_in_loader
 from bench.data.views import random_color_distortion
 from bench.errors import BenchError
 from bench.inference import evaluate, inference_rate, layout, synchronize, to_device
@@ -50,15 +50,11 @@ def view_generators(seed: int, epoch: int, views: int, rank: int | None = None) 
     return [derived_generator(seed, epoch, "augment", *((v,) if v else ()), *ranked) for v in range(views)]
 
 
-def _loader_crops(config: CellConfig) -> bool:
-    return config.recipe != "pad_crop" and "crop" in config.augment
-
-
 def _crop_flip(config: CellConfig) -> Callable[[torch.Tensor, torch.Generator, torch.Tensor], torch.Tensor]:
     """The cell's own augmentation: ``augment``'s crop and flip on uint8, then float in [0, 1],
     then its colour distortion (SimCLR's, strength ``color_strength``) when it names ``color``."""
     # the imagenet recipe's crop and flip are made by the loader (training.source.batches' crop)
-    skip = {"color", "crop", "flip"} if _loader_crops(config) else {"color"}
+    skip = {"color", "crop", "flip"} if crops_in_loader(config.recipe, config.augment) else {"color"}
     geometric = tuple(name for name in config.augment if name not in skip)
 
     def view(images: torch.Tensor, generator: torch.Generator, indices: torch.Tensor) -> torch.Tensor:
@@ -245,8 +241,10 @@ def train(config: CellConfig, training: Training, evals: EvalSets, cell: CellDir
         shard = data_parallel.shard_order(order, config.batch_size, rank, world)
         if training.crops is not None:  # given crops (a view bank's stored views)
             crop = training.crops(epoch, shard)
+        elif crops_in_loader(config.recipe, config.augment) and training.augment is None:
+            crop = CropKey(config.seed, epoch, "flip" in config.augment)
         else:
-            crop = CropKey(config.seed, epoch, "flip" in config.augment) if _loader_crops(config) and training.augment is None else None
+            crop = None
         local = training.source.batches(shard, config.batch_size // world, runtime.workers, crop)
         synchronize(runtime)
         epoch_start = time.perf_counter()

@@ -24,7 +24,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -41,8 +41,25 @@ EVAL_CROP_FRACTION = 0.875  # centre crop of 224 from 256
 CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults, draw_crop_boxes'
 
 
+def crops_in_loader(recipe: str, augment: Sequence[str]) -> bool:
+    """Whether ``augment``'s crop is the recipe's random-resized crop, cut where the images are
+    loaded (and a view bank stores boxes), rather than pad-crop on the served images."""
+    return recipe != "pad_crop" and "crop" in augment
+
+
+class _ItemCrop:
+    """One image's training crop in a loader worker, from the box and flip its key gives."""
+
+    def box_and_flip(self, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
+        raise NotImplementedError
+
+    def cut(self, image: torch.Tensor, index: int, size: int) -> torch.Tensor:
+        """A loader worker's training crop of one decoded image (uint8 [C, H, W])."""
+        return train_crop(image, *self.box_and_flip(index, image.shape[1], image.shape[2]), size)
+
+
 @dataclass(frozen=True)
-class CropKey:
+class CropKey(_ItemCrop):
     """Where an epoch's crops come from: (seed, epoch); an image's generator adds its index.
     ``flip``: mirror the crops drawn so (augment names flip); the draw is the same either way,
     so a cell with and without flip sees the same boxes."""
@@ -56,10 +73,6 @@ class CropKey:
     def box_and_flip(self, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
         return draw_box_and_flip(self, index, height, width)
 
-    def cut(self, image: torch.Tensor, index: int, size: int) -> torch.Tensor:
-        """A loader worker's training crop of one decoded image (uint8 [C, H, W])."""
-        return train_crop(image, *self.box_and_flip(index, image.shape[1], image.shape[2]), size)
-
     def on_batch(self, native: torch.Tensor, start: int, indices: torch.Tensor, size: int) -> torch.Tensor:
         """An in-memory batch's crops (its generator named by its first image)."""
         return crop_batch(native, self, int(indices[0]), size)
@@ -72,7 +85,7 @@ class CropKey:
 
 
 @dataclass(frozen=True)
-class Crop:
+class Crop(_ItemCrop):
     """One image's given box (top, left, height, width on the decoded image) and flip: what a
     loader worker is handed to replay a view bank's view of that image."""
     top: int
@@ -83,9 +96,6 @@ class Crop:
 
     def box_and_flip(self, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
         return torch.tensor([self.top, self.left, self.height, self.width]), self.flip
-
-    def cut(self, image: torch.Tensor, index: int, size: int) -> torch.Tensor:
-        return train_crop(image, *self.box_and_flip(index, image.shape[1], image.shape[2]), size)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ def kd(ctx: CellContext) -> Training:
     targets = ctx.teacher_targets("teacher", splits.source, items)
     loss = distillation_loss(targets.logits, ctx.config.temperature, ctx.config.alpha)
     model, frozen = student_model(ctx)
-    return Training(model, splits.source, items, classify(model, loss), (splits.source, items), visible_targets=hidden, augment=targets.view, crops=targets.crops,
-                    frozen=frozen, more_metrics=agreement(ctx, "teacher"))
+    return Training(model, splits.source, items, classify(model, loss), (splits.source, items), visible_targets=hidden,
+                    augment=targets.view, crops=targets.crops, frozen=frozen, more_metrics=agreement(ctx, "teacher"))
 
 
 def student_model(ctx: CellContext) -> tuple[Normalized, tuple[nn.Module, ...]]:
