@@ -1,7 +1,7 @@
 """How far a run is and when it will end: counts, the running cell's position, and ETAs.
 
 Pure bookkeeping (no terminal, no torch): ``bench.live`` renders it. Work is what the plan
-says a cell will do (``bench.cost_estimate``: images x forward FLOPs, so a ResNet-50 cell weighs
+says a cell will do (``bench.matrix.cost_estimate``: images x forward FLOPs, so a ResNet-50 cell weighs
 more than an MLP's), or one unit per cell when that is unknown. The overall ETA divides the work
 left by the pace measured so far in this run (work finished per second of cells run here, the
 running cell's share counted by its epochs and batches); a cell's ETA extrapolates its own

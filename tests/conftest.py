@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "tests" / "data" / "tiny.yaml"
+TINY = ROOT / "tests" / "fixtures" / "tiny.yaml"
 
 Speed = dict[str, dict[str, tuple[str, float]]]
 """Benchmark group -> side ("bench" or "baseline") -> (what ran, median seconds)."""
@@ -29,7 +29,7 @@ def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/data/tiny.yaml run once (teacher, blind student, two fine-tunes; ~6 s)."""
+    """tests/fixtures/tiny.yaml run once (teacher, blind student, two fine-tunes; ~6 s)."""
     from bench.cli import main
 
     root = tmp_path_factory.mktemp("tiny-results")
@@ -39,7 +39,7 @@ def tiny_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def speed(pytestconfig: pytest.Config) -> Speed:
-    """Where tests/test_benchmarks.py keeps each group's medians for the summary below."""
+    """Where tests/pipelines/test_benchmarks.py keeps each group's medians for the summary below."""
     return pytestconfig.stash.setdefault(SPEED, {})
 
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bench.matrix import Matrix
-    from bench.plan import Cell
-    from bench.smoke import Smoke
+    from bench.matrix.schema import Matrix
+    from bench.matrix.plan import Cell
+    from bench.matrix.smoke import Smoke
 
 DEFAULT_RESULTS = "runs"
 MODULES = ("bench.commands.runs", "bench.commands.results", "bench.commands.cluster", "bench.commands.doctor")
@@ -36,7 +36,7 @@ ONLY_WITH_NEEDS = "only cells whose id, stage, method or arch matches (glob), pl
 
 def matrix_args(p: argparse.ArgumentParser, only: bool = True, only_help: str = ONLY_WITH_NEEDS) -> None:
     """The arguments every command on a matrix takes."""
-    from bench.plan_limits import DEFAULT_MAX_CELLS
+    from bench.matrix.limits import DEFAULT_MAX_CELLS
 
     p.add_argument("matrix", help="matrix YAML file (matrices/*.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -49,7 +49,7 @@ def matrix_args(p: argparse.ArgumentParser, only: bool = True, only_help: str = 
 
 def smoke_args(p: argparse.ArgumentParser, help: str) -> None:
     """``--smoke`` and how it shortens cells: the same flags give the same rehearsal cells (run, status, cancel)."""
-    from bench.smoke import DEFAULT_BATCH_SIZE, DEFAULT_BATCHES
+    from bench.matrix.smoke import DEFAULT_BATCH_SIZE, DEFAULT_BATCHES
 
     p.add_argument("--smoke", action="store_true", help=help)
     p.add_argument("--smoke-batches", type=int, default=DEFAULT_BATCHES, metavar="N", help="--smoke: batches per "
@@ -61,7 +61,7 @@ def smoke_args(p: argparse.ArgumentParser, help: str) -> None:
 def rehearsal(args: argparse.Namespace) -> Smoke | None:
     """``--smoke``'s shortening of every cell, or None for a real run."""
     from bench.errors import BenchError
-    from bench.smoke import Smoke
+    from bench.matrix.smoke import Smoke
 
     if not getattr(args, "smoke", False):
         return None
@@ -72,15 +72,15 @@ def rehearsal(args: argparse.Namespace) -> Smoke | None:
 
 def run_folder(args: argparse.Namespace, smoke: Smoke | None) -> Path:
     """--results, else a rehearsal's own folder beside the default results (``<results>-smoke``), else the default."""
-    from bench.smoke import default_folder
+    from bench.matrix.smoke import default_folder
 
     return default_folder(results_dir(args)) if smoke is not None and not args.results else results_dir(args)
 
 
 def planned_cells(args: argparse.Namespace, smoke: Smoke | None = None) -> tuple[Matrix, list[Cell]]:
     """The matrix named on the command line and its cells (``--set`` applied; their rehearsals with ``smoke``)."""
-    from bench.matrix import load_matrix
-    from bench.plan import DEFAULT_MAX_CELLS, Planner, parse_sets
+    from bench.matrix.schema import load_matrix
+    from bench.matrix.plan import DEFAULT_MAX_CELLS, Planner, parse_sets
 
     matrix = load_matrix(args.matrix)
     planner = Planner(matrix, parse_sets(args.set or []), getattr(args, "max_cells", DEFAULT_MAX_CELLS), smoke)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from bench.commands import ONLY_WITH_NEEDS, matrix_args, planned_cells, print_frame, rehearsal, run_folder, smoke_args
 from bench.errors import BenchError
-from bench.store import Store, read_json
+from bench.results.store import Store, read_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,7 +102,7 @@ def cell_status(store: Store, cells) -> pd.DataFrame:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from bench.plan import select
+    from bench.matrix.plan import select
 
     smoke = rehearsal(args)
     matrix, cells = planned_cells(args, smoke)
@@ -130,7 +130,7 @@ def status_summary(name: str, table: pd.DataFrame) -> str:
 
 def with_epochs(store: Store, cells, table: pd.DataFrame) -> pd.DataFrame:
     """An ``epoch`` column: epochs finished of the cell's epochs, for cells that have started."""
-    from bench.store import UnreadableFile
+    from bench.results.store import UnreadableFile
 
     epochs = []
     for cell, status in zip(cells, table.status):
@@ -161,7 +161,7 @@ def watch_status(name: str, cells, store: Store, interval: float) -> int:
     again when it changes elsewhere), until no cell is queued or running."""
     import time
 
-    from bench.cost_estimate import work_units
+    from bench.matrix.cost_estimate import work_units
     from bench.live import wants_live
     from bench.progress import duration
     from bench.text_table import frame_text
@@ -219,7 +219,7 @@ def cancel_command(args: argparse.Namespace) -> int:
     without it), not the cells they need. A packed job that also runs cells not matched is left
     queued, with a line naming them, unless ``--whole-jobs``."""
     from bench.executors.slurm import ACTIVE, job_states
-    from bench.plan import matching
+    from bench.matrix.plan import matching
 
     smoke = rehearsal(args)
     _, cells = planned_cells(args, smoke)
@@ -259,8 +259,8 @@ def prefetch_command(args: argparse.Namespace) -> int:
 
     from bench.data.datasets import SPLITS, locate_dataset, prefetch_dataset
     from bench.errors import DataNotFoundError
-    from bench.models import cached_weights, prefetch_weights
-    from bench.preflight import encoder_file_path, needed_inputs
+    from bench.models.zoo import cached_weights, prefetch_weights
+    from bench.matrix.preflight import encoder_file_path, needed_inputs
 
     matrix, cells = planned_cells(args)
     root = args.data_root or matrix.data_root

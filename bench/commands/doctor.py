@@ -1,4 +1,4 @@
-"""``bench doctor --gpu``: the GPU check (see ``bench.gpu_check``)."""
+"""``bench doctor --gpu``: the GPU check (see ``bench.run.gpu_check``)."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,10 @@ from bench.commands import print_frame
 
 
 def doctor_command(args: argparse.Namespace) -> int:
-    from bench import gpu_check
-    from bench.check import read_baseline
+    from bench.run import gpu_check
+    from bench.report.gate import read_baseline
     from bench.cli import main
-    from bench.collect import collect
+    from bench.results.collect import collect
 
     if not args.gpu:
         print("bench doctor: nothing asked; try --gpu")

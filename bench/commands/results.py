@@ -7,11 +7,11 @@ from pathlib import Path
 
 from bench.commands import DEFAULT_RESULTS, results_dir
 from bench.errors import BenchError
-from bench.metrics import METRICS
+from bench.results.metrics import METRICS
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from bench.report import report
+    from bench.report.build import report
 
     for path in report(args.target, results_dir(given=args.results), args.out):
         print(path)
@@ -25,7 +25,7 @@ def ingest_command(args: argparse.Namespace) -> int:
 
 def ingest_and_print(root: Path, tracking_uri: str | None) -> None:
     """Ingest and tell the user where to look (used by ``bench ingest`` and ``bench collect``)."""
-    from bench.tracking import ingest, is_http, scheme
+    from bench.results.tracking import ingest, is_http, scheme
 
     summary = ingest(root, tracking_uri)
     if summary.total == 0:
@@ -41,7 +41,7 @@ def ingest_and_print(root: Path, tracking_uri: str | None) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    from bench.smoke import is_smoke_folder
+    from bench.matrix.smoke import is_smoke_folder
 
     if not args.baseline and not args.verdicts:
         raise BenchError("bench check: give --baseline (cells within tolerance), --verdicts (figures that stay reproduced), or both")
@@ -56,7 +56,7 @@ def check_command(args: argparse.Namespace) -> int:
 
 def verdict_check(args: argparse.Namespace) -> int:
     """``--verdicts FILE``: every figure reading reproduced in FILE is still reproduced."""
-    from bench.verdict_check import current_verdicts, lost, read_verdicts, write_verdicts
+    from bench.report.verdict_gate import current_verdicts, lost, read_verdicts, write_verdicts
 
     path = Path(args.verdicts)
     if args.update:
@@ -79,9 +79,9 @@ def verdict_check(args: argparse.Namespace) -> int:
 
 
 def metric_check(args: argparse.Namespace) -> int:
-    from bench.check import (GATE_METRIC, build_baseline, collect_results, compare, matrix_to_update, read_baseline, shown,
+    from bench.report.gate import (GATE_METRIC, build_baseline, collect_results, compare, matrix_to_update, read_baseline, shown,
                              write_baseline)
-    from bench.store import Store
+    from bench.results.store import Store
 
     results, path = Path(args.results), Path(args.baseline)
     if not args.tolerance >= 0:

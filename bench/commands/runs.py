@@ -14,7 +14,7 @@ from bench.text_table import format_table
 def plan_command(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from bench.plan import PLAN_COLUMNS, plan_rows, select
+    from bench.matrix.plan import PLAN_COLUMNS, plan_rows, select
 
     matrix, cells = planned_cells(args)
     cells = select(cells, args.only)
@@ -29,7 +29,7 @@ def plan_command(args: argparse.Namespace) -> int:
 
 def print_cost_estimate(cells: list, seconds=None, heading: str | None = None) -> None:
     """Per stage: images, GPU-hours (or hours at measured rates), disk and host memory."""
-    from bench.cost_estimate import ASSUMPTION, COLUMNS, estimate, stage_rows
+    from bench.matrix.cost_estimate import ASSUMPTION, COLUMNS, estimate, stage_rows
 
     works = estimate(cells)
     columns = COLUMNS if seconds is None else tuple("hours here" if c == "GPU-hours" else c for c in COLUMNS)
@@ -38,7 +38,7 @@ def print_cost_estimate(cells: list, seconds=None, heading: str | None = None) -
 
 
 def print_teacher_cost(cells: list) -> None:
-    from bench.plan_cost import COLUMNS, teacher_passes, total
+    from bench.matrix.plan_cost import COLUMNS, teacher_passes, total
 
     costs = teacher_passes(cells)
     if not costs:
@@ -48,7 +48,7 @@ def print_teacher_cost(cells: list) -> None:
     print("\nteacher forwards, in passes over each student's training items (logits cache: 1 per teacher and items; "
           "online: 1 per student epoch; view bank: bank_views per bank, shared)")
     print(format_table(COLUMNS, rows))
-    from bench.cost_estimate import BANK_COLUMNS, bank_rows
+    from bench.matrix.cost_estimate import BANK_COLUMNS, bank_rows
 
     banks = bank_rows(cells)
     if banks:
@@ -57,13 +57,13 @@ def print_teacher_cost(cells: list) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from bench.collect import collect, summary
+    from bench.results.collect import collect, summary
     from bench.executors import get_executor
-    from bench.plan import plan_name, record_plan, select
-    from bench.preflight import check_inputs, check_parents
-    from bench.runtime import Runtime
-    from bench.smoke import claim_folder
-    from bench.store import Store
+    from bench.matrix.plan import plan_name, record_plan, select
+    from bench.matrix.preflight import check_inputs, check_parents
+    from bench.training.runtime import Runtime
+    from bench.matrix.smoke import claim_folder
+    from bench.results.store import Store
 
     smoke = rehearsal(args)
     matrix, all_cells = planned_cells(args, smoke)
@@ -111,7 +111,7 @@ def run_display(args: argparse.Namespace, cells: list, runs_here: bool):
 
     if not runs_here or not wants_live(args.no_progress):
         return echo
-    from bench.cost_estimate import work_units
+    from bench.matrix.cost_estimate import work_units
 
     return open_display(args.no_progress, work_units(cells))
 
@@ -122,9 +122,9 @@ def finish_rehearsal(args: argparse.Namespace, matrix, ran: list, table, store) 
     machine, its small batches)."""
     import math
 
-    from bench.collect import write_tables
-    from bench.plan import expand, parse_sets
-    from bench.smoke import SHORTENED, structural_key
+    from bench.results.collect import write_tables
+    from bench.matrix.plan import expand, parse_sets
+    from bench.matrix.smoke import SHORTENED, structural_key
 
     if not table.empty:
         csv_path, _ = write_tables(table, store.root)
@@ -148,8 +148,8 @@ def finish_rehearsal(args: argparse.Namespace, matrix, ran: list, table, store) 
 
 def print_report_end(root: Path, matrix: str) -> None:
     """The run's product: its report's summary line, where report.html is, and how to browse the runs."""
-    from bench.report import report_matrix
-    from bench.tracking import default_tracking_uri
+    from bench.report.build import report_matrix
+    from bench.results.tracking import default_tracking_uri
 
     try:
         written = report_matrix(root, matrix)
@@ -162,7 +162,7 @@ def print_report_end(root: Path, matrix: str) -> None:
 
 
 def collect_command(args: argparse.Namespace) -> int:
-    from bench.collect import collect, summary, write_tables
+    from bench.results.collect import collect, summary, write_tables
     from bench.commands.results import ingest_and_print
 
     root = Path(args.dir or results_dir(args))

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.config import CellConfig
+from bench.matrix.config import CellConfig
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 

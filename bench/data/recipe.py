@@ -16,7 +16,7 @@
   student instead hands the loader given boxes and flips (``ReplayCrops``; per image a ``Crop``
   for a worker), and its build has the set cut K views of each image (``ViewDraw``).
 
-Agreement with ``torchvision.transforms.v2.functional`` on the same boxes: tests/test_recipe.py.
+Agreement with ``torchvision.transforms.v2.functional`` on the same boxes: tests/data/test_recipe.py.
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ class ViewDraw:
 def draw_box_and_flip(key: CropKey, index: int, height: int, width: int) -> tuple[torch.Tensor, bool]:
     """One image's (top, left, height, width) box and flip, from its own generator: the draws of
     ``draw_crop_boxes(1, ...)`` then ``draw_flip(1, ...)`` and their arithmetic, all but ``exp``
-    in Python floats (the same IEEE operations, so the same box; tests/test_recipe.py).
+    in Python floats (the same IEEE operations, so the same box; tests/data/test_recipe.py).
     A loader's worker calls it per image: a fifth of the batched version's ~140 us at n = 1."""
     g = key.generator(index)
     (s0, s1), (r0, r1) = CROP_SCALE, CROP_RATIO
@@ -203,7 +203,7 @@ def crop_batch(images: torch.Tensor, key: CropKey, first: int, size: int) -> tor
 
 def crop_with_boxes(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [N, C, H, W] -> each image's box, bilinear crop-resize to ``size`` on the batch's
-    device (``resized_crop(antialias=False)``'s formula, checked in tests/test_views.py),
+    device (``resized_crop(antialias=False)``'s formula, checked in tests/data/test_views.py),
     mirrored where ``flips``; uint8 again. Image by image the same whatever else is in the batch
     (gathers and element-wise arithmetic), so a view bank's view replays bit for bit."""
     x = resized_crop_with(images.float().div_(255), boxes, (size, size))

@@ -26,7 +26,7 @@ from bench.data.images import ImageSet, StreamedImageSet, TensorImageSet
 from bench.errors import BenchError
 from bench.registry import Registry
 from bench.seeding import derived_generator
-from bench.store import atomic_write_json, read_json
+from bench.results.store import atomic_write_json, read_json
 
 PROTOCOLS: Registry[Callable[..., dict[str, torch.Tensor]]] = Registry("split protocol")
 

@@ -29,7 +29,7 @@ Inputs are float batches in [0, 1] of shape (N, C, H, W), C in {1, 3}; outputs s
 For C = 1 saturation, hue and grayscale are the identity (as in torchvision).
 
 Agreement with ``torchvision.transforms.v2.functional`` applied image by image with the same
-parameters (float32; asserted bound in tests/test_views.py, then the largest diff observed):
+parameters (float32; asserted bound in tests/data/test_views.py, then the largest diff observed):
   - flip, brightness: < 1e-6 (bitwise in practice); grayscale: < 1e-6 (1.2e-7);
   - resized_crop (bilinear, antialias=False): < 1e-5 (1.8e-7); contrast, saturation: < 1e-5
     (3e-7, a mean's summation order); Gaussian blur: < 1e-5 (1.1e-6, separable vs 2-d kernel);

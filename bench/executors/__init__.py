@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Protocol
 from bench.registry import Registry
 
 if TYPE_CHECKING:  # importing these pulls in torch; the CLI's start-up should not
-    from bench.plan import Cell
-    from bench.runtime import Runtime
-    from bench.store import Store
+    from bench.matrix.plan import Cell
+    from bench.training.runtime import Runtime
+    from bench.results.store import Store
 
 
 @dataclass

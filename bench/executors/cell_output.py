@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.console import Echo
 from bench.errors import BenchError, StorageError
-from bench.store import CellDir, Store, atomic_write_json, read_json
+from bench.results.store import CellDir, Store, atomic_write_json, read_json
 
 
 class tee:

@@ -7,10 +7,10 @@ from bench.console import Display, echo
 from bench.errors import StorageError
 from bench.executors import EXECUTORS, RunSummary
 from bench.executors.cell_output import record_failure, tee
-from bench.plan import Cell, describe_cell
-from bench.runner import run_cell
-from bench.runtime import Runtime
-from bench.store import Store
+from bench.matrix.plan import Cell, describe_cell
+from bench.run.runner import run_cell
+from bench.training.runtime import Runtime
+from bench.results.store import Store
 
 
 class LocalExecutor:

@@ -27,17 +27,17 @@ from typing import Any
 
 import submitit
 
-from bench.cell_ids import CELL_ID
+from bench.matrix.ids import CELL_ID
 from bench.console import Echo, echo
 from bench.errors import BenchError, ConfigError
 from bench.executors import EXECUTORS, RunSummary
 from bench.executors.cell_output import read_failure, warn_once
 from bench.executors.profile import Profile, load_profile
 from bench.executors.slurm_job import BLOCKED, CellJob
-from bench.plan import Cell, describe_cell
-from bench.runner import prepare_cell
-from bench.runtime import Runtime
-from bench.store import Store, atomic_write_json, read_json
+from bench.matrix.plan import Cell, describe_cell
+from bench.run.runner import prepare_cell
+from bench.training.runtime import Runtime
+from bench.results.store import Store, atomic_write_json, read_json
 
 ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED")
 RECORD = "slurm.json"
@@ -120,7 +120,7 @@ def job_states(store: Store, cell_ids: list[str]) -> dict[str, tuple[str, JobRec
 def check_ranks(profile: Profile, cells: list[Cell]) -> None:
     """Fail before anything is queued, not on the compute node: a stage whose ranks (``nodes`` x
     ``tasks_per_node``) do not split the global ``batch_size`` of a cell that trains."""
-    from bench.method_requirements import requirement
+    from bench.matrix.requirements import requirement
 
     for cell in cells:
         resources = profile.for_stage(cell.stage)

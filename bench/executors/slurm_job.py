@@ -9,7 +9,7 @@ SLURM's state says so.
 
 torch uses the CPUs SLURM gave the task (``SLURM_CPUS_PER_TASK``), not every core of the node:
 two jobs of one CPU each on a two-core node, each with two threads, ran 5x slower than one
-process alone. With several tasks the cell runs data-parallel (``bench.data_parallel``).
+process alone. With several tasks the cell runs data-parallel (``bench.training.data_parallel``).
 """
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from pathlib import Path
 import submitit
 import torch
 
-from bench import data_parallel
-from bench.config import CellConfig
+from bench.training import data_parallel
+from bench.matrix.config import CellConfig
 from bench.errors import BenchError
 from bench.executors.cell_output import record_failure, tee
-from bench.runner import run_cell
-from bench.runtime import Runtime, allotted_cpus, default_device
-from bench.store import Store, atomic_write_json, read_json
+from bench.run.runner import run_cell
+from bench.training.runtime import Runtime, allotted_cpus, default_device
+from bench.results.store import Store, atomic_write_json, read_json
 
 BLOCKED = "blocked: "  # the reason's prefix of a cell not run because a dependency is not done
 

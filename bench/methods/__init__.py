@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from bench.data.images import ImageSet
-from bench.method_requirements import REQUIREMENTS, Requirement
-from bench.models import Normalized
+from bench.matrix.requirements import REQUIREMENTS, Requirement
+from bench.models.zoo import Normalized
 from bench.registry import Registry
 
 if TYPE_CHECKING:
-    from bench.context import CellContext
+    from bench.cell.context import CellContext
 
 
 @dataclass

@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from bench.artifact_checks import fields_problem, items_digest, labels_problem, tensor_problem
-from bench.config import CellConfig
+from bench.results.artifact_checks import fields_problem, items_digest, labels_problem, tensor_problem
+from bench.matrix.config import CellConfig
 from bench.data.images import ImageSet
 from bench.data.multi_transform import NamedTransform, transforms_of
-from bench.inference import as_float, predict, to_device
+from bench.training.inference import as_float, predict, to_device
 from bench.methods import Computation, method
-from bench.store import UnreadableFile, atomic_torch_save, load_tensors
+from bench.results.store import UnreadableFile, atomic_torch_save, load_tensors
 
 if TYPE_CHECKING:
-    from bench.context import CellContext
+    from bench.cell.context import CellContext
 
 PSEUDO_LABELS = "pseudo_labels"
 CHUNK_BATCHES = 200  # batches between two saves of the partial annotation

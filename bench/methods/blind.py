@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from bench.methods import Training, classify, method
-from bench.methods.distill import distillation_loss
+from bench.training.losses import distillation_loss
 from bench.methods.kd import agreement, student_model
 
 if TYPE_CHECKING:
-    from bench.context import CellContext
+    from bench.cell.context import CellContext
 
 
 @method("blind", roles=("teacher",), fields=("unlabeled",), transfer_roles=("backbone",), distills=True)

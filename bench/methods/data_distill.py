@@ -22,7 +22,7 @@ from bench.methods.annotate import PSEUDO_LABELS, pseudo_labels_problem
 from bench.seeding import derived_generator
 
 if TYPE_CHECKING:
-    from bench.context import CellContext
+    from bench.cell.context import CellContext
 
 
 def labeled_per_batch(share: float, batch_size: int) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bench.methods import Training, classify, method
-from bench.methods.distill import distillation_loss
+from bench.training.losses import distillation_loss
 
 if TYPE_CHECKING:
-    from bench.context import CellContext
+    from bench.cell.context import CellContext
 
 
 @method("finetune", roles=("student", "teacher"), fields=("n_per_class",), distills=True)

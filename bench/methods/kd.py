@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import nn
 
-from bench.inference import predict
+from bench.training.inference import predict
 from bench.methods import Training, classify, method
-from bench.methods.distill import distillation_loss
+from bench.training.losses import distillation_loss
 from bench.methods.transfer import with_backbone
-from bench.models import Normalized
+from bench.models.zoo import Normalized
 
 if TYPE_CHECKING:
-    from bench.context import CellContext
+    from bench.cell.context import CellContext
 
 
 @method("kd", roles=("teacher",), transfer_roles=("backbone",), distills=True)

@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from bench.data.views import simclr_view
-from bench.inference import embeddings
+from bench.training.inference import embeddings
 from bench.methods import Batch, Training, method
-from bench.methods.contrastive import nt_xent, projection_head
-from bench.ssl_eval import knn_accuracy, linear_probe_accuracy
+from bench.training.contrastive import nt_xent, projection_head
+from bench.training.ssl_eval import knn_accuracy, linear_probe_accuracy
 
 if TYPE_CHECKING:
-    from bench.context import CellContext
+    from bench.cell.context import CellContext
     from bench.data.images import ImageSet
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from bench.methods import Batch, Training, classify, method
 
 if TYPE_CHECKING:
-    from bench.context import CellContext
+    from bench.cell.context import CellContext
 
 
 @method("supervised")

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 
 from bench.errors import BenchError
 from bench.methods import Batch, Training, classify, method
-from bench.models import Normalized, WithHead
+from bench.models.zoo import Normalized, WithHead
 
 if TYPE_CHECKING:
-    from bench.context import CellContext
+    from bench.cell.context import CellContext
 
 
 def with_backbone(ctx: CellContext, frozen: bool, role: str = "encoder") -> tuple[Normalized, tuple[torch.nn.Module, ...]]:

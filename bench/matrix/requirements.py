@@ -1,0 +1,41 @@
+"""What a method needs of its cell (roles, fields, transfer roles; whether it trains an encoder or
+trains at all), declared with ``@method(...)`` and checked when a matrix is planned. Torch-free,
+so the planner reads it from ``bench.matrix.names`` without importing the methods."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a method needs of its cell, checked when the matrix is planned, not after the teachers ran."""
+
+    roles: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    transfer_roles: tuple[str, ...] = ()  # roles whose cell may be on another dataset (a pretrained encoder)
+    encoder: bool = False  # its model.pt is a backbone without a classifier (SimCLR)
+    trains: bool = True  # False: a Computation (no epochs, no model.pt; annotate)
+    distills: bool = False  # trains on its teacher's targets (so teacher_targets applies; bench plan --cost counts them)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Requirement":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+REQUIREMENTS: dict[str, Requirement] = {}
+"""method name -> its requirement, filled by ``bench.methods.method`` as the methods register."""
+
+
+@lru_cache(maxsize=None)
+def requirement(method: str) -> Requirement | None:
+    """The requirement of a method by name, from the name index (no torch import; read once per
+    method and process: the planner asks for every cell)."""
+    from bench.matrix.names import index
+
+    data = index()["methods"].get(method)
+    return None if data is None else Requirement.from_dict(data)

@@ -1,0 +1,1 @@
+"""Models: the papers' architectures and timm's, by name; weights and offline look-ups."""

@@ -1,1 +1,0 @@
-"""Package data: one ``<paper>.yaml`` of reported figures per paper (see ``bench.paper_figures``)."""

@@ -1,0 +1,1 @@
+"""Reports: the papers' figures beside ours, verdicts, claims, plots, and the regression gates."""

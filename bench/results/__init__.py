@@ -1,0 +1,1 @@
+"""The results folder (atomic store, locks, artifact checks) and what reads it: collect and MLflow."""

@@ -1,0 +1,1 @@
+"""One cell run end to end: context, method, engine, result, DONE."""
