@@ -19,11 +19,12 @@ from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError
 from bench.training.inference import forward_in_batches, item_positions, outputs_key, predict
 from bench.console import Echo, echo
-from bench.methods import Batch
-from bench.training.losses import TeacherFn, TeacherTargets
+from bench.training.interface import Batch
+from bench.training.interface import TeacherFn, TeacherTargets
 from bench.training.contrastive import dense_head
 from bench.models.zoo import Normalized, WithHead, create_backbone, create_model, normalization
 from bench.training.runtime import Runtime
+from bench.matrix.names import requirement
 from bench.matrix.smoke import cut as smoke_cut
 from bench.results.store import CellDir, Store, UnreadableFile, atomic_torch_save, load_tensors, read_json
 from bench.cell.bank_views import bank_spec
@@ -193,10 +194,8 @@ class CellContext:
 
     def dependency_classes(self, role: str) -> int:
         """The outputs of the model of the cell this one needs as ``role`` (0: an encoder's embedding)."""
-        from bench.methods import REQUIREMENTS
-
         dep_config = self.dependency_config(role)
-        needs = REQUIREMENTS.get(dep_config.method)
+        needs = requirement(dep_config.method)
         if needs is not None and needs.encoder:
             return 0  # its model.pt is a backbone without a classifier
         if dep_config.dataset == self.config.dataset and dep_config.task_classes == self.config.task_classes:

@@ -40,7 +40,7 @@ from bench.data.images import ImageSet
 from bench.data.recipe import ReplayCrops
 from bench.training.inference import forward_in_batches, item_positions, layout, outputs_key
 from bench.results.locks import exclusive
-from bench.methods import Batch
+from bench.training.interface import Batch
 from bench.training.runtime import Runtime
 from bench.seeding import derived_generator
 from bench.errors import BenchError

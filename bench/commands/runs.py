@@ -124,7 +124,8 @@ def finish_rehearsal(args: argparse.Namespace, matrix, ran: list, table, store) 
 
     from bench.results.collect import write_tables
     from bench.matrix.plan import expand, parse_sets
-    from bench.matrix.smoke import SHORTENED, structural_key
+    from bench.matrix.plan import structural_key
+    from bench.matrix.smoke import SHORTENED
 
     if not table.empty:
         csv_path, _ = write_tables(table, store.root)

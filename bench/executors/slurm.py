@@ -120,7 +120,7 @@ def job_states(store: Store, cell_ids: list[str]) -> dict[str, tuple[str, JobRec
 def check_ranks(profile: Profile, cells: list[Cell]) -> None:
     """Fail before anything is queued, not on the compute node: a stage whose ranks (``nodes`` x
     ``tasks_per_node``) do not split the global ``batch_size`` of a cell that trains."""
-    from bench.matrix.requirements import requirement
+    from bench.matrix.names import requirement
 
     for cell in cells:
         resources = profile.for_stage(cell.stage)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from bench.matrix.config import CellConfig
 from bench.data.sizes import SIZES, NominalSize
-from bench.matrix.requirements import requirement
+from bench.matrix.names import requirement
 from bench.matrix.plan import Cell
 from bench.matrix.plan_cost import teacher_passes
 

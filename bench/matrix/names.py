@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.matrix.requirements import REQUIREMENTS, Requirement
+
 PACKAGE = Path(__file__).resolve().parents[1]
 REGISTERING = ("methods", "models", "data/datasets.py", "matrix/requirements.py")
 
@@ -50,7 +52,6 @@ def build() -> dict[str, Any]:
     import timm
 
     from bench.data.datasets import DATASETS
-    from bench.matrix.requirements import REQUIREMENTS
     from bench.methods import METHODS
     from bench.models.zoo import MODELS
 
@@ -95,3 +96,11 @@ def architecture_exists(name: Any) -> bool:
         return False
     data = index()
     return name in data["models"] or name.partition(".")[0] in data["timm"]
+
+
+@lru_cache(maxsize=None)
+def requirement(method: str) -> Requirement | None:
+    """The requirement of a method by name, from the name index (no torch import; read once per
+    method and process: the planner asks for every cell)."""
+    data = index()["methods"].get(method)
+    return None if data is None else Requirement.from_dict(data)

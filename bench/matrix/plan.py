@@ -20,10 +20,11 @@ from bench.errors import BenchError, ConfigError, first_validation_error, short
 from bench.matrix.schema import Matrix, Rule, stage_order, validate_field
 from bench.matrix.limits import DEFAULT_MAX_CELLS
 from bench.matrix.selectors import rule_matches
+from bench.matrix.smoke import SHORTENED, Smoke
+from bench.matrix.smoke import plan_name as smoke_plan_name
 from bench.yaml_input import parse_yaml
 
 if TYPE_CHECKING:
-    from bench.matrix.smoke import Smoke
     from bench.results.store import Store
 
 # A dependant sees its parents' inputs: the same images, and the same train/val/test split (which
@@ -212,7 +213,7 @@ class Planner:
 
     def _check_method_needs(self, cell: Cell) -> None:
         """What a cell's method needs (roles, fields, a validation split) is checked before anything runs."""
-        from bench.matrix.requirements import requirement
+        from bench.matrix.names import requirement
 
         c, where = cell.config, f"stages.{cell.stage}"
         needs = requirement(c.method)
@@ -235,7 +236,7 @@ class Planner:
         split (so no parent trained on its dependant's test images). A role the method takes for
         transfer (an encoder pretrained elsewhere) may be on another dataset; on the same dataset
         the guard holds."""
-        from bench.matrix.requirements import requirement
+        from bench.matrix.names import requirement
 
         needs = requirement(cell.config.method)
         for role, parent in parents.items():
@@ -311,13 +312,20 @@ def select(cells: list[Cell], pattern: str | None) -> list[Cell]:
     return [c for c in cells if c.id in wanted]
 
 
+def structural_key(cell: Cell) -> tuple[Any, ...]:
+    """What a cell is, but for the fields a rehearsal shortens: its stage, its axis values and its
+    parents' keys by role. A real cell and its rehearsal have the same key, so a rehearsal's
+    measurements price the real cells (two real cells differing only in batch size share one)."""
+    values = tuple(sorted((k, repr(v)) for k, v in cell.axis_values.items() if k not in SHORTENED))
+    parents = tuple(sorted((role, structural_key(cell.parents[role])) for role in cell.config.deps if role in cell.parents))
+    return cell.stage, values, parents
+
+
 def plan_name(matrix_name: str, sets: list[str] | None, smoke: Smoke | None = None) -> str:
     """The matrix's name, or name@hash for a run with --set, so a variant never replaces the
     matrix's own plan (and its cells stay in the matrix's tables and baselines); a rehearsal's
     is name@smoke (``bench.matrix.smoke.plan_name``)."""
     if smoke is not None:
-        from bench.matrix.smoke import plan_name as smoke_plan_name
-
         return smoke_plan_name(matrix_name, sets, smoke)
     if not sets:
         return matrix_name

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.matrix.requirements import requirement
+from bench.matrix.names import requirement
 from bench.matrix.plan import Cell
 
 ITEM_FIELDS = ("method", "dataset", "image_size", "protocol", "val_fraction", "unlabeled", "unlabeled_limit",

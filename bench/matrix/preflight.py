@@ -76,7 +76,7 @@ def check_parents(cells: Iterable[Cell], store: Store, planned: Iterable[Cell] =
     it is a valid done parent. Whether a parent trains is read from the plan (``planned``: every
     cell of the matrix, the done ones too), not from its folder: a finished parent is not among
     the cells still to run."""
-    from bench.matrix.requirements import requirement
+    from bench.matrix.names import requirement
 
     cells = list(cells)
     method_of = {c.id: c.config.method for c in (*planned, *cells)}

@@ -1,10 +1,10 @@
 """What a method needs of its cell (roles, fields, transfer roles; whether it trains an encoder or
-trains at all), declared with ``@method(...)`` and checked when a matrix is planned. Torch-free,
-so the planner reads it from ``bench.matrix.names`` without importing the methods."""
+trains at all), declared with ``@method(...)`` and checked when a matrix is planned. Torch-free and
+importing nothing of bench: the planner reads the requirements from the name index
+(``bench.matrix.names.requirement``) without importing the methods."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any
 
 
@@ -30,12 +30,3 @@ class Requirement:
 REQUIREMENTS: dict[str, Requirement] = {}
 """method name -> its requirement, filled by ``bench.methods.method`` as the methods register."""
 
-
-@lru_cache(maxsize=None)
-def requirement(method: str) -> Requirement | None:
-    """The requirement of a method by name, from the name index (no torch import; read once per
-    method and process: the planner asks for every cell)."""
-    from bench.matrix.names import index
-
-    data = index()["methods"].get(method)
-    return None if data is None else Requirement.from_dict(data)

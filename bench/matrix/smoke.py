@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     import torch
 
     from bench.matrix.config import CellConfig
-    from bench.matrix.plan import Cell
     from bench.results.store import Store
 
 MARKER = "SMOKE"
@@ -53,15 +52,6 @@ class Smoke:
 
 SHORTENED = ("epochs", "batch_size", "warmup_epochs", "smoke_batches")
 """The fields a rehearsal changes: cells that differ only in these are one cell at smoke scale."""
-
-
-def structural_key(cell: Cell) -> tuple[Any, ...]:
-    """What a cell is, but for the fields a rehearsal shortens: its stage, its axis values and its
-    parents' keys by role. A real cell and its rehearsal have the same key, so a rehearsal's
-    measurements price the real cells (two real cells differing only in batch size share one)."""
-    values = tuple(sorted((k, repr(v)) for k, v in cell.axis_values.items() if k not in SHORTENED))
-    parents = tuple(sorted((role, structural_key(cell.parents[role])) for role in cell.config.deps if role in cell.parents))
-    return cell.stage, values, parents
 
 
 def plan_name(matrix_name: str, sets: list[str] | None, smoke: Smoke | None) -> str:

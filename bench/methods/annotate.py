@@ -27,7 +27,8 @@ from bench.matrix.config import CellConfig
 from bench.data.images import ImageSet
 from bench.data.multi_transform import NamedTransform, transforms_of
 from bench.training.inference import as_float, predict, to_device
-from bench.methods import Computation, method
+from bench.methods import method
+from bench.training.interface import Computation
 from bench.results.store import UnreadableFile, atomic_torch_save, load_tensors
 
 if TYPE_CHECKING:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from bench.methods import Training, classify, method
+from bench.methods import method
+from bench.training.interface import Training, classify
 from bench.training.losses import distillation_loss
 from bench.methods.kd import agreement, student_model
 

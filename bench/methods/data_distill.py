@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from bench.data.images import JoinedImageSet
 from bench.errors import BenchError
-from bench.methods import Batch, Training, classify, method
+from bench.methods import method
+from bench.training.interface import Batch, Training, classify
 from bench.methods.annotate import PSEUDO_LABELS, pseudo_labels_problem
 from bench.seeding import derived_generator
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench.methods import Training, classify, method
+from bench.methods import method
+from bench.training.interface import Training, classify
 from bench.training.losses import distillation_loss
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from bench.training.inference import predict
-from bench.methods import Training, classify, method
+from bench.methods import method
+from bench.training.interface import Training, classify
 from bench.training.losses import distillation_loss
 from bench.methods.transfer import with_backbone
 from bench.models.zoo import Normalized

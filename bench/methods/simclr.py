@@ -20,7 +20,8 @@ from torch import nn
 
 from bench.data.views import simclr_view
 from bench.training.inference import embeddings
-from bench.methods import Batch, Training, method
+from bench.methods import method
+from bench.training.interface import Batch, Training
 from bench.training.contrastive import nt_xent, projection_head
 from bench.training.ssl_eval import knn_accuracy, linear_probe_accuracy
 

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from bench.methods import Batch, Training, classify, method
+from bench.methods import method
+from bench.training.interface import Batch, Training, classify
 
 if TYPE_CHECKING:
     from bench.cell.context import CellContext

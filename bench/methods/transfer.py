@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError
-from bench.methods import Batch, Training, classify, method
+from bench.methods import method
+from bench.training.interface import Batch, Training, classify
 from bench.models.zoo import Normalized, WithHead
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ from bench.cell.context import CellContext
 from bench.console import echo
 from bench.training.engine import EvalSets, Progress, describe_epoch, train
 from bench.errors import BenchError
-from bench.methods import METHODS, Computation, Training
+from bench.methods import METHODS
+from bench.training.interface import Computation, Training
 from bench.training.runtime import Runtime
 from bench.results.store import Store, atomic_torch_save, atomic_write_json, read_json
 from bench.training.costs import model_costs, peak_memory, reset_peak

@@ -26,7 +26,7 @@ from bench.data.recipe import CropKey, crops_in_loader
 from bench.data.views import random_color_distortion
 from bench.errors import BenchError
 from bench.training.inference import evaluate, inference_rate, layout, synchronize, to_device
-from bench.methods import Batch, Training
+from bench.training.interface import Batch, Training
 from bench.progress import Position, Throttle
 from bench.training.runtime import Runtime
 from bench.seeding import derived_generator

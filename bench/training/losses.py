@@ -1,25 +1,11 @@
 """The distillation loss shared by kd, blind and finetune (Hinton et al.)."""
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from bench.methods import Batch, LossFn, ViewFn
-
-TeacherFn = Callable[[Batch], torch.Tensor]
-
-
-class TeacherTargets(NamedTuple):
-    """How a student gets its teacher's logits (``CellContext.teacher_targets``): ``logits`` of a
-    batch; with a view bank, the student's ``view`` of a batch and, for random-resized views,
-    the loader's ``crops`` of an epoch (the two ``Training`` fields of the same names)."""
-
-    logits: TeacherFn
-    view: ViewFn | None = None
-    crops: Callable[[int, torch.Tensor], Any] | None = None
-
+from bench.training.interface import Batch, LossFn, TeacherFn
 
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher_T || student_T) * T^2, averaged over the batch.

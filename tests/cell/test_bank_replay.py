@@ -18,7 +18,7 @@ from bench.cli import main
 from bench.data.datasets import with_recipe
 from bench.data.images import ImageSet, StreamedImageSet, TensorImageSet
 from bench.errors import BenchError
-from bench.methods import Batch
+from bench.training.interface import Batch
 from bench.training.runtime import Runtime
 from bench.seeding import derived_generator
 from bench.cell.soft_labels import rebuild, top_k

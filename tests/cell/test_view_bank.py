@@ -13,7 +13,7 @@ from bench.cli import main
 from bench.matrix.config import CellConfig
 from bench.cell.context import CellContext
 from bench.data.augment import augment
-from bench.methods import Batch
+from bench.training.interface import Batch
 from bench.training.runtime import Runtime
 from bench.seeding import derived_generator
 from bench.results.store import Store, read_json

@@ -37,7 +37,8 @@ def test_planning_every_shipped_matrix_imports_neither_torch_nor_timm(tmp_path: 
 
 def test_the_index_agrees_with_the_registries() -> None:
     from bench.data.datasets import DATASETS
-    from bench.matrix.requirements import REQUIREMENTS, requirement
+    from bench.matrix.names import requirement
+    from bench.matrix.requirements import REQUIREMENTS
     from bench.methods import METHODS
     from bench.models.zoo import architecture_exists
 

@@ -20,7 +20,8 @@ from bench.data.datasets import clear_cache
 from bench.training.engine import train_eval_items
 from bench.matrix.schema import load_matrix
 from bench.matrix.plan import expand
-from bench.matrix.smoke import MARKER, Smoke, structural_key
+from bench.matrix.plan import structural_key
+from bench.matrix.smoke import MARKER, Smoke
 from tests.conftest import ROOT, TINY, write_matrix
 from tests.paper_fixtures import cifar_md5_lists, plant_timm_weights, write_paper_data, write_simclr_encoder
 

@@ -21,7 +21,8 @@ from bench.cell.context import CellContext
 from bench.errors import BenchError
 from bench.data.augment import random_crop
 from bench.training.inference import outputs_key, predict
-from bench.methods import METHODS, Batch
+from bench.methods import METHODS
+from bench.training.interface import Batch
 from bench.training.runtime import Runtime
 from bench.results.store import Store
 from tests.conftest import write_matrix

@@ -31,7 +31,8 @@ from bench.data.recipe import CropKey
 from bench.data.views import blur_kernel_size, simclr_view
 from bench.training.engine import EvalSets, Outcome, train
 from bench.training.inference import forward_in_batches
-from bench.methods import METHODS, Batch, Training
+from bench.methods import METHODS
+from bench.training.interface import Batch, Training
 from bench.training.runtime import Runtime
 from bench.results.store import Store
 from bench.cell.view_bank import BankedTeacher, bank_path, load_or_build

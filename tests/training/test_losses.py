@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.methods import Batch
+from bench.training.interface import Batch
 from bench.training.losses import distillation_loss, soft_kl
 
 N, CLASSES = 12, 5
