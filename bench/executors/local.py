@@ -5,7 +5,7 @@ import argparse
 
 from bench.console import Display, echo
 from bench.errors import StorageError
-from bench.executors import EXECUTORS, RunSummary
+from bench.executors.base import EXECUTORS, RunSummary
 from bench.executors.cell_output import record_failure, tee
 from bench.matrix.plan import Cell, describe_cell
 from bench.run.runner import run_cell

@@ -30,7 +30,7 @@ import submitit
 from bench.matrix.ids import CELL_ID
 from bench.console import Echo, echo
 from bench.errors import BenchError, ConfigError
-from bench.executors import EXECUTORS, RunSummary
+from bench.executors.base import EXECUTORS, RunSummary
 from bench.executors.cell_output import read_failure, warn_once
 from bench.executors.profile import Profile, load_profile
 from bench.executors.slurm_job import BLOCKED, CellJob
