@@ -13,7 +13,7 @@ At T = 1 the rebuilt softmax is exactly FKD's renormalised label: the top-k prob
 the teacher's, and each other class gets (1 - their sum) / (C - k), since
 ``(C - k) exp(r) = sum of exp(l_j) over the rest``. At any T the top-k classes keep the
 teacher's ratios; the rest is one uniform value (``exp(r / T)`` each), as FKD's uniform spread
-is a smoothing of the tail. Checked against a hand computation in tests/test_soft_labels.py.
+is a smoothing of the tail. Checked against a hand computation in tests/cell/test_bank_replay.py.
 """
 from __future__ import annotations
 
