@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-import bench.cell.context
+import bench.cell.teacher_targets
 from bench.cli import main
 from bench.results.collect import collect
 from bench.matrix.config import CellConfig, cell_id
@@ -182,7 +182,7 @@ def test_teacher_logits_cache_is_reused_not_recomputed(teacher_cell: tuple[Path,
     def recompute(*args: Any, **kwargs: Any) -> torch.Tensor:
         raise AssertionError("teacher logits recomputed although they are cached")
 
-    monkeypatch.setattr(bench.cell.context, "predict", recompute)
+    monkeypatch.setattr(bench.cell.teacher_targets, "predict", recompute)
     second = student_context(teacher_cell, seed=1).teacher_logits("teacher", splits.source, splits.train)
     batch = batch_of(ctx, shuffled(splits.train)[:100])
     assert torch.equal(second(batch), first(batch))

@@ -11,7 +11,8 @@ import torch
 
 from bench.cli import main
 from bench.matrix.config import CellConfig
-from bench.training.engine import SCHEDULES, make_optimizer, view_generators
+from bench.training.engine import view_generators
+from bench.training.optim import SCHEDULES, make_optimizer
 from bench.errors import ConfigError
 from bench.matrix.schema import load_matrix
 from bench.matrix.plan import expand

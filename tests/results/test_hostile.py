@@ -25,7 +25,7 @@ from pydantic import create_model
 
 from bench.cli import main
 from bench.matrix.config import ID_FIELDS_V1, CellConfig, cell_id, id_payload
-from bench.training.engine import load_checkpoint
+from bench.training.checkpoints import load_checkpoint
 from bench.errors import BenchError, ConfigError
 from bench.results.locks import exclusive
 from bench.matrix.schema import load_matrix
