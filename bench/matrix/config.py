@@ -173,6 +173,39 @@ ID_FIELDS_V1: frozenset[str] = frozenset({
 })
 """The fields of the first release: always part of the id (frozen; never add to it)."""
 
+POOL_FIELDS = ("unlabeled", "unlabeled_limit")
+"""The out-of-distribution unlabeled pool (``CellContext.unlabeled_pool``, ``distillation_pool``)."""
+TEACHER_TARGET_FIELDS = ("teacher_targets", "bank_views", "bank_seed", "bank_precision", "bank_top_k")
+"""How a distilling student gets its teacher's targets (``CellContext.teacher_targets``): online or a view bank."""
+METHOD_FIELDS: frozenset[str] = frozenset({
+    *POOL_FIELDS, *TEACHER_TARGET_FIELDS,
+    "n_per_class",  # finetune's few labels per class
+    "temperature", "alpha", "frozen_backbone",  # distillation's loss (and SimCLR's NT-Xent temperature); a student's frozen backbone
+    "views", "crop_scale", "projection", "knn_k", "knn_temperature",  # simclr
+    "annotate_flip", "annotate_scales", "annotate_crops", "annotate_crop_fraction",  # annotate
+    "pseudo_selection", "pseudo_threshold", "pseudo_keep",
+    "labeled_share", "init",  # data_distill
+})
+"""The fields only some methods read: each method declares those it reads (``@method(..., fields=...)``)
+and the planner refuses one set away from its default on a stage whose method does not read it.
+Every other field is general: the data, the model (``head``, ``encoder_file`` too), the optimiser,
+the schedule, augmentation (``color_strength`` too: the engine's colour distortion), evaluation."""
+
+
+@lru_cache(maxsize=None)
+def _method_field_defaults(model: type[CellConfig]) -> tuple[tuple[str, Any], ...]:
+    """The method fields and their defaults, in the config's order (a refusal names the first)."""
+    return tuple((name, info.get_default(call_default_factory=True)) for name, info in model.model_fields.items()
+                 if name in METHOD_FIELDS)
+
+
+def unread_fields(config: CellConfig, reads: tuple[str, ...] | frozenset[str]) -> tuple[str, ...]:
+    """The method fields ``config`` sets away from their defaults that are not in ``reads`` (what its
+    method reads): set there, they would change the cell's id and nothing it computes."""
+    values = config.__dict__
+    return tuple(name for name, default in _method_field_defaults(type(config))
+                 if name not in reads and values[name] != default)
+
 
 @lru_cache(maxsize=None)
 def _later_defaults(model: type[CellConfig]) -> dict[str, Any]:

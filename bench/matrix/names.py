@@ -104,3 +104,9 @@ def requirement(method: str) -> Requirement | None:
     method and process: the planner asks for every cell)."""
     data = index()["methods"].get(method)
     return None if data is None else Requirement.from_dict(data)
+
+
+@lru_cache(maxsize=None)
+def methods_reading(field: str) -> tuple[str, ...]:
+    """The methods that declare they read ``field`` (``@method(..., fields=...)``), sorted."""
+    return tuple(sorted(name for name, data in index()["methods"].items() if field in data.get("fields", ())))

@@ -9,13 +9,14 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
+import json
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from pydantic import ValidationError
 
-from bench.matrix.config import CellConfig, cell_id
+from bench.matrix.config import CellConfig, cell_id, unread_fields
 from bench.errors import BenchError, ConfigError, first_validation_error, short
 from bench.matrix.schema import Matrix, Rule, stage_order, validate_field
 from bench.matrix.limits import DEFAULT_MAX_CELLS
@@ -212,17 +213,23 @@ class Planner:
         return cell
 
     def _check_method_needs(self, cell: Cell) -> None:
-        """What a cell's method needs (roles, fields, a validation split) is checked before anything runs."""
-        from bench.matrix.names import requirement
+        """What a cell's method needs (roles, fields, a validation split) is checked before anything runs,
+        and that it sets no method field its method does not read (``bench.matrix.config.METHOD_FIELDS``)."""
+        from bench.matrix.names import methods_reading, requirement
 
         c, where = cell.config, f"stages.{cell.stage}"
         needs = requirement(c.method)
         for role in needs.roles if needs else ():
             if role not in c.deps:
                 raise ConfigError(self.matrix.source, f"{where}.needs", f"method {c.method!r} needs a {role!r} role (e.g. needs: {{{role}: <stage>}})")
-        for name in needs.fields if needs else ():
+        for name in needs.required if needs else ():
             if getattr(c, name) is None:
                 raise ConfigError(self.matrix.source, where, f"method {c.method!r} needs the field {name!r}")
+        unread = unread_fields(c, needs.fields) if needs else ()
+        if unread:
+            name = unread[0]
+            raise ConfigError(self.matrix.source, where, f"field {name!r} is set ({_shown(getattr(c, name))}) but method "
+                              f"{c.method!r} does not read it; methods that read it: {', '.join(methods_reading(name))}")
         if c.epochs == 0 and not (c.pretrained or c.encoder_file) and (needs is None or needs.trains):
             raise ConfigError(self.matrix.source, f"{where}.epochs", "0 trains nothing: a cell with epochs 0 evaluates "
                               "pretrained weights as they are (set pretrained: true or encoder_file), otherwise use epochs >= 1")
@@ -255,6 +262,12 @@ class Planner:
         except ValidationError as error:
             where, message = first_validation_error(error)
             raise ConfigError(self.matrix.source, f"stages.{stage_name}", f"cell field {where}: {message}") from None
+
+
+def _shown(value: Any) -> str:
+    """A field's value as a matrix spells it (4.0, "bank", [crop, flip] as ["crop", "flip"])."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _merge_axis_values(values: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import importlib
 import pkgutil
 from typing import Any, Callable
 
+from bench.matrix.config import FIELD_NAMES, METHOD_FIELDS
 from bench.matrix.requirements import REQUIREMENTS, Requirement
 from bench.registry import Registry
 from bench.training.interface import Computation, Training
@@ -21,14 +22,30 @@ Method = Callable[[Any], "Training | Computation"]
 METHODS: Registry[Method] = Registry("method")
 
 
-def method(name: str, roles: tuple[str, ...] = (), fields: tuple[str, ...] = (),
+def method(name: str, roles: tuple[str, ...] = (), fields: tuple[str, ...] = (), required: tuple[str, ...] = (),
            transfer_roles: tuple[str, ...] = (), encoder: bool = False, trains: bool = True,
            distills: bool = False) -> Callable[[Method], Method]:
-    """Register a method with the dependency roles and config fields it cannot run without, the
-    roles it may take from another dataset (transfer learning), whether it trains an encoder,
-    whether it trains at all (a ``Computation`` does not) and whether it learns from its
-    teacher's targets (``CellContext.teacher_targets``)."""
-    REQUIREMENTS[name] = Requirement(roles, fields, transfer_roles, encoder, trains, distills)
+    """Register a method (``@method("kd", roles=("teacher",), fields=(...))`` on a function of the
+    cell's context that returns a ``Training``, or a ``Computation``).
+
+    ``roles``: the dependencies it cannot run without (a stage's ``needs``). ``fields``: the
+    method fields it reads (``bench.matrix.config.METHOD_FIELDS``: its own, as ``pseudo_threshold``,
+    and the shared ones it uses, as ``temperature`` or the teacher-target fields); the planner
+    refuses any other method field set away from its default on its stages, which would change
+    the cell's id and nothing it computes. General fields (data, model, optimiser, schedule,
+    augmentation) are read by every method and never declared. ``required``: fields it cannot
+    run without (not None). ``transfer_roles``: roles it may take from another dataset
+    (transfer learning); ``encoder``: it trains an encoder; ``trains``: False for a
+    ``Computation``; ``distills``: it learns from its teacher's targets
+    (``CellContext.teacher_targets``)."""
+    for field in fields:
+        if field not in METHOD_FIELDS:
+            raise ValueError(f"method {name!r}: {field!r} is not a method field (bench.matrix.config.METHOD_FIELDS)")
+    for field in required:
+        if field not in FIELD_NAMES:
+            raise ValueError(f"method {name!r}: required {field!r} is not a config field")
+    REQUIREMENTS[name] = Requirement(roles=roles, fields=tuple(sorted(fields)), required=required,
+                                     transfer_roles=transfer_roles, encoder=encoder, trains=trains, distills=distills)
     return METHODS.register(name)
 
 

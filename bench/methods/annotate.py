@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from bench.results.artifact_checks import fields_problem, items_digest, labels_problem, tensor_problem
-from bench.matrix.config import CellConfig
+from bench.matrix.config import POOL_FIELDS, CellConfig
 from bench.data.images import ImageSet
 from bench.data.multi_transform import NamedTransform, transforms_of
 from bench.training.inference import as_float, predict, to_device
@@ -147,7 +147,9 @@ def _accuracy(hits: torch.Tensor) -> float:
     return hits.float().mean().item() if len(hits) else math.nan
 
 
-@method("annotate", roles=("teacher",), trains=False)
+@method("annotate", roles=("teacher",), trains=False,
+        fields=(*POOL_FIELDS, "annotate_flip", "annotate_scales", "annotate_crops", "annotate_crop_fraction",
+                "pseudo_selection", "pseudo_threshold", "pseudo_keep"))
 def annotate(ctx: CellContext) -> Computation:
     teacher = ctx.frozen_model("teacher")
     transforms = transforms_of(ctx.config)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from bench.matrix.config import POOL_FIELDS, TEACHER_TARGET_FIELDS
 from bench.methods import method
 from bench.training.interface import Training, classify
 from bench.training.losses import distillation_loss
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
     from bench.cell.context import CellContext
 
 
-@method("blind", roles=("teacher",), fields=("unlabeled",), transfer_roles=("backbone",), distills=True)
+@method("blind", roles=("teacher",), fields=(*POOL_FIELDS, *TEACHER_TARGET_FIELDS, "temperature", "frozen_backbone"),
+        required=("unlabeled",), transfer_roles=("backbone",), distills=True)
 def blind(ctx: CellContext) -> Training:
     pool, items = ctx.unlabeled_pool()
     targets = ctx.teacher_targets("teacher", pool, items)

@@ -61,7 +61,7 @@ def fixed_share_order(labeled: torch.Tensor, pseudo: torch.Tensor, batch_size: i
     return torch.cat([labeled_part, pseudo_part], dim=1).flatten()
 
 
-@method("data_distill", roles=("annotation",), fields=("labeled_share",))
+@method("data_distill", roles=("annotation",), fields=("labeled_share", "init"), required=("labeled_share",))
 def data_distill(ctx: CellContext) -> Training:
     c = ctx.config
     splits = ctx.splits()

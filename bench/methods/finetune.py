@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bench.matrix.config import TEACHER_TARGET_FIELDS
 from bench.methods import method
 from bench.training.interface import Training, classify
 from bench.training.losses import distillation_loss
@@ -12,7 +13,8 @@ if TYPE_CHECKING:
     from bench.cell.context import CellContext
 
 
-@method("finetune", roles=("student", "teacher"), fields=("n_per_class",), distills=True)
+@method("finetune", roles=("student", "teacher"), fields=(*TEACHER_TARGET_FIELDS, "n_per_class", "temperature", "alpha"),
+        required=("n_per_class",), distills=True)
 def finetune(ctx: CellContext) -> Training:
     splits = ctx.splits()
     few = splits.few

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from bench.training.inference import predict
+from bench.matrix.config import TEACHER_TARGET_FIELDS
 from bench.methods import method
 from bench.training.interface import Training, classify
 from bench.training.losses import distillation_loss
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from bench.cell.context import CellContext
 
 
-@method("kd", roles=("teacher",), transfer_roles=("backbone",), distills=True)
+@method("kd", roles=("teacher",), fields=(*TEACHER_TARGET_FIELDS, "temperature", "alpha", "frozen_backbone"),
+        transfer_roles=("backbone",), distills=True)
 def kd(ctx: CellContext) -> Training:
     splits = ctx.splits()
     items = splits.train

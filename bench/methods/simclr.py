@@ -20,6 +20,7 @@ from torch import nn
 
 from bench.data.views import simclr_view
 from bench.training.inference import embeddings
+from bench.matrix.config import POOL_FIELDS
 from bench.methods import method
 from bench.training.interface import Batch, Training
 from bench.training.contrastive import nt_xent, projection_head
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from bench.data.images import ImageSet
 
 
-@method("simclr", encoder=True)
+@method("simclr", fields=(*POOL_FIELDS, "temperature", "views", "crop_scale", "projection", "knn_k", "knn_temperature"),
+        encoder=True)
 def simclr(ctx: CellContext) -> Training:
     c = ctx.config
     splits = ctx.splits()

@@ -42,7 +42,7 @@ def with_backbone(ctx: CellContext, frozen: bool, role: str = "encoder") -> tupl
     return model, (backbone,)
 
 
-@method("linear_probe", fields=("head",), transfer_roles=("encoder",))
+@method("linear_probe", required=("head",), transfer_roles=("encoder",))
 def linear_probe(ctx: CellContext) -> Training:
     splits = ctx.splits()
     labeled = splits.labeled

@@ -178,11 +178,12 @@ def test_an_explicit_role_must_be_the_cell_the_other_parent_sees() -> None:
     from bench.matrix.schema import Matrix
 
     matrix = Matrix.model_validate({
-        "name": "d", "defaults": {"dataset": "digits", "unlabeled": "fashion_mnist", "n_per_class": 5},
+        "name": "d", "defaults": {"dataset": "digits"},
         "stages": {
             "teacher": {"method": "supervised", "axes": {"arch": ["menghani_cnn", "menghani_mlp"]}},
-            "student": {"method": "blind", "needs": {"teacher": "teacher"}, "axes": {"arch": ["menghani_cnn", "menghani_mlp"]}},
-            "finetune": {"method": "finetune", "needs": {"student": "student", "teacher": "teacher"}},
+            "student": {"method": "blind", "needs": {"teacher": "teacher"}, "set": {"unlabeled": "fashion_mnist"},
+                        "axes": {"arch": ["menghani_cnn", "menghani_mlp"]}},
+            "finetune": {"method": "finetune", "needs": {"student": "student", "teacher": "teacher"}, "set": {"n_per_class": 5}},
         }})
     cells = expand(matrix)
     students = {c.id: c for c in cells if c.stage == "student"}
