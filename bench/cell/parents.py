@@ -12,7 +12,7 @@ from bench.cell.data import CellData
 from bench.cell.networks import build_model
 from bench.errors import BenchError
 from bench.matrix.config import CellConfig
-from bench.matrix.names import requirement
+from bench.matrix.requirements import REQUIREMENTS
 from bench.models.zoo import Normalized
 from bench.results.artifact_checks import state_dict_problem
 from bench.results.store import CellDir, Store, UnreadableFile, load_tensors, read_json
@@ -53,7 +53,9 @@ class Parents:
     def classes(self, role: str) -> int:
         """The outputs of the model of the cell this one needs as ``role`` (0: an encoder's embedding)."""
         dep_config = self.config_of(role)
-        needs = requirement(dep_config.method)
+        # the registered methods' requirements: a method is asking, so bench.methods (which registers
+        # them all) is imported; the name index would be the same data, but it reaches up into the methods
+        needs = REQUIREMENTS.get(dep_config.method)
         if needs is not None and needs.encoder:
             return 0  # its model.pt is a backbone without a classifier
         if dep_config.dataset == self.config.dataset and dep_config.task_classes == self.config.task_classes:

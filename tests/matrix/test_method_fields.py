@@ -150,6 +150,14 @@ class _Module:
         self.functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
         self.classes = {n.name: {f.name: f for f in n.body if isinstance(f, ast.FunctionDef)}
                         for n in tree.body if isinstance(n, ast.ClassDef)}
+        self.parts: dict[str, dict[str, str]] = {}  # class -> {attribute: the class __init__ assigns it}
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                init = next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+                self.parts[node.name] = {
+                    a.targets[0].attr: a.value.func.id for a in ast.walk(init) if init is not None
+                    and isinstance(a, ast.Assign) and isinstance(a.targets[0], ast.Attribute)
+                    and isinstance(a.value, ast.Call) and isinstance(a.value.func, ast.Name)} if init else {}
         self.imports: dict[str, tuple[str, str]] = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench"):
@@ -202,6 +210,16 @@ def _reads(function: ast.FunctionDef, module: _Module, cls: str | None, seen: se
                     yield from _reads(context.classes[name][target.attr], context, name, seen)
             elif target.value.id == "self" and cls is not None and target.attr in module.classes[cls]:
                 yield from _reads(module.classes[cls][target.attr], module, cls, seen)
+        elif isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute) and cls is not None \
+                and isinstance(target.value.value, ast.Name) and target.value.value.id == "self":
+            # self.<part>.<name>(...): a part the class composes (the context's data, parents, teachers)
+            part = module.parts[cls].get(target.value.attr)
+            if part in module.imports:
+                other = _module(module.imports[part][0])
+                if target.attr in other.classes.get(part, {}):
+                    yield from _reads(other.classes[part][target.attr], other, part, seen)
+            elif part in module.classes and target.attr in module.classes[part]:
+                yield from _reads(module.classes[part][target.attr], module, part, seen)
 
 
 def _registered(module: _Module) -> Iterator[tuple[str, ast.FunctionDef]]:
