@@ -192,7 +192,7 @@ def plant_timm_weights(hub: Path, archs: list[str]) -> None:
     import timm
     from safetensors.torch import save_file
 
-    from bench.models.zoo import _weight_candidates
+    from bench.models.weights import _weight_candidates
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     for arch in archs:

@@ -259,7 +259,7 @@ def prefetch_command(args: argparse.Namespace) -> int:
 
     from bench.data.datasets import SPLITS, locate_dataset, prefetch_dataset
     from bench.errors import DataNotFoundError
-    from bench.models.zoo import cached_weights, prefetch_weights
+    from bench.models.weights import cached_weights, prefetch_weights
     from bench.matrix.preflight import encoder_file_path, needed_inputs
 
     matrix, cells = planned_cells(args)

@@ -55,7 +55,7 @@ class CellConfig(BaseModel):
 
     stage: SafeName = Field(description="the matrix stage this cell belongs to")
     method: SafeName = Field(description="training method (bench.methods registry)")
-    arch: SafeName = Field(description="architecture (bench.models.zoo registry or any timm name)")
+    arch: SafeName = Field(description="architecture (bench.models.architectures registry or any timm name)")
     pretrained: bool = False
     dataset: SafeName = Field(description="labeled dataset (bench.data.datasets registry)")
     unlabeled: SafeName | None = Field(None, description="unlabeled pool; the labeled train split minus its labels when null")

@@ -53,7 +53,7 @@ def build() -> dict[str, Any]:
 
     from bench.data.datasets import DATASETS
     from bench.methods import METHODS
-    from bench.models.zoo import MODELS
+    from bench.models.architectures import MODELS
 
     return {
         "methods": {name: REQUIREMENTS[name].as_dict() for name in METHODS.names()},
@@ -91,7 +91,7 @@ def dataset_exists(name: Any) -> bool:
 
 def architecture_exists(name: Any) -> bool:
     """A paper model of ours or a timm architecture (a pretrained tag after '.' allowed), as
-    ``bench.models.zoo.architecture_exists`` says, without importing timm."""
+    ``bench.models.architectures.architecture_exists`` says, without importing timm."""
     if not isinstance(name, str):
         return False
     data = index()

@@ -48,7 +48,7 @@ def check_inputs(cells: Iterable[Cell], data_root: Path | None, load: bool = Tru
     otherwise only find its files, as the loader would (cells run on a cluster load their data
     there, and a login node need not read it all)."""
     from bench.data.datasets import load_dataset, locate_dataset
-    from bench.models.zoo import check_pretrained_available
+    from bench.models.weights import check_pretrained_available
 
     datasets, weights, files = needed_inputs(cells)
     for name, split, size in sorted(datasets, key=str):

@@ -40,7 +40,7 @@ def test_the_index_agrees_with_the_registries() -> None:
     from bench.matrix.names import requirement
     from bench.matrix.requirements import REQUIREMENTS
     from bench.methods import METHODS
-    from bench.models.zoo import architecture_exists
+    from bench.models.architectures import architecture_exists
 
     data = name_index.build()
     assert set(data["methods"]) == set(METHODS.names()) and set(data["datasets"]) == set(DATASETS)

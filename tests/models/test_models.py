@@ -1,4 +1,4 @@
-"""bench.models.zoo: paper architectures, timm fallback, offline pretrained weights, normalisation."""
+"""bench.models: paper architectures, timm fallback, offline pretrained weights, normalisation."""
 from __future__ import annotations
 
 import time
@@ -8,16 +8,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bench.models import zoo as models
 from bench.errors import BenchError, DataNotFoundError
-from bench.models.zoo import (
-    MODELS,
-    architecture_exists,
-    count_parameters,
-    create_model,
-    normalization,
-    prefetch_weights,
-)
+from bench.models import weights
+from bench.models.architectures import MODELS, architecture_exists
+from bench.models.weights import prefetch_weights
+from bench.models.zoo import count_parameters, create_model, normalization
 
 
 @pytest.fixture
@@ -56,7 +51,7 @@ def test_small_cnn_embeds_to_64_whatever_the_size() -> None:
 def test_paper_param_counts_match_paper(name: str, target: int, exact: int) -> None:
     n = count_parameters(create_model(name, num_classes=10, in_chans=1, image_size=28))
     assert abs(n - target) / target <= 0.03
-    assert n == exact  # documented in bench/models/zoo.py
+    assert n == exact  # documented in bench/models/architectures.py
 
 
 @pytest.mark.parametrize(("name", "in_chans", "size"), [
@@ -184,6 +179,6 @@ def test_hf_cache_dir_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-    assert models.hf_hub_cache_dir() == str(tmp_path / "home" / "hub")
+    assert weights.hf_hub_cache_dir() == str(tmp_path / "home" / "hub")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "explicit"))
-    assert models.hf_hub_cache_dir() == str(tmp_path / "explicit")
+    assert weights.hf_hub_cache_dir() == str(tmp_path / "explicit")
