@@ -80,6 +80,12 @@ def test_no_library_imports_the_command_line() -> None:
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
+def test_only_the_entry_point_imports_the_parser() -> None:
+    """The commands are below the command line that dispatches them (``bench doctor`` runs ``bench``
+    in a process of its own rather than calling back up)."""
+    assert sorted(name for name in _modules() if "bench.cli" in _graph()[name]) == ["bench.__main__"]
+
+
 def test_imports_have_no_cycle_at_any_depth() -> None:
     graph = _graph()
     state: dict[str, str] = {}

@@ -2,16 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from bench.commands import print_frame
 
 
+def _bench(*argv: str) -> int:
+    """``bench ARGV`` in a process of its own (as a user would type it; the command layer never
+    calls back into the command line that dispatched it)."""
+    return subprocess.run([sys.executable, "-m", "bench", *argv], check=False).returncode
+
+
 def doctor_command(args: argparse.Namespace) -> int:
     from bench.run import gpu_check
     from bench.report.gate import read_baseline
-    from bench.cli import main
     from bench.results.collect import collect
 
     if not args.gpu:
@@ -28,8 +35,8 @@ def doctor_command(args: argparse.Namespace) -> int:
     cpu, gpu = out / "cpu-reference", out / device.replace(":", "-")
     matrix = str(gpu_check.MATRIX)
     fast = ["--amp"] + (["--compile"] if args.compile else [])
-    if main(["run", matrix, "--results", str(cpu), "--device", "cpu"]) != 0 or \
-            main(["run", matrix, "--results", str(gpu), "--device", device, *(fast if device != "cpu" else [])]) != 0:
+    if _bench("run", matrix, "--results", str(cpu), "--device", "cpu") != 0 or \
+            _bench("run", matrix, "--results", str(gpu), "--device", device, *(fast if device != "cpu" else [])) != 0:
         print(f"bench doctor --gpu: a run failed; see the cells' log.txt under {out}")
         return 1
     on_gpu = "on" if device != "cpu" else "off"
@@ -37,7 +44,7 @@ def doctor_command(args: argparse.Namespace) -> int:
           "beside the CPU and the committed CPU baseline:")
     print_frame(gpu_check.side_by_side(collect(cpu), collect(gpu), read_baseline(gpu_check.BASELINE)))
     print(f"\nresults under {out}; the gate on the {device} results:", flush=True)
-    return main(["check", str(gpu), "--baseline", str(gpu_check.BASELINE), "--tolerance", str(args.tolerance)])
+    return _bench("check", str(gpu), "--baseline", str(gpu_check.BASELINE), "--tolerance", str(args.tolerance))
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -90,11 +90,11 @@ def test_the_gpu_check_without_cuda_says_so_in_one_line_and_exits_0(capsys: pyte
 
 
 @pytest.mark.slow
-def test_the_gpu_check_as_a_dry_run_on_the_cpu_compares_every_ci_cell_and_gates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_gpu_check_as_a_dry_run_on_the_cpu_compares_every_ci_cell_and_gates(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from bench.cli import main
 
     assert main(["doctor", "--gpu", "--device", "cpu", "--results", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     table = out[out.index("beside the CPU"):out.index("results under")]
     rows = [line for line in table.splitlines()[2:] if line.strip()]
     assert len(rows) == 14  # every cell of ci.yaml, with its rate on both sides and its accuracy beside the baseline
