@@ -4,7 +4,8 @@ the README stays a front door (at most 200 lines) and the site builds with `mkdo
 
 A YAML block that is not a whole matrix says what it is in an HTML comment on the line before it:
 ``<!-- fragment: stand_in of matrices/M.yaml -->`` (checked inside that matrix),
-``<!-- fragment: skip (reason) -->`` or ``<!-- profile: slurm/P.yaml -->`` (the very file, shown)."""
+``<!-- fragment: skip (reason) -->`` or ``<!-- profile: slurm/P.yaml -->`` (the very file, shown); a
+synopsis with placeholders (MATRIX, [--only PATTERN]) is marked ``<!-- synopsis -->``."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ from tests.conftest import ROOT
 README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").glob("*.md"))
 FENCE = re.compile(r"^\s*```(\w*)\s*$")
-MARKER = re.compile(r"^<!--\s*(\w+):\s*(.*?)\s*-->$")
+MARKER = re.compile(r"^<!--\s*(\w+)(?::\s*(.*?))?\s*-->$")
 CHEAP = ("plan",)
 """Subcommands cheap enough to run for real (plan imports neither torch nor timm)."""
 
@@ -63,7 +64,7 @@ def blocks(path: Path) -> list[Block]:
         before = next((lines[j].strip() for j in range(start - 1, -1, -1) if lines[j].strip()), "")
         marker = MARKER.match(before)
         out.append(Block(path, start + 1, opening.group(1), "\n".join(body) + "\n",
-                         (marker.group(1), marker.group(2)) if marker else None))
+                         (marker.group(1), marker.group(2) or "") if marker else None))
         i += 1
     return out
 
@@ -179,6 +180,45 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 @pytest.mark.parametrize("block,argv", SH_COMMANDS, ids=[f"{b} bench {shlex.join(a)}" for b, a in SH_COMMANDS])
 def test_sh_commands_parse(block: Block, argv: list[str]) -> None:
+    _parse(argv)
+
+
+PLACEHOLDERS = {"MATRIX": "matrices/demo.yaml", "MATRIX_OR_RESULTS": "runs", "RESULTS": "runs", "DIR": "runs",
+                "PATTERN": "teacher", "URI": "sqlite:///mlflow.db", "FILE": "verdicts.csv", "key=value": "epochs=1",
+                "N": "2", "S": "30", "P": "local"}
+
+
+def expand(synopsis: str) -> list[list[str]]:
+    """A synopsis line (`bench run MATRIX [--only PATTERN] [--executor local|slurm] / bench cancel MATRIX`) as
+    command lines with every option given: brackets opened, the first of `a|b`, placeholders filled."""
+    parts = []
+    for part in synopsis.replace("\\|", "|").split(" / "):
+        first, *others = part.split(" | ")  # `bench check R --baseline F | --verdicts F`: either option
+        parts.append(first)
+        parts += [first.split(" --")[0] + " " + other for other in others]
+    out = []
+    for part in parts:
+        words = shlex.split(part.replace("[", " ").replace("]", " "), comments=True)
+        words = [PLACEHOLDERS.get(w, w).split("|")[0] for w in words if w not in {"...", "\u2026"}]
+        assert words[0] == "bench", part
+        out.append(words[1:])
+    return out
+
+
+def synopses() -> list[tuple[str, list[str]]]:
+    """The synopsis blocks of the docs (marked `<!-- synopsis -->`) and the README's command table."""
+    lines = [line for b in ALL if b.marker == ("synopsis", "") for line in b.text.splitlines() if line.strip()]
+    lines += re.findall(r"^\| `(bench [^`]+)`(?:, `(bench [^`]+)`)? \|", README.read_text(encoding="utf-8"), re.M)
+    flat = [s for item in lines for s in ([item] if isinstance(item, str) else item) if s]
+    return [(s, argv) for s in flat for argv in expand(s)]
+
+
+SYNOPSES = synopses()
+
+
+@pytest.mark.parametrize("synopsis,argv", SYNOPSES, ids=[shlex.join(a) for _, a in SYNOPSES])
+def test_synopses_name_real_options(synopsis: str, argv: list[str]) -> None:
+    """Every option a synopsis or the README's command table shows is one bench's parser takes."""
     _parse(argv)
 
 
