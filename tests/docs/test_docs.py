@@ -263,6 +263,32 @@ def test_inline_commands_parse(page: str, span: str) -> None:
     _parse(argv)
 
 
+OTHER_TOOLS_OPTIONS = {
+    "--backend-store-uri": "mlflow ui", "--benchmark-enable": "pytest-benchmark", "--durations": "pytest",
+    "--strict": "mkdocs build", "--cpus-per-task": "sbatch", "--gpus": "sbatch", "--mem": "sbatch", "--time": "sbatch",
+    "--dependency": "sbatch", "--kill-on-invalid-dep": "sbatch",
+}
+
+
+def parser_options(parser: argparse.ArgumentParser) -> set[str]:
+    options = set()
+    for action in parser._actions:
+        options.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                options |= parser_options(sub)
+    return options
+
+
+def test_every_option_the_docs_name_exists() -> None:
+    """`--workers N` in a sentence is an option of some bench command (or of the other tool named)."""
+    known = parser_options(build_parser()) | set(OTHER_TOOLS_OPTIONS)
+    unknown = {f"{path.name}: {option}" for path in [README, *PAGES]
+               for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", path.read_text(encoding="utf-8"))
+               if option not in known}
+    assert not unknown, sorted(unknown)
+
+
 REPO_PATH = re.compile(r"(?<![\w/.-])((?:bench|tests|matrices|slurm|results|docs)/[\w./-]*\w)")
 NOT_IN_THE_REPO = {
     "bench/methods/my_supervised.py": "the example method's file",
