@@ -2,7 +2,7 @@
 
 The baseline is a CSV of (matrix, figure id, reading, verdict) written by ``bench check --verdicts
 FILE --update`` from a results folder; a later check recomputes every reading's verdict
-(``bench.report.build.judged_figures``) and lists each baseline "reproduced" that is now anything else,
+(``bench.report.sections.judged_figures``) and lists each baseline "reproduced" that is now anything else,
 or gone. Readings that were inconclusive or not reproduced in the baseline gate nothing (they may
 improve freely); a new "reproduced" is reported as a note.
 """
@@ -22,7 +22,8 @@ VERDICTS = {"reproduced", "not reproduced", "inconclusive", "no cells", "other d
 def current_verdicts(results: Path) -> pd.DataFrame:
     """Every matrix of ``results``' plans with a paper: one row per figure reading."""
     from bench.results.collect import read_cells
-    from bench.report.build import judged_figures, resolve_targets
+    from bench.report.sections import judged_figures
+    from bench.report.targets import resolve_targets
 
     table, _ = read_cells(results)
     frames = [judged_figures(table, target)[COLUMNS] for target in resolve_targets(str(results), None)]

@@ -74,7 +74,8 @@ def test_claims_validate_and_the_shipped_ones_load() -> None:
 
 
 def test_the_report_judges_the_claims_first(tmp_path: Path) -> None:
-    from bench.report.build import Target, build_report
+    from bench.report.build import build_report
+    from bench.report.targets import Target
 
     table = pd.DataFrame([{**row, "id": f"{i:012x}", "method": "x", "arch": "a", "dataset": "d"} for i, row in enumerate(
         _rows("teacher", 0.1, [0.70, 0.71, 0.72]) + _rows("data_distill", 0.1, [0.72, 0.75, 0.75]))])

@@ -9,7 +9,8 @@ import pytest
 
 from bench.cli import main
 from bench.report.paper_figures import load_paper
-from bench.report.build import Target, build_report
+from bench.report.build import build_report
+from bench.report.targets import Target
 from bench.report.plots import plot_khose
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "tiny.yaml"

@@ -14,7 +14,8 @@ from bench.errors import ConfigError
 from bench.matrix.schema import load_matrix
 from bench.report.paper_figures import check_stand_in, load_paper, plan_table, select_rows
 from bench.matrix.plan import expand
-from bench.report.build import Target, build_report, resolve_targets, stage_axes
+from bench.report.build import build_report
+from bench.report.targets import Target, resolve_targets, stage_axes
 from bench.report.figures import figure_rows
 from bench.report.plots import PAPER_VIEWS, plot_accuracy_vs_classes
 

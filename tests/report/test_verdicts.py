@@ -109,7 +109,7 @@ def test_the_report_puts_verdicts_first_and_colours_them(tmp_path: Path) -> None
 
 
 def test_cost_line_sums_wall_time_and_what_shared_parents_saved() -> None:
-    from bench.report.build import cost_line
+    from bench.report.sections import cost_line
 
     rows = pd.DataFrame([
         {"id": "t", "wall_seconds": 600.0, "device": "cuda:0"},
@@ -165,7 +165,7 @@ def test_a_damaged_verdict_baseline_is_one_line(tmp_path: Path) -> None:
 
 
 def test_gpu_hours_count_every_rank_of_a_data_parallel_cell() -> None:
-    from bench.report.build import cost_line
+    from bench.report.sections import cost_line
 
     rows = pd.DataFrame([{"id": "t", "wall_seconds": 1800.0, "device": "cuda", "ranks": 4},
                          {"id": "s", "wall_seconds": 1800.0, "device": "cuda", "ranks": 1}])
