@@ -37,7 +37,7 @@ Which paper: the matrix file's ``paper`` field (for a results folder, the plan's
 file; when that file is gone, the paper whose matrix has the matrix's name). When the matrix is not
 the paper's own matrix (``matrix:`` of its figures) it is a *stand-in* (the paper's grid on other
 data): figure selectors are applied without their ``matrix``, ``dataset`` and ``unlabeled`` keys
-(``bench.report.paper_figures.stand_in_figure``), and every table row says whether and how the data differ.
+(``bench.report.stand_in.stand_in_figure``), and every table row says whether and how the data differ.
 A stand-in whose matrix file has a ``stand_in:`` section (figure id glob -> selector of its cells)
 is matched by that instead, and only by that: a figure it does not map has no reproduced value.
 
@@ -62,7 +62,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.report.figures import FigureRow, concat_rows, figure_rows, selector_text, table_frame
 from bench.report.format import cells_frame, display_cells, display_label, display_table, slug, unique_texts
-from bench.report.plots import paper_view
+from bench.report.paper_views import paper_view
 from bench.report.render import render
 from bench.report.sections import (
     Section,
@@ -150,7 +150,7 @@ def _paper_header(target: Target, paper: Any, stand_in: bool, mapping: dict[str,
             f"what was used here; each table says which cells stood in. Other settings (epochs, subsets) differ "
             f"too: see the matrix file.")
     elif stand_in:
-        from bench.report.paper_figures import STAND_IN_IGNORED_KEYS
+        from bench.report.stand_in import STAND_IN_IGNORED_KEYS
 
         header.append(
             f"**Stand-in matrix — data differ from the paper.** `{target.matrix}` is not the paper's own matrix "

@@ -65,7 +65,7 @@ def _here_data(rows: pd.DataFrame) -> str:
 
 def _data_note(figure: Any, rows: pd.DataFrame, stand_in: bool) -> tuple[str, bool]:
     """The "data" column: whether this matrix's data for the figure are the paper's."""
-    from bench.report.paper_figures import selection_data
+    from bench.report.stand_in import selection_data
 
     paper_ds, paper_un = selection_data(figure.cells.select)
     if not stand_in:
@@ -164,10 +164,10 @@ def figure_rows(table: pd.DataFrame, matrix: str, paper: Any, stand_in: dict[str
                 stage_axes: dict[str, list[str]] | None = None) -> list[FigureRow]:
     """Every figure of ``paper`` reproduced from ``table``'s rows of ``matrix``.
 
-    ``stand_in``: the matrix's ``stand_in:`` section (validated, ``bench.report.paper_figures.check_stand_in``);
+    ``stand_in``: the matrix's ``stand_in:`` section (validated, ``bench.report.stand_in.check_stand_in``);
     when given for a stand-in matrix it alone says which cells reproduce which figure, and a selector
     that leaves an axis of ``stage_axes`` varying gives one reading per value of that axis."""
-    from bench.report.paper_figures import mapped_figure, stand_in_figure, stand_in_for
+    from bench.report.stand_in import mapped_figure, stand_in_figure, stand_in_for
 
     out = []
     for fig in paper.figures:

@@ -207,7 +207,7 @@ def claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path,
 
 def stand_in_mapping(target: Target, paper: Any) -> tuple[bool, dict[str, Any]]:
     """(whether ``target`` stands in for ``paper``'s own matrix, its validated ``stand_in:`` mapping)."""
-    from bench.report.paper_figures import check_stand_in
+    from bench.report.stand_in import check_stand_in
 
     stand_in = paper.matrix != base_matrix_name(target.matrix)
     return stand_in, check_stand_in(target.stand_in, target.source or target.matrix, paper) if stand_in else {}

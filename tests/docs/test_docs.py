@@ -152,7 +152,8 @@ def test_marked_yaml_blocks(block: Block, tmp_path: Path) -> None:
     elif kind == "fragment" and what.startswith("skip"):
         pytest.skip(f"{block}: {what}")
     elif kind == "fragment" and what.startswith("stand_in of "):
-        from bench.report.paper_figures import check_stand_in, load_paper
+        from bench.report.paper_figures import load_paper
+        from bench.report.stand_in import check_stand_in
 
         matrix = yaml.safe_load((ROOT / what.removeprefix("stand_in of ")).read_text())
         check_stand_in(snippet["stand_in"], str(block), load_paper(matrix["paper"]))

@@ -11,7 +11,7 @@ from bench.cli import main
 from bench.report.paper_figures import load_paper
 from bench.report.build import build_report
 from bench.report.targets import Target
-from bench.report.plots import plot_khose
+from bench.report.khose_figures import plot_khose
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "tiny.yaml"
 MNET = "mobilenetv3_large_100"

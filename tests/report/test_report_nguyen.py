@@ -12,12 +12,14 @@ import pytest
 
 from bench.errors import ConfigError
 from bench.matrix.schema import load_matrix
-from bench.report.paper_figures import check_stand_in, load_paper, plan_table, select_rows
+from bench.report.paper_figures import load_paper, select_rows
+from bench.report.stand_in import check_stand_in, plan_table
 from bench.matrix.plan import expand
 from bench.report.build import build_report
 from bench.report.targets import Target, resolve_targets, stage_axes
 from bench.report.figures import figure_rows
-from bench.report.plots import PAPER_VIEWS, plot_accuracy_vs_classes
+from bench.report.paper_views import PAPER_VIEWS
+from bench.report.plots import plot_accuracy_vs_classes
 
 from tests.conftest import ROOT
 ANALOG = ROOT / "matrices" / "nguyen2021-analog.yaml"
