@@ -25,7 +25,8 @@ def ingest_command(args: argparse.Namespace) -> int:
 
 def ingest_and_print(root: Path, tracking_uri: str | None) -> None:
     """Ingest and tell the user where to look (used by ``bench ingest`` and ``bench collect``)."""
-    from bench.results.tracking import ingest, is_http, scheme
+    from bench.results.ingest import ingest
+    from bench.results.tracking_uri import is_http, scheme
 
     summary = ingest(root, tracking_uri)
     if summary.total == 0:

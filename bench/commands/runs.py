@@ -150,7 +150,7 @@ def finish_rehearsal(args: argparse.Namespace, matrix, ran: list, table, store) 
 def print_report_end(root: Path, matrix: str) -> None:
     """The run's product: its report's summary line, where report.html is, and how to browse the runs."""
     from bench.report.build import report_matrix
-    from bench.results.tracking import default_tracking_uri
+    from bench.results.tracking_uri import default_tracking_uri
 
     try:
         written = report_matrix(root, matrix)

@@ -1,9 +1,11 @@
-"""MLflow tracking: every finished cell of a results folder becomes one MLflow run.
+"""MLflow tracking: a finished cell as one MLflow run (params, metrics, tags, artifacts), created or
+updated through the client; ``bench.results.ingest`` decides which cells, ``bench.results.tracking_uri``
+where.
 
 How it works
 ------------
 Compute jobs never talk to MLflow. A cell writes its own files (``config.json``, ``metrics.json``,
-``result.json``, ``DONE``) and :func:`ingest` copies finished cells into MLflow afterwards, from
+``result.json``, ``DONE``) and ``bench.results.ingest`` copies finished cells into MLflow afterwards, from
 ``bench ingest DIR`` or ``bench collect --mlflow``. So no two jobs ever write into one sqlite file
 or one store at the same time, a cluster job does not need a reachable server, and a server that is
 down costs nothing: the results stay on disk and a later ``bench ingest`` catches up. There is no
@@ -31,7 +33,7 @@ Layout in MLflow (chosen to be easy to read in the UI)
   (and mix two meanings in one history); the ``epoch/`` prefix also groups the curves in one chart
   section. NaN, infinite and ``null`` values (a metric not measured, e.g. ``val_acc`` without a
   validation split) are skipped.
-* **Tags** ``bench.matrix.schema, bench.cell_id, bench.stage, bench.method, bench.arch, bench.teacher_id``
+* **Tags** ``bench.matrix, bench.cell_id, bench.stage, bench.method, bench.arch, bench.teacher_id``
   (``deps.teacher``, when the cell has one), ``bench.git_commit`` (of the bench source tree doing the
   ingest, ``"unknown"`` when that is not a git checkout; computed once), ``bench.host,
   bench.device, bench.device_name, bench.torch, bench.cuda`` (from ``result.json``) and
@@ -55,26 +57,6 @@ is completed by the next one. Concurrent ingests of one results folder wait for 
 file in the folder). A done cell whose config.json or result.json cannot be read is skipped with
 the warning ``bench collect`` gives (once, when ``bench collect`` ingests); a damaged metrics.json
 only loses the curves.
-
-Tracking URIs
--------------
-Default ``sqlite:///<absolute results dir>/mlflow.db`` with artifacts in ``<results>/mlartifacts``
-(``mlflow ui --backend-store-uri sqlite:///...`` shows it). MLflow creates the tables with its
-alembic migrations the first time a database is opened, which takes ~6 s here (~1 s to open an
-existing one, plus ~2 s to import mlflow). ``--tracking-uri http://HOST:PORT`` uses an
-``mlflow server``. MLflow's file store (a plain path or ``file:`` URI) is refused: MLflow >= 3.13
-raises unless ``MLFLOW_ALLOW_FILE_STORE=true`` and we do not use it.
-
-For http(s) URIs the MLflow client would retry a down server for ~4 minutes, so while ingesting we
-set ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=1`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` unless the user set
-them (restored afterwards; likewise ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true``, which saves a
-"View run at" line and a request per run); a connection failure is a one-line :class:`BenchError`
-(~0.2 s for a refused connection, ~22 s for a host that accepts but never answers). A sqlite file
-that sqlite cannot read (overwritten, truncated) is a one-line :class:`BenchError` too, saying to
-move it aside and ingest again: the database is only a copy of the results folder. We use
-``MlflowClient`` (``log_batch`` in chunks within MLflow's limits), never the fluent API, so no
-active-run state leaks into the process. mlflow is imported lazily: ``bench`` imports this module
-for its subcommands on every start.
 """
 from __future__ import annotations
 
@@ -83,19 +65,14 @@ import dataclasses
 import hashlib
 import math
 import os
-import shlex
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from bench.errors import BenchError
-from bench.results.ingest_bulk import CHUNK, PENDING_FILE, NewRun, create_runs, sql_store
-from bench.results.ingest_ledger import Ledger
-from bench.results.locks import exclusive
-from bench.results.no_links import open_no_follow
+from bench.results.ingest_bulk import NewRun
 
 if TYPE_CHECKING:
     from bench.results.store import Store
@@ -112,37 +89,14 @@ FINAL_METRICS = ("test_acc", "val_acc", "train_acc", "wall_seconds", "train_imag
                  "infer_images_per_s", "params", "flops", "peak_memory_mb")
 RESULT_TAGS = ("host", "device", "device_name", "torch", "cuda")
 ARTIFACT_FILES = ("config.json", "metrics.json", "result.json")
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-LOCK_FILE = ".mlflow-ingest.lock"
 
-
-@dataclasses.dataclass
-class IngestSummary:
-    """What one :func:`ingest` did. ``str()`` is a one-line report."""
-
-    tracking_uri: str
-    created: int = 0
-    updated: int = 0
-    skipped: int = 0
-    experiments: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> experiment id
-    runs: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (matrix, cell) -> run id
-    unreadable: list[str] = dataclasses.field(default_factory=list)  # done cells whose files cannot be read
-
-    @property
-    def total(self) -> int:
-        return self.created + self.updated + self.skipped
-
-    def __str__(self) -> str:
-        broken = f", {len(self.unreadable)} unreadable (not ingested)" if self.unreadable else ""
-        return f"{self.created} created, {self.updated} updated, {self.skipped} skipped{broken} -> {self.tracking_uri}"
 
 
 # ---------------------------------------------------------------- what a cell becomes
 
 
 @dataclasses.dataclass
-class _Cell:
+class CellRun:
     id: str
     config: dict[str, Any]
     metrics: list[dict[str, Any]]
@@ -198,7 +152,7 @@ def _epochs(path: Path, cell_id: str) -> list[Any]:
     return entries
 
 
-def _load_cell(store: Store, cell_id: str) -> _Cell:
+def load_cell(store: Store, cell_id: str) -> CellRun:
     """A done cell's files; raises :class:`bench.results.collect.UnreadableCell` as ``bench collect`` would."""
     from bench.results.collect import read_cell_files
 
@@ -213,16 +167,16 @@ def _load_cell(store: Store, cell_id: str) -> _Cell:
             files[name] = path
     end_ms = _mtime_ms(cell.done_marker, _mtime_ms(cell.result, int(time.time() * 1000)))
     start_ms = min(_mtime_ms(cell.config, end_ms), end_ms)
-    return _Cell(id=cell_id, config=config, metrics=_epochs(cell.metrics, cell_id), result=result, files=files,
+    return CellRun(id=cell_id, config=config, metrics=_epochs(cell.metrics, cell_id), result=result, files=files,
                  sha=digest.hexdigest(), start_ms=start_ms, end_ms=end_ms)
 
 
-def _run_name(cell: _Cell) -> str:
+def _run_name(cell: CellRun) -> str:
     return f"{cell.config.get('stage', 'cell')}-{cell.config.get('arch', 'model')}-{cell.id[:8]}"
 
 
-def _tags(cell: _Cell, matrix: str, describe: str | None) -> dict[str, str]:
-    tags = {"bench.matrix.schema": matrix, CELL_TAG: cell.id}
+def run_tags(cell: CellRun, matrix: str, describe: str | None) -> dict[str, str]:
+    tags = {"bench.matrix": matrix, CELL_TAG: cell.id}
     for field in ("stage", "method", "arch"):
         if cell.config.get(field) is not None:
             tags[f"bench.{field}"] = str(cell.config[field])
@@ -242,7 +196,7 @@ def _tags(cell: _Cell, matrix: str, describe: str | None) -> dict[str, str]:
     return tags
 
 
-def _metrics(cell: _Cell) -> list[Metric]:
+def _metrics(cell: CellRun) -> list[Metric]:
     """Per-epoch curves (``epoch/<name>``, step = epoch) and the final results (step 0)."""
     from mlflow.entities import Metric
 
@@ -266,128 +220,6 @@ def _metrics(cell: _Cell) -> list[Metric]:
         if _is_number(cell.result.get(key)):
             metrics.append(Metric(key, float(cell.result[key]), cell.end_ms, 0))
     return metrics
-
-
-# ---------------------------------------------------------------- MLflow plumbing
-
-
-def default_tracking_uri(root: str | Path) -> str:
-    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
-
-
-def scheme(uri: str) -> str:
-    return uri.split(":", 1)[0].lower() if ":" in uri else ""
-
-
-def resolve_tracking_uri(root: str | Path, tracking_uri: str | None = None) -> str:
-    if not tracking_uri:
-        return default_tracking_uri(root)
-    if scheme(tracking_uri) in ("", "file"):
-        raise BenchError(f"tracking URI {tracking_uri!r} is MLflow's file store, which bench does not use "
-                         "(MLflow >= 3.13 refuses it); use sqlite:///PATH/mlflow.db or http://HOST:PORT")
-    return tracking_uri
-
-
-def is_http(uri: str) -> bool:
-    return scheme(uri) in ("http", "https")
-
-
-def _artifact_root(root: Path, uri: str) -> Path | None:
-    """Where new experiments keep artifacts; None lets a server (or Databricks) decide."""
-    kind = scheme(uri)
-    if kind in ("http", "https") or kind.startswith("databricks"):
-        return None
-    db = _sqlite_file(uri)
-    if db is not None:
-        return db.resolve().parent / "mlartifacts"
-    return root.resolve() / "mlartifacts"
-
-
-def _sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///PATH`` URI (None for other URIs and in-memory databases)."""
-    if scheme(uri) != "sqlite" or not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
-@contextlib.contextmanager
-def _client_env(uri: str) -> Iterator[None]:
-    """Short retries and timeouts for http(s) URIs, and no "View run at" line (plus a get_run) per
-    run; only where the user did not choose, and only while ingesting."""
-    wanted = {**(HTTP_LIMITS if is_http(uri) else {}), **QUIET}
-    added = [name for name in wanted if name not in os.environ]
-    for name in added:
-        os.environ[name] = wanted[name]
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
-
-
-@contextlib.contextmanager
-def _ingest_lock(root: Path) -> Iterator[None]:
-    """One ingest per results folder at a time (a read-only folder goes without the lock)."""
-    try:
-        os.close(open_no_follow(root / LOCK_FILE, os.O_WRONLY | os.O_CREAT))  # a planted link is a LinkError
-    except OSError:
-        yield
-        return
-    with exclusive(root / LOCK_FILE, f"another ingest of {root}", echo=lambda m: print(f"bench:{m}", file=sys.stderr)):
-        yield
-
-
-def _in_chain(error: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
-    """The first exception of ``types`` among ``error`` and its causes (MLflow and SQLAlchemy wrap them)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, types):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _is_unreachable(error: BaseException) -> bool:
-    import requests
-
-    return _in_chain(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                             requests.exceptions.RetryError, ConnectionError, TimeoutError)) is not None
-
-
-def _ingest_again(root: Path, uri: str) -> str:
-    return shlex.join(["bench", "ingest", str(root)] + ([] if uri == default_tracking_uri(root) else ["--tracking-uri", uri]))
-
-
-def _move_aside(db: Path, detail: str, root: Path, uri: str) -> BenchError:
-    aside = shlex.join(["mv", str(db), f"{db}.broken"])
-    return BenchError(f"{db}: not a usable MLflow database ({detail}); the results are safe on disk: move it aside "
-                      f"(`{aside}`) and run `{_ingest_again(root, uri)}` to rebuild it from the results folder")
-
-
-def _check_sqlite_file(uri: str, root: Path) -> None:
-    """A folder where the database should be: sqlite says so only after MLflow's ~100 s of retries."""
-    db = _sqlite_file(uri)
-    if db is not None and db.exists() and not db.is_file():
-        raise _move_aside(db, "not a file", root, uri)
-
-
-def _unusable_database(error: BaseException, uri: str, root: Path) -> BenchError | None:
-    """One line for a sqlite store that sqlite cannot use (overwritten, truncated, unopenable), or None."""
-    import sqlite3
-
-    found = _in_chain(error, (sqlite3.Error,))
-    db = _sqlite_file(uri)
-    if found is None or db is None:
-        return None
-    detail = (str(found).strip().splitlines() or [type(found).__name__])[0]
-    name = getattr(found, "sqlite_errorname", "")
-    if name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT") or type(found) is sqlite3.DatabaseError:
-        return _move_aside(db, detail, root, uri)
-    return BenchError(f"{db}: MLflow's database cannot be used ({detail}); the results stay on disk under {root}; "
-                      f"run `{_ingest_again(root, uri)}` once it can")
 
 
 def _batch_limits() -> tuple[int, int, int]:
@@ -417,7 +249,7 @@ def _log(client: MlflowClient, run_id: str, metrics=(), params=(), tags=()) -> N
         client.log_batch(run_id, metrics=m, params=p, tags=t)
 
 
-def _experiment(client: MlflowClient, matrix: str, artifact_root: Path | None) -> str:
+def experiment_for(client: MlflowClient, matrix: str, artifact_root: Path | None) -> str:
     from mlflow.exceptions import MlflowException
 
     name = EXPERIMENT_PREFIX + matrix
@@ -428,7 +260,7 @@ def _experiment(client: MlflowClient, matrix: str, artifact_root: Path | None) -
             folder = "".join(c if c.isalnum() or c in "._-" else "_" for c in matrix)
             location = (artifact_root / folder).as_uri()
         try:
-            return client.create_experiment(name, artifact_location=location, tags={"bench.matrix.schema": matrix})
+            return client.create_experiment(name, artifact_location=location, tags={"bench.matrix": matrix})
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -438,7 +270,7 @@ def _experiment(client: MlflowClient, matrix: str, artifact_root: Path | None) -
     return experiment.experiment_id
 
 
-def _existing_runs(client: MlflowClient, experiment_id: str) -> dict[str, Run]:
+def existing_runs(client: MlflowClient, experiment_id: str) -> dict[str, Run]:
     """Active runs of the experiment by cell id (the oldest if an id somehow has several)."""
     runs: dict[str, Run] = {}
     token = None
@@ -452,7 +284,7 @@ def _existing_runs(client: MlflowClient, experiment_id: str) -> dict[str, Run]:
             return runs
 
 
-def _finish(client: MlflowClient, run_id: str, cell: _Cell, metrics=(), params=(), tags=()) -> None:
+def _finish(client: MlflowClient, run_id: str, cell: CellRun, metrics=(), params=(), tags=()) -> None:
     """Artifacts (one upload of the cell's files), FINISHED, then what is left to log with the
     sha tag in the last batch: a run an ingest left half-written has no sha and gets redone."""
     from mlflow.entities import RunTag
@@ -465,13 +297,13 @@ def _finish(client: MlflowClient, run_id: str, cell: _Cell, metrics=(), params=(
     _log(client, run_id, metrics=metrics, params=params, tags=[*tags, RunTag(SHA_TAG, cell.sha)])
 
 
-def _create(client: MlflowClient, experiment_id: str, cell: _Cell, tags: dict[str, str]) -> str:
+def create_run(client: MlflowClient, experiment_id: str, cell: CellRun, tags: dict[str, str]) -> str:
     """A new run in four calls: created with its tags, artifacts, terminated, params and metrics
     with the sha (each MLflow call is a transaction of several statements: ~50 ms a run on sqlite here).
-    It holds what :func:`_new_run` says, as a run written in bulk does."""
+    It holds what :func:`new_run` says, as a run written in bulk does."""
     from mlflow.entities import Param
 
-    new = _new_run(cell, tags)
+    new = new_run(cell, tags)
     run = client.create_run(experiment_id, start_time=new.start_ms, run_name=new.run_name,
                             tags={k: v for k, v in new.tags.items() if k != SHA_TAG})  # the sha comes last, in _finish
     run_id = run.info.run_id
@@ -479,22 +311,15 @@ def _create(client: MlflowClient, experiment_id: str, cell: _Cell, tags: dict[st
     return run_id
 
 
-def _new_run(cell: _Cell, tags: dict[str, str]) -> NewRun:
-    """Everything a cell's new run holds: written by :func:`_create` through the client, or in bulk
+def new_run(cell: CellRun, tags: dict[str, str]) -> NewRun:
+    """Everything a cell's new run holds: written by :func:`create_run` through the client, or in bulk
     by :func:`bench.results.ingest_bulk.create_runs`."""
     return NewRun(run_name=_run_name(cell), tags={**tags, CELL_TAG: cell.id, SHA_TAG: cell.sha},
                   params=flatten_config(cell.config), metrics=_metrics(cell), artifacts=list(cell.files.values()),
                   start_ms=cell.start_ms, end_ms=cell.end_ms)
 
 
-def _progress(label: str, total: int) -> Callable[[int], None]:
-    """A progress line on stderr per chunk, for ingests long enough to need one."""
-    if total <= CHUNK:
-        return lambda done: None
-    return lambda done: print(f"{label}: {done}/{total} new runs written", file=sys.stderr, flush=True)
-
-
-def _update(client: MlflowClient, experiment_id: str, run: Run, cell: _Cell, tags: dict[str, str]) -> str:
+def update_run(client: MlflowClient, experiment_id: str, run: Run, cell: CellRun, tags: dict[str, str]) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
     run_id = run.info.run_id
@@ -502,7 +327,7 @@ def _update(client: MlflowClient, experiment_id: str, run: Run, cell: _Cell, tag
     have_params = run.data.params
     if any(key in have_params and have_params[key] != value for key, value in params.items()):
         client.delete_run(run_id)  # params are immutable in MLflow: start this cell's run again
-        return _create(client, experiment_id, cell, tags)
+        return create_run(client, experiment_id, cell, tags)
     now = int(time.time() * 1000)
     wanted: dict[str, list[Metric]] = {}
     for metric in _metrics(cell):
@@ -522,112 +347,3 @@ def _update(client: MlflowClient, experiment_id: str, run: Run, cell: _Cell, tag
     return run_id
 
 
-def ingest(root: str | Path, tracking_uri: str | None = None) -> IngestSummary:
-    """Log every finished cell of ``root`` into MLflow; safe to repeat (unchanged cells are skipped).
-
-    ``tracking_uri`` defaults to ``sqlite:///<abs root>/mlflow.db``. Raises :class:`BenchError`
-    (one line) when a server cannot be reached or the sqlite file is damaged; the cells on disk are
-    never modified. Done cells whose files cannot be read are skipped with a warning, as by
-    ``bench collect`` (``summary.unreadable``).
-    """
-    from bench.results.collect import UnreadableCell, warn_unreadable
-    from bench.results.store import Store
-
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchError(f"{root}: no such results folder")
-    uri = resolve_tracking_uri(root, tracking_uri)
-    summary = IngestSummary(tracking_uri=uri)
-    store = Store(root)
-    members = store.membership()
-    database = _sqlite_file(uri)
-    with _ingest_lock(root):
-        ledger = Ledger.load(root, f"{uri}\nformat {FORMAT_VERSION}", database)
-        signatures = {cell_id: store.cell(cell_id).signature() for cell_id in store.done_cell_ids()}
-        cells: dict[str, _Cell] = {}
-        unreadable: dict[str, str] = {}
-        for cell_id, signature in signatures.items():
-            places = [matrix for matrix, _, _ in members.get(cell_id, [(NO_MATRIX, 0, None)])]
-            known = {matrix: ledger.unchanged(matrix, cell_id, signature) for matrix in places}
-            if all(known.values()):  # ingested with these very files, into this very database: skip unread
-                summary.skipped += len(known)
-                summary.runs.update({(matrix, cell_id): run_id for matrix, run_id in known.items()})
-                continue
-            try:
-                cells[cell_id] = _load_cell(store, cell_id)
-            except UnreadableCell as error:  # skipped, as bench collect skips it: one broken cell hides no others
-                unreadable[cell_id] = str(error)
-        warn_unreadable(store, unreadable, ingest=True)
-        summary.unreadable = sorted(unreadable)
-        summary.experiments = {name: ledger.experiments[name] for name in
-                               {EXPERIMENT_PREFIX + matrix for matrix, _ in summary.runs} if name in ledger.experiments}
-        if cells:
-            _write_runs(root, uri, store, members, cells, summary)
-            for (matrix, cell_id), run_id in summary.runs.items():
-                ledger.record(matrix, cell_id, run_id, signatures[cell_id])
-            ledger.experiments.update(summary.experiments)
-            ledger.save(database)
-    return summary
-
-
-def _write_runs(root: Path, uri: str, store: Store, members: dict[str, list[tuple[str, int, str | None]]],
-                cells: dict[str, _Cell], summary: IngestSummary) -> None:
-    """Create, update or skip (by sha) the MLflow run of each loaded cell in each of its matrices."""
-    _check_sqlite_file(uri, root)
-    by_matrix: dict[str, list[tuple[str, str | None]]] = {}
-    for cell_id in cells:
-        for matrix, _, describe in members.get(cell_id, [(NO_MATRIX, 0, None)]):
-            by_matrix.setdefault(matrix, []).append((cell_id, describe))
-    with _client_env(uri):
-        try:
-            from mlflow import MlflowClient
-
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)  # fail fast when a server is down
-            artifact_root = _artifact_root(root, uri)
-            bulk = sql_store(client)  # new runs in bulk into a SQL store; None: one by one through the client
-            for matrix, entries in sorted(by_matrix.items()):
-                experiment_id = _experiment(client, matrix, artifact_root)
-                summary.experiments[EXPERIMENT_PREFIX + matrix] = experiment_id
-                existing = _existing_runs(client, experiment_id)
-                new_runs: dict[str, NewRun] = {}
-                for cell_id, describe in entries:
-                    cell = cells[cell_id]
-                    run = existing.get(cell_id)
-                    tags = _tags(cell, matrix, describe)
-                    if run is None and bulk is not None:
-                        new_runs[cell_id] = _new_run(cell, tags)
-                        continue
-                    if run is None:
-                        run_id = _create(client, experiment_id, cell, tags)
-                        summary.created += 1
-                    elif run.data.tags.get(SHA_TAG) == cell.sha:
-                        run_id = run.info.run_id
-                        summary.skipped += 1
-                    else:
-                        run_id = _update(client, experiment_id, run, cell, tags)
-                        summary.updated += 1
-                    summary.runs[(matrix, cell_id)] = run_id
-                if new_runs:
-                    create_runs(bulk, experiment_id, list(new_runs.values()),
-                                progress=_progress(f"bench: ingest: {matrix}", len(new_runs)), journal=root / PENDING_FILE)
-                    summary.created += len(new_runs)
-                    summary.runs.update({(matrix, cell_id): run.run_id for cell_id, run in new_runs.items()})
-        except BenchError:
-            raise
-        except Exception as error:
-            from mlflow.exceptions import MlflowException
-
-            unusable = _unusable_database(error, uri, root)
-            if unusable is not None:
-                raise unusable from None
-            if _is_unreachable(error):
-                raise BenchError(f"MLflow server at {uri} not reachable; results stay on disk under {root}; "
-                                 f"run `bench ingest {root} --tracking-uri {uri}` later") from None
-            if isinstance(error, MlflowException):
-                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                raise BenchError(f"MLflow at {uri}: {first}") from None
-            raise
-
-
-# ---------------------------------------------------------------- command line

@@ -27,7 +27,7 @@ from bench.matrix.schema import Matrix, load_matrix
 from bench.matrix.plan import PLAN_COLUMNS, expand, plan_rows, record_plan
 from bench.results.store import DONE, Store
 from bench.text_table import format_table
-from bench.results.tracking import ingest
+from bench.results.ingest import ingest
 from tests.pipelines.test_benchmarks import timed
 from tests.conftest import Speed, write_matrix
 
@@ -189,7 +189,7 @@ def fresh_copy(root: Path, counter: itertools.count) -> Path:
 
 def test_first_ingest_with_bench(benchmark: BenchmarkFixture, speed: Speed, few_done_cells: Path) -> None:
     copies = itertools.count()
-    summary = timed(benchmark, speed, INGEST, "bench", "bench.results.tracking.ingest", ingest,
+    summary = timed(benchmark, speed, INGEST, "bench", "bench.results.ingest.ingest", ingest,
                     lambda: ((fresh_copy(few_done_cells, copies),), {}), rounds=2)
     assert summary.created == len(Store(few_done_cells).cell_ids())
 

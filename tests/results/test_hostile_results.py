@@ -359,7 +359,9 @@ def test_a_metric_now_null_is_missing_for_check(results: Path, baseline: Path, c
 def test_nulls_are_not_logged_to_mlflow(hand_results: Path) -> None:
     from mlflow import MlflowClient
 
-    from bench.results.tracking import EPOCH_PREFIX, ingest
+    from bench.results.ingest import ingest
+
+    from bench.results.tracking import EPOCH_PREFIX
 
     summary = ingest(hand_results)
     assert summary.created == 1

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
-from bench.results.tracking import (CELL_TAG, EPOCH_PREFIX, FINAL_METRICS, HTTP_LIMITS, QUIET, SHA_TAG, batches,
-                            flatten_config, ingest)
+from bench.results.ingest import ingest
+from bench.results.tracking import CELL_TAG, EPOCH_PREFIX, FINAL_METRICS, SHA_TAG, batches, flatten_config
+from bench.results.tracking_uri import HTTP_LIMITS, QUIET
 from bench.training.runtime import source_commit
 
 ARTIFACTS = {"config.json", "metrics.json", "result.json"}
@@ -76,7 +77,7 @@ def check_runs(client, root: Path) -> None:
             assert data.params[f"deps.{role}"] == dep
         # tags
         tags = data.tags
-        assert tags["bench.matrix.schema"] == "tiny" and tags[CELL_TAG] == cell_id
+        assert tags["bench.matrix"] == "tiny" and tags[CELL_TAG] == cell_id
         for field in ("stage", "method", "arch"):
             assert tags[f"bench.{field}"] == config[field]
         assert tags.get("bench.teacher_id") == config["deps"].get("teacher")
@@ -270,22 +271,22 @@ def test_an_unchanged_reingest_opens_no_mlflow_and_a_touched_database_gets_the_f
     is re-read and its run updated."""
     from mlflow import MlflowClient
 
-    import bench.results.tracking as tracking
+    import bench.results.ingest as ingest_module
     from bench.results.ingest_ledger import LEDGER_FILE
 
     first = ingest(results)
     assert (results / LEDGER_FILE).is_file()
-    real_write = tracking._write_runs
+    real_write = ingest_module._write_runs
 
     def no_mlflow(*args, **kwargs):
         raise AssertionError("an ingest with nothing new talked to MLflow")
 
-    monkeypatch.setattr(tracking, "_write_runs", no_mlflow)
+    monkeypatch.setattr(ingest_module, "_write_runs", no_mlflow)
     again = ingest(results)
     assert (again.created, again.updated, again.skipped) == (0, 0, 4) and again.runs == first.runs
     assert again.experiments == first.experiments
 
-    monkeypatch.setattr(tracking, "_write_runs", real_write)
+    monkeypatch.setattr(ingest_module, "_write_runs", real_write)
     client = MlflowClient(tracking_uri=first.tracking_uri)
     cell_id, run_id = next((c, r) for (_, c), r in first.runs.items())
     client.delete_run(run_id)  # by hand, as in the UI: the ledger no longer describes the database
@@ -385,14 +386,14 @@ def test_a_killed_bulk_ingest_leaves_no_artifact_folder_behind_once_ingest_runs_
 def test_runs_written_in_bulk_equal_runs_the_client_writes(results: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The bulk path writes the very rows MLflow's client would, in every table of the database."""
-    import bench.results.tracking
+    import bench.results.ingest
     from mlflow import MlflowClient
 
     by_client = tmp_path / "by-client"
     shutil.copytree(results, by_client)
     in_bulk = ingest(results)
     with monkeypatch.context() as patch:
-        patch.setattr(bench.results.tracking, "sql_store", lambda client: None)
+        patch.setattr(bench.results.ingest, "sql_store", lambda client: None)
         one_by_one = ingest(by_client)
     assert in_bulk.created == one_by_one.created == 4
     bulk_rows, client_rows = database_rows(results / "mlflow.db"), database_rows(by_client / "mlflow.db")
