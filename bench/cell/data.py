@@ -9,7 +9,9 @@ from functools import cached_property
 
 import torch
 
-from bench.data.datasets import load_dataset, with_recipe
+from bench.data.datasets import load_dataset
+
+from bench.data.image_folders import with_recipe
 from bench.data.images import ImageSet, TensorImageSet
 from bench.data.splits import Splits, make_splits
 from bench.errors import BenchError

@@ -257,7 +257,9 @@ def prefetch_command(args: argparse.Namespace) -> int:
     import sys
     from collections.abc import Callable
 
-    from bench.data.datasets import SPLITS, locate_dataset, prefetch_dataset
+    from bench.data.dataset_registry import SPLITS
+
+    from bench.data.datasets import locate_dataset, prefetch_dataset
     from bench.errors import DataNotFoundError
     from bench.models.weights import cached_weights, prefetch_weights
     from bench.matrix.preflight import encoder_file_path, needed_inputs

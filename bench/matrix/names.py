@@ -23,7 +23,8 @@ from typing import Any
 from bench.matrix.requirements import REQUIREMENTS, Requirement
 
 PACKAGE = Path(__file__).resolve().parents[1]
-REGISTERING = ("methods", "models", "data/datasets.py", "matrix/requirements.py")
+REGISTERING = ("methods", "models", "data/datasets.py", "data/in_memory_sets.py", "data/torchvision_sets.py",
+               "data/image_folders.py", "matrix/requirements.py")
 
 
 def _version(name: str) -> str:
@@ -51,13 +52,13 @@ def build() -> dict[str, Any]:
     """The index from the registries themselves (imports torch and timm)."""
     import timm
 
-    from bench.data.datasets import DATASETS
+    from bench.data.datasets import dataset_names
     from bench.methods import METHODS
     from bench.models.architectures import MODELS
 
     return {
         "methods": {name: REQUIREMENTS[name].as_dict() for name in METHODS.names()},
-        "datasets": sorted(DATASETS),
+        "datasets": sorted(dataset_names()),
         "models": MODELS.names(),
         # what timm.is_model accepts: every registered entrypoint (deprecated names too)
         "timm": sorted(getattr(getattr(timm.models, "_registry", None), "_model_entrypoints", None) or timm.list_models()),

@@ -164,7 +164,8 @@ def prefetch_weights(name: str) -> str:
     works, one BenchError line names the architecture, why, and what to do. Afterwards
     ``create_model(name, ..., pretrained=True)`` works offline with the same HF_HOME / TORCH_HOME.
     """
-    from bench.data.datasets import DOWNLOAD_ERRORS, download_failed, short_reason
+    from bench.data.dataset_registry import DOWNLOAD_ERRORS
+    from bench.data.datasets import download_failed, short_reason
 
     try:
         return cached_weights(name)

@@ -15,7 +15,7 @@ from torch import nn
 from bench.cell import view_bank
 from bench.cell.bank_views import BankSpec
 from bench.cli import main
-from bench.data.datasets import with_recipe
+from bench.data.image_folders import with_recipe
 from bench.data.images import ImageSet, StreamedImageSet, TensorImageSet
 from bench.errors import BenchError
 from bench.training.interface import Batch
@@ -60,7 +60,7 @@ def streamed(tmp_path_factory: pytest.TempPathFactory) -> StreamedImageSet:
     from torchvision.datasets import ImageFolder
     from torchvision.io import encode_jpeg
 
-    from bench.data.datasets import stream_transform
+    from bench.data.dataset_registry import stream_transform
 
     root = tmp_path_factory.mktemp("jpegs")
     g = torch.Generator().manual_seed(1)

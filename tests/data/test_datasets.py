@@ -14,14 +14,11 @@ import torch
 import torchvision
 from PIL import Image
 
+from bench.data import dataset_registry, in_memory_sets, torchvision_sets
 from bench.data import datasets as ds
-from bench.data.datasets import (
-    DATASETS,
-    dataset_names,
-    load_dataset,
-    prefetch_dataset,
-    register_image_folder,
-)
+from bench.data.dataset_registry import DATASETS
+from bench.data.datasets import dataset_names, load_dataset, prefetch_dataset
+from bench.data.image_folders import register_image_folder
 from bench.data.idx import parse_idx, read_idx, write_idx
 from bench.data.images import StreamedImageSet, TensorImageSet
 from bench.errors import BenchError, DataNotFoundError
@@ -91,8 +88,8 @@ def test_digits_split_shapes_and_determinism(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    train_idx = ds._stratified_split(bunch.target, 0.25, "train")
-    test_idx = ds._stratified_split(bunch.target, 0.25, "test")
+    train_idx = dataset_registry.stratified_split(bunch.target, 0.25, "train")
+    test_idx = dataset_registry.stratified_split(bunch.target, 0.25, "test")
     assert not set(train_idx.tolist()) & set(test_idx.tolist())
     assert sorted(train_idx.tolist() + test_idx.tolist()) == list(range(1797))
     full = torch.from_numpy(np.rint(bunch.images * 255 / 16).astype(np.uint8)).unsqueeze(1)
@@ -197,7 +194,7 @@ def test_fashion_mnist_from_debian_package(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_missing_message_mentions_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = ds._IdxSpec("fashion_mnist", "FashionMNIST", system_dirs=(tmp_path / "nowhere",),
+    spec = in_memory_sets._IdxSpec("fashion_mnist", "FashionMNIST", system_dirs=(tmp_path / "nowhere",),
                        extra_hint=", or `apt-get install dataset-fashion-mnist`")
     with pytest.raises(DataNotFoundError, match=r"apt-get install dataset-fashion-mnist") as err:
         spec.load("train", tmp_path / "root", None)
@@ -274,7 +271,7 @@ def test_caltech256_fixed_split_streams_rgb(tmp_path: Path) -> None:
     images, targets, idx = next(test.batches(torch.arange(3), batch_size=3))
     assert images.shape == (3, 3, 12, 12) and images.dtype == torch.uint8
     assert torch.equal(targets, test.targets)
-    again = ds._VisionSpec("caltech256", "Caltech256", "caltech256/256_ObjectCategories",
+    again = torchvision_sets._VisionSpec("caltech256", "Caltech256", "caltech256/256_ObjectCategories",
                            {"train": ({},), "test": ({},)}, test_size=0.2).build("test", tmp_path, None)
     assert again.indices == test.dataset.indices  # deterministic
 
@@ -342,7 +339,7 @@ def test_prefetch_refuses_datasets_that_cannot_be_downloaded(tmp_path: Path) -> 
     assert prefetch_dataset("digits", tmp_path) == {"train": bundled, "test": bundled}
     assert list(tmp_path.iterdir()) == []
     names = set(DATASETS.names())
-    assert names == set(ds.PREFETCHERS.names()) == set(ds.LOCATORS.names()) == set(ds.DATASET_SPLITS.names())
+    assert names == set(dataset_registry.PREFETCHERS.names()) == set(dataset_registry.LOCATORS.names()) == set(dataset_registry.DATASET_SPLITS.names())
     assert ds.dataset_splits("openimages") == ("train",) and ds.dataset_splits("cifar10") == ("train", "test")
 
 
@@ -377,7 +374,7 @@ def test_locate_fails_exactly_where_load_fails(tmp_path: Path, name: str, split:
     make(tmp_path)
     with pytest.raises(DataNotFoundError) as by_load:
         load_dataset(name, split, tmp_path, image_size=8)
-    with pytest.raises(ds.MissingData) as by_locate:
+    with pytest.raises(dataset_registry.MissingData) as by_locate:
         ds.locate_dataset(name, tmp_path, [split])
     assert str(by_locate.value) == str(by_load.value)
     assert by_locate.value.places and all(str(place) in str(by_load.value) for place in by_locate.value.places)

@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from bench.cli import main
 from bench.matrix.config import CellConfig
-from bench.data.datasets import with_recipe
+from bench.data.image_folders import with_recipe
 from bench.data.images import StreamedImageSet, TensorImageSet
 from bench.data.recipe import CropKey, ReplayCrops, crop_batch, decode_image, draw_box_and_flip, eval_crop
 from bench.data.views import draw_crop_boxes, draw_flip
@@ -110,7 +110,7 @@ def test_streamed_training_and_evaluation_crops_match_torchvision_v2(photo_folde
     every epoch; evaluation is v2's resize(256-of-224) + center_crop."""
     from torchvision.datasets import ImageFolder
 
-    from bench.data.datasets import stream_transform
+    from bench.data.dataset_registry import stream_transform
 
     folder = ImageFolder(str(photo_folder), transform=stream_transform(64))
     plain = StreamedImageSet(folder, torch.tensor(folder.targets), 2, 3, 64, "photos")
@@ -143,7 +143,7 @@ def test_batches_decoded_in_the_main_process_are_the_workers_pixels(photo_folder
     named .JPEG) included, with and without workers."""
     from torchvision.datasets import ImageFolder
 
-    from bench.data.datasets import stream_transform
+    from bench.data.dataset_registry import stream_transform
 
     folder = ImageFolder(str(photo_folder), transform=stream_transform(64))
     plain = StreamedImageSet(folder, torch.tensor(folder.targets), 2, 3, 64, "photos")
@@ -165,7 +165,7 @@ def test_pooled_splits_keep_the_recipe(photo_folder: Path) -> None:
     """resplit_4_1_1 pools train and test (splits.concat): the pool crops as its parts did."""
     from torchvision.datasets import ImageFolder
 
-    from bench.data.datasets import stream_transform
+    from bench.data.dataset_registry import stream_transform
     from bench.data.splits import concat
 
     folder = ImageFolder(str(photo_folder), transform=stream_transform(64))

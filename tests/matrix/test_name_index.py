@@ -36,14 +36,14 @@ def test_planning_every_shipped_matrix_imports_neither_torch_nor_timm(tmp_path: 
 
 
 def test_the_index_agrees_with_the_registries() -> None:
-    from bench.data.datasets import DATASETS
+    from bench.data.datasets import dataset_names
     from bench.matrix.names import requirement
     from bench.matrix.requirements import REQUIREMENTS
     from bench.methods import METHODS
     from bench.models.architectures import architecture_exists
 
     data = name_index.build()
-    assert set(data["methods"]) == set(METHODS.names()) and set(data["datasets"]) == set(DATASETS)
+    assert set(data["methods"]) == set(METHODS.names()) and set(data["datasets"]) == set(dataset_names())
     for name in METHODS.names():
         assert requirement(name) == REQUIREMENTS[name], name
     assert requirement("no_such_method") is None

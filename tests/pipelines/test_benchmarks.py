@@ -622,7 +622,7 @@ def test_imagenet_recipe_loader_against_torchvision_and_the_decode_limit(benchma
     from torchvision import datasets as tvd
     from torchvision import transforms as T
 
-    from bench.data.datasets import with_recipe
+    from bench.data.image_folders import with_recipe
     from bench.data.recipe import CropKey
 
     data = with_recipe(load_dataset("imagenet", "train", jpeg_root, LOADER_SIZE), "imagenet")
