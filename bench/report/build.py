@@ -73,6 +73,7 @@ from bench.report.sections import (
     verdicts_section,
     cost_line,
     stand_in_mapping,
+    write_csv,
 )
 from bench.report.targets import Target, resolve_targets
 from bench.report.verdicts import summary_counts, summary_line
@@ -208,9 +209,7 @@ def _table_section(name: str, trows: list[FigureRow], frame: pd.DataFrame, targe
                    standing_in: tuple[bool, dict[str, Any]], view: Any, out: Path, written: list[Path]) -> Section:
     """One paper table: its CSV, its plot, which cells stood in and which figures have no value."""
     stand_in, mapping = standing_in
-    csv_path = out / f"{slug(name)}.csv"
-    atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
-    written.append(csv_path)
+    csv_path = write_csv(out / f"{slug(name)}.csv", frame, written)
     images = []
     title = f"{paper.paper} {name}: reported vs reproduced ({target.matrix})"
     differing = list(dict.fromkeys(r.data_note.split(": ", 1)[1] for r in trows if r.data_differs))
@@ -255,9 +254,7 @@ def _unmatched_lines(trows: list[FigureRow], target: Target, mapping: dict[str, 
 def _cells_part(page: _Page, mine: pd.DataFrame, out: Path) -> None:
     """Every done cell of the matrix, as a table and cells.csv."""
     cells = cells_frame(mine) if not mine.empty else pd.DataFrame()
-    cells_csv = out / "cells.csv"
-    atomic_write_bytes(cells_csv, cells.to_csv(index=False).encode())
-    page.written.append(cells_csv)
+    cells_csv = write_csv(out / "cells.csv", cells, page.written)
     page.sections.append(Section("All cells", ["Every done cell of the matrix; accuracies in %, throughput as measured by the run."],
                                  display_cells(cells) if not cells.empty else None, cells_csv, [], []))
 

@@ -24,6 +24,13 @@ class Section:
     notes: list[str]
 
 
+def write_csv(path: Path, frame: pd.DataFrame, written: list[Path]) -> Path:
+    """A section's CSV, written whole and counted among the report's files."""
+    atomic_write_bytes(path, frame.to_csv(index=False).encode())
+    written.append(path)
+    return path
+
+
 def _texts(rows: pd.DataFrame, column: str) -> list[str]:
     """A column as text per row ("" where empty or absent)."""
     if column not in rows:
@@ -169,9 +176,7 @@ def verdicts_section(judged: list[tuple[str, pd.DataFrame]], out: Path, written:
             f"{LEVEL:.0%} interval": "—" if is_missing(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['interval']})",
             "band": f"± {r['band']:.2f}", "verdict": r["verdict"], "to decide": _to_decide(r),
         })
-    csv_path = out / "verdicts.csv"
-    atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
-    written.append(csv_path)
+    csv_path = write_csv(out / "verdicts.csv", frame, written)
     intro = [f"A reading is *reproduced* when its {LEVEL:.0%} interval over seeds (Student's t below {BOOTSTRAP_FROM} "
              f"seeds, a BCa bootstrap from there; gains seed-paired) lies inside the band around the reported value, "
              f"*not reproduced* when it lies wholly outside, *inconclusive* otherwise or with fewer than {MIN_SEEDS} "
@@ -191,9 +196,7 @@ def claims_section(table: pd.DataFrame, matrix: str, paper: Any, out: Path,
 
     readings = [reading for claim in paper.claims for reading in evaluate(claim, table, matrix)]
     frame = claims_frame(readings)
-    csv_path = out / "claims.csv"
-    atomic_write_bytes(csv_path, frame.to_csv(index=False).encode())
-    written.append(csv_path)
+    csv_path = write_csv(out / "claims.csv", frame, written)
     intro = [f"**{summary(readings)}.** Each claim compares two kinds of cells (higher − lower) within each "
              f"value of its grouping columns; Δ is the mean over seeds of the seed-paired differences, the interval "
              f"its {LEVEL:.0%} t-interval. *holds*: the interval lies above 0; *fails*: below 0; *inconclusive*: "
