@@ -10,14 +10,22 @@ corner or the centre, resized back); and with ``flip`` every one of those mirror
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from bench.matrix.config import CellConfig
-
 Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class TransformSettings(Protocol):
+    """The annotate fields of a cell's config (``bench.matrix.config.CellConfig``) the set is made of;
+    a protocol, so the data package needs nothing of the matrix package."""
+
+    annotate_scales: tuple[float, ...]
+    annotate_crops: tuple[str, ...]
+    annotate_crop_fraction: float
+    annotate_flip: bool
 
 
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -75,7 +83,7 @@ class NamedTransform:
     apply: Transform
 
 
-def transforms_of(config: CellConfig) -> list[NamedTransform]:
+def transforms_of(config: TransformSettings) -> list[NamedTransform]:
     """The annotate cell's transform set, in a fixed order (its names go into the artifact)."""
     base = [NamedTransform("identity", identity)]
     base += [NamedTransform(f"scale{factor:g}", rescale(factor)) for factor in config.annotate_scales if factor != 1.0]
