@@ -174,10 +174,18 @@ def load_tensors(path: Path) -> Any:
 
 
 def read_json(path: Path) -> Any:
+    """The JSON in a results folder's file: a link there is refused (never followed out of the
+    folder), and a file that is not UTF-8 or nests too deeply is a one-line error like corrupt JSON."""
     try:
-        return json.loads(path.read_text())
+        with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as file:
+            text = file.read().decode("utf-8")
+        return json.loads(text)
+    except UnicodeDecodeError:
+        raise BenchError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise BenchError(f"{path}: corrupt JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:
+        raise BenchError(f"{path}: JSON nested too deeply to read") from None
 
 
 def _plan_problem(plan: Any) -> str | None:
@@ -308,7 +316,7 @@ class Store:
             try:
                 plan = read_json(path)
                 problem = _plan_problem(plan)
-            except (BenchError, OSError, UnicodeDecodeError) as error:
+            except (BenchError, OSError) as error:
                 problem = str(error).removeprefix(f"{path}: ")
             if problem:
                 print(f"bench: warning: {path}: {problem}; skipped (run its matrix again to rewrite it)", file=sys.stderr)

@@ -116,3 +116,41 @@ def test_a_lock_is_exclusive_between_processes(tmp_path: Path, kind: str) -> Non
     finally:
         holder.join(20)
     assert holder.exitcode == 0
+
+
+# found by a review (issue 27): each of these was a traceback, or a read through a planted link
+
+def test_json_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(b'\xff\xfe{"a": 1}')
+    with pytest.raises(BenchError, match=r"config\.json: not UTF-8 text$"):
+        read_json(path)
+
+
+def test_json_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_bytes(b"[" * 100_000)
+    with pytest.raises(BenchError, match=r"result\.json: JSON nested too deeply to read$"):
+        read_json(path)
+
+
+def test_a_linked_json_file_is_refused_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text('{"a": 1}')
+    (tmp_path / "result.json").symlink_to(outside)
+    with pytest.raises(BenchError, match="is a symbolic link"):
+        read_json(tmp_path / "result.json")
+
+
+def test_a_deeply_nested_or_linked_plan_is_skipped_like_any_damaged_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text('{"matrix": "x", "cells": [{"id": "%s"}]}' % CELL)
+    store = Store(tmp_path / "results")
+    store.write_plan("good", "m.yaml", None, [{"id": CELL}])
+    plans = tmp_path / "results" / "plans"
+    (plans / "deep.json").write_bytes(b"[" * 100_000)
+    (plans / "planted.json").symlink_to(outside)
+    assert list(store.plans()) == ["good"]
+    err = capsys.readouterr().err
+    assert "deep.json: JSON nested too deeply" in err and "planted.json: is a symbolic link" in err
+    assert len(err.strip().splitlines()) == 2
