@@ -99,6 +99,18 @@ def parse_sets(assignments: Iterable[str], source: str = "--set") -> dict[str, A
     return parsed
 
 
+def _roles_agree(parents: dict[str, Cell]) -> bool:
+    """A role the stage names must be the very cell its other parents see in it. A parent's own
+    ancestors do not count: a kd student that teaches the next one (a teacher assistant) has its
+    teacher in the role its student names it in, and the stage's naming wins."""
+    for role, parent in parents.items():
+        for other in parents.values():
+            seen = other.parents.get(role) if other is not parent else None
+            if seen is not None and seen.id != parent.id:
+                return False
+    return True
+
+
 class Planner:
     """Expands one matrix (plus command-line ``--set`` values) into cells in dependency order."""
 
@@ -175,8 +187,8 @@ class Planner:
             for role, parent in zip(roles, parents):
                 visible.update(parent.parents)
                 deps.update(parent.config.deps)
-            if any(role in visible and visible[role].id != parent.id for role, parent in zip(roles, parents)):
-                continue  # a role named explicitly must be the very cell the other parents see in it
+            if not _roles_agree(dict(zip(roles, parents))):
+                continue
             for role, parent in zip(roles, parents):
                 visible[role] = parent
                 deps[role] = parent.id

@@ -77,3 +77,28 @@ def test_two_real_cells_differing_only_in_a_shortened_field_share_a_key(tmp_path
     matrix = {**MATRIX, "axes": {"seed": [0], "batch_size": [32, 64]}}
     teachers = [c for c in plan(tmp_path, matrix) if c.stage == "teacher" and c.config.arch == "menghani_mlp"]
     assert len({c.id for c in teachers}) == 2 and len({structural_key(c) for c in teachers}) == 1
+
+
+def test_a_student_can_teach_the_next_student(tmp_path: Path) -> None:
+    # a teacher assistant: the grandchild names its parent "teacher", the role its parent sees its own teacher in
+    matrix = {**MATRIX, "defaults": {**MATRIX["defaults"], "arch": "menghani_mlp"}, "axes": {}, "stages": {
+        "teacher": {"method": "supervised"},
+        "assistant": {"method": "kd", "needs": {"teacher": "teacher"}},
+        "assistant_student": {"method": "kd", "needs": {"teacher": "assistant"}}}}
+    cells = plan(tmp_path, matrix)
+    assert [c.stage for c in cells] == ["teacher", "assistant", "assistant_student"]
+    assert cells[2].config.deps == {"teacher": cells[1].id}
+    assert cells[2].parents["teacher"] is cells[1]
+
+
+def test_parents_that_see_different_cells_in_a_named_role_are_not_a_pair(tmp_path: Path) -> None:
+    # the fine-tune's teacher must be the very teacher its student learnt from
+    matrix = {**MATRIX, "stages": {
+        "teacher": {"method": "supervised", "axes": {"arch": ["menghani_cnn", "menghani_mlp"]}},
+        "student": {"method": "kd", "needs": {"teacher": "teacher"}},
+        "both": {"method": "kd", "needs": {"teacher": "teacher", "student": "student"}}}}
+    cells = plan(tmp_path, matrix)
+    both = [c for c in cells if c.stage == "both"]
+    assert len(both) == 4  # 2 seeds x 2 teachers, never a teacher beside another teacher's student
+    for c in both:
+        assert c.parents["student"].config.deps["teacher"] == c.config.deps["teacher"]
