@@ -240,8 +240,10 @@ class Planner:
         unread = unread_fields(c, needs.fields) if needs else ()
         if unread:
             name = unread[0]
+            readers = methods_reading(name)
             raise ConfigError(self.matrix.source, where, f"field {name!r} is set ({_shown(getattr(c, name))}) but method "
-                              f"{c.method!r} does not read it; methods that read it: {', '.join(methods_reading(name))}")
+                              f"{c.method!r} does not read it; methods that read it: {', '.join(readers)}"
+                              + self._stage_set_hint(name, readers))
         if c.epochs == 0 and not (c.pretrained or c.encoder_file) and (needs is None or needs.trains):
             raise ConfigError(self.matrix.source, f"{where}.epochs", "0 trains nothing: a cell with epochs 0 evaluates "
                               "pretrained weights as they are (set pretrained: true or encoder_file), otherwise use epochs >= 1")
@@ -249,6 +251,15 @@ class Planner:
             raise ConfigError(self.matrix.source, f"{where}.eval_every", "metric 'best_val' compares every epoch: use eval_every 1")
         if c.metric == "best_val" and c.protocol == "official" and c.val_fraction == 0:
             raise ConfigError(self.matrix.source, where, "metric 'best_val' needs a validation split: set val_fraction > 0 or protocol resplit_4_1_1")
+
+    def _stage_set_hint(self, name: str, readers: tuple[str, ...]) -> str:
+        """A --set without a stage reaches every stage: say how to name the ones that read the field."""
+        if name not in self.global_sets:
+            return ""
+        stages = [s for s, stage in self.matrix.stages.items() if stage.method in readers]
+        value = self.global_sets[name]
+        examples = " ".join(f"--set {s}.{name}={value}" for s in stages) or "(no stage here reads it)"
+        return f"; a --set without a stage sets every stage: set it on the stages that read it: {examples}"
 
     def _check_inputs_match(self, cell: Cell, parents: dict[str, Cell]) -> None:
         """A student is fed the inputs its teacher was trained on: same dataset, image size and

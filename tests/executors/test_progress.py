@@ -128,12 +128,14 @@ def test_no_progress_and_no_color_are_honoured(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_under_the_live_display_leaves_a_resumable_folder(tmp_path: Path) -> None:
-    results = tmp_path / "r"
-    code, out = _in_terminal(["run", str(TINY), "--results", str(results), "--log-every", "0"],
-                             interrupt_after="epoch 1/3 batch")
+    # a teacher of 100 epochs (a few seconds): the four cells of 3 epochs ran out in a second on an
+    # idle machine, before the interrupt landed
+    results, longer = tmp_path / "r", ["--set", "teacher.epochs=100"]
+    code, out = _in_terminal(["run", str(TINY), "--results", str(results), "--log-every", "0", *longer],
+                             interrupt_after="epoch 1/100 batch")
     assert code == 130, out[-2000:]
     assert "interrupted; run the same command again to resume" in out
-    assert main(["run", str(TINY), "--results", str(results)]) == 0
+    assert main(["run", str(TINY), "--results", str(results), *longer]) == 0
 
 
 def test_status_watch_ends_when_nothing_is_queued_or_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

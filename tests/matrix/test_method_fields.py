@@ -62,8 +62,9 @@ def test_the_refusal_applies_to_the_resolved_config(how: str) -> None:
         message = refusal(matrix(), {"bank_top_k": 5})
     else:
         message = refusal(matrix(), {"teacher.bank_top_k": 5})
+    hint = "; a --set without a stage sets every stage: set it on the stages that read it: --set student.bank_top_k=5"
     assert message.endswith("stages.teacher: field 'bank_top_k' is set (5) but method 'supervised' does not read it; "
-                            "methods that read it: blind, finetune, kd")
+                            "methods that read it: blind, finetune, kd" + (hint if how == "global --set" else ""))
 
 
 def test_values_are_shown_as_a_matrix_spells_them() -> None:
