@@ -100,8 +100,10 @@ def _in_terminal(args: list[str], env: dict[str, str] | None = None, interrupt_a
                 break
             out += chunk
         if interrupt_after and not sent and interrupt_after.encode() in out:
+            alive = process.poll() is None
             process.send_signal(signal.SIGINT)
             sent = True
+            out += f"\n[test: SIGINT sent after {len(out)} bytes; the run was {'alive' if alive else 'over'}]\n".encode()
         if process.poll() is not None and not ready:
             break
     os.close(master)
@@ -133,7 +135,7 @@ def test_ctrl_c_under_the_live_display_leaves_a_resumable_folder(tmp_path: Path)
     results, longer = tmp_path / "r", ["--set", "teacher.epochs=100"]
     code, out = _in_terminal(["run", str(TINY), "--results", str(results), "--log-every", "0", *longer],
                              interrupt_after="epoch 1/100 batch")
-    assert code == 130, out[-2000:]
+    assert code == 130, (re.findall(r"\[test: [^]]*\]", out) or ["[test: never sent]"], out[-2000:])
     assert "interrupted; run the same command again to resume" in out
     assert main(["run", str(TINY), "--results", str(results), *longer]) == 0
 
