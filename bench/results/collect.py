@@ -25,7 +25,7 @@ import pandas as pd
 
 from bench.results.collect_cache import CollectCache, Entry
 from bench.errors import BenchError
-from bench.results.store import Store, atomic_write_bytes, file_signature, write_cache
+from bench.results.store import JsonProblem, Store, atomic_write_bytes, file_signature, parse_json, write_cache
 
 # result.json fields that are numbers, or null when not measured (val_acc without a validation split)
 NUMERIC_RESULTS = ("test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss", "selected_epoch",
@@ -55,19 +55,15 @@ class UnreadableCell(BenchError):
 def read_json_file(path: Path) -> Any:
     """The JSON value in ``path``, or :class:`FileProblem` (missing, unreadable, not UTF-8, corrupt)."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise FileProblem(path, "is missing") from None
     except OSError as error:
         raise FileProblem(path, f"is unreadable ({error.strerror or type(error).__name__})") from None
-    except UnicodeDecodeError:
-        raise FileProblem(path, "is not UTF-8 text") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise FileProblem(path, f"is corrupt JSON ({error.msg} at line {error.lineno})") from None
-    except RecursionError:
-        raise FileProblem(path, "is nested too deeply to read") from None
+        return parse_json(path, data)
+    except JsonProblem as problem:
+        raise FileProblem(path, f"is {problem.problem}") from None
 
 
 def _json_object(path: Path) -> dict[str, Any]:

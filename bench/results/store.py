@@ -173,19 +173,35 @@ def load_tensors(path: Path) -> Any:
         raise UnreadableFile(f"{path}: cannot be loaded ({reason})") from None
 
 
+class JsonProblem(BenchError):
+    """Bytes that are not usable JSON, with the problem as a phrase ("not UTF-8 text") that
+    ``read_json`` and ``bench.results.collect.read_json_file`` word for their readers."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def parse_json(path: Path, data: bytes) -> Any:
+    """The JSON value in ``data`` (read from ``path``), or :class:`JsonProblem`: not UTF-8,
+    corrupt, or nested too deeply for the parser (a RecursionError, not a traceback)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JsonProblem(path, "not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise JsonProblem(path, f"corrupt JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:
+        raise JsonProblem(path, "nested too deeply to read") from None
+
+
 def read_json(path: Path) -> Any:
     """The JSON in a results folder's file: a link there is refused (never followed out of the
-    folder), and a file that is not UTF-8 or nests too deeply is a one-line error like corrupt JSON."""
-    try:
-        with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as file:
-            text = file.read().decode("utf-8")
-        return json.loads(text)
-    except UnicodeDecodeError:
-        raise BenchError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise BenchError(f"{path}: corrupt JSON ({error.msg} at line {error.lineno})") from None
-    except RecursionError:
-        raise BenchError(f"{path}: JSON nested too deeply to read") from None
+    folder); bytes that are not usable JSON are one line naming the file (:func:`parse_json`)."""
+    with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as file:
+        return parse_json(path, file.read())
 
 
 def _plan_problem(plan: Any) -> str | None:
